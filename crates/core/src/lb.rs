@@ -1,0 +1,133 @@
+//! Load Balancer: listeners forwarding to weighted target groups with health checks (ELBv2 on
+//! AWS, a real HTTP/TCP proxy on a loopback port locally).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::container::HealthCheck;
+use crate::error::Result;
+
+/// Listener protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    /// HTTP/1.1 (an application load balancer).
+    Http,
+    /// Raw TCP (a network load balancer).
+    Tcp,
+}
+
+/// How a target group spreads requests over its healthy targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Algorithm {
+    /// In turn.
+    #[default]
+    RoundRobin,
+    /// To the target with the fewest requests in flight.
+    LeastOutstandingRequests,
+}
+
+/// A target group's definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TargetGroupSpec {
+    /// Name (1–32 letters, digits and hyphens).
+    pub name: String,
+    /// Protocol to the targets.
+    pub protocol: Protocol,
+    /// VPC of the targets.
+    pub vpc: Option<String>,
+    /// Health check.
+    pub health_check: HealthCheck,
+    /// Algorithm.
+    pub algorithm: Algorithm,
+    /// Time a deregistered target keeps serving in-flight requests.
+    pub deregistration_delay: std::time::Duration,
+}
+
+/// A listener forwarding to target groups by weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerSpec {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port (0 locally: pick a free one).
+    pub port: u16,
+    /// `(target group, weight)`; weights are relative, 0–999.
+    pub forward: Vec<(String, u32)>,
+}
+
+/// A load balancer's definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LoadBalancerSpec {
+    /// Name (1–32 letters, digits and hyphens).
+    pub name: String,
+    /// Subnets it serves from.
+    pub subnets: Vec<String>,
+    /// Its security groups.
+    pub security_groups: Vec<String>,
+    /// Listeners.
+    pub listeners: Vec<ListenerSpec>,
+}
+
+/// A load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerInfo {
+    /// Its definition.
+    pub spec: LoadBalancerSpec,
+    /// DNS name or `127.0.0.1`.
+    pub dns_name: String,
+    /// The listeners' actual addresses (`http://127.0.0.1:PORT`).
+    pub urls: Vec<String>,
+}
+
+/// A target's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TargetHealth {
+    /// Being checked for the first time.
+    Initial,
+    /// Gets traffic.
+    Healthy,
+    /// Gets no traffic.
+    Unhealthy,
+    /// Deregistered, finishing in-flight requests.
+    Draining,
+}
+
+/// A target (`host:port`) and its health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// `host:port`.
+    pub target: String,
+    /// Health.
+    pub health: TargetHealth,
+    /// Why (last check result).
+    pub reason: String,
+}
+
+/// Load balancers and target groups.
+#[async_trait]
+pub trait LoadBalancers: fmt::Debug + Send + Sync + 'static {
+    /// Creates a target group.
+    async fn create_target_group(&self, spec: TargetGroupSpec) -> Result<()>;
+    /// Deletes a target group (not while a listener forwards to it).
+    async fn delete_target_group(&self, name: &str) -> Result<()>;
+    /// Registers targets (`host:port`).
+    async fn register_targets(&self, group: &str, targets: Vec<String>) -> Result<()>;
+    /// Deregisters targets; they drain in-flight requests first.
+    async fn deregister_targets(&self, group: &str, targets: Vec<String>) -> Result<()>;
+    /// Targets of a group and their health.
+    async fn target_health(&self, group: &str) -> Result<Vec<TargetStatus>>;
+
+    /// Creates a load balancer and starts its listeners.
+    async fn create_load_balancer(&self, spec: LoadBalancerSpec) -> Result<LoadBalancerInfo>;
+    /// Changes the weights of a listener's target groups (canary, blue-green).
+    async fn set_weights(&self, lb: &str, port: u16, forward: Vec<(String, u32)>) -> Result<()>;
+    /// Describes a load balancer.
+    async fn describe_load_balancer(&self, name: &str) -> Result<LoadBalancerInfo>;
+    /// Every load balancer.
+    async fn list_load_balancers(&self) -> Result<Vec<LoadBalancerInfo>>;
+    /// Stops and deletes a load balancer.
+    async fn delete_load_balancer(&self, name: &str) -> Result<()>;
+}
