@@ -1,0 +1,2 @@
+//! Benchmark of the local blob service (being written).
+fn main() {}

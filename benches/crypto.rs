@@ -1,0 +1,2 @@
+//! Benchmark of the local crypto service (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Benchmark of the local kv service (being written).
+fn main() {}

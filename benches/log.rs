@@ -1,0 +1,2 @@
+//! Benchmark of the local log service (being written).
+fn main() {}

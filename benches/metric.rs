@@ -1,0 +1,2 @@
+//! Benchmark of the local metric service (being written).
+fn main() {}

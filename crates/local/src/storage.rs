@@ -1,0 +1,101 @@
+//! Where a local service keeps its state: a directory under the state root, or memory.
+//!
+//! Also the one place that turns native storage errors (io, redb) into mvi errors, and the
+//! atomic-write helper every file-backed service uses.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mvi_core::{Error, ErrorKind, Op, Result, Service};
+
+use crate::sim::Sim;
+
+/// What a service is given when it opens.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The service's own directory (created), or `None` for in-memory state.
+    pub dir: Option<PathBuf>,
+    /// Time, ids, principal.
+    pub sim: Arc<Sim>,
+}
+
+impl Ctx {
+    /// A context for `service` under `root` (`root/<service>`), creating the directory.
+    pub fn new(root: Option<&Path>, service: Service, sim: Arc<Sim>) -> Result<Self> {
+        let dir = match root {
+            Some(root) => {
+                let dir = root.join(service.as_str());
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| io_error(Op::new(service, "open"), &dir, e))?;
+                Some(dir)
+            }
+            None => None,
+        };
+        Ok(Ctx { dir, sim })
+    }
+
+    /// Opens (or creates) the redb database `name` in the service's directory, or an
+    /// in-memory one.
+    pub fn open_redb(&self, op: Op, name: &str) -> Result<redb::Database> {
+        match &self.dir {
+            Some(dir) => {
+                let path = dir.join(name);
+                redb::Database::create(&path).map_err(|e| {
+                    let kind = match &e {
+                        redb::DatabaseError::DatabaseAlreadyOpen => ErrorKind::Unavailable,
+                        _ => ErrorKind::Internal,
+                    };
+                    let hint = if kind == ErrorKind::Unavailable {
+                        "the state root is already open in this or another process"
+                    } else {
+                        "cannot open the database file"
+                    };
+                    op.err(kind, path.display().to_string(), format!("{hint}: {e}"))
+                        .with_source(e)
+                })
+            }
+            None => redb::Database::builder()
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+                .map_err(|e| op.internal("memory", e)),
+        }
+    }
+}
+
+/// Maps an io error about `path` to an mvi error.
+pub fn io_error(op: Op, path: &Path, e: std::io::Error) -> Error {
+    use std::io::ErrorKind as Io;
+    let kind = match e.kind() {
+        Io::NotFound => ErrorKind::NotFound,
+        Io::AlreadyExists => ErrorKind::AlreadyExists,
+        Io::PermissionDenied => ErrorKind::PermissionDenied,
+        Io::TimedOut => ErrorKind::Timeout,
+        _ => ErrorKind::Internal,
+    };
+    op.err(kind, path.display().to_string(), e.to_string())
+        .with_source(e)
+}
+
+/// Maps any redb error to an Internal mvi error about `resource`.
+pub fn db_error(op: Op, resource: &str, e: impl Into<redb::Error>) -> Error {
+    let e: redb::Error = e.into();
+    op.internal(resource, e)
+}
+
+/// Writes `bytes` to `path` atomically and durably: a temp file in the same directory,
+/// fsync, rename over `path`, fsync of the directory. A crash leaves either the old or the
+/// new content, never a mix.
+pub fn atomic_write(op: Op, path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let fail = |e: std::io::Error| io_error(op, path, e);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    tmp.write_all(bytes).map_err(fail)?;
+    tmp.as_file().sync_all().map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    sync_dir(dir).map_err(fail)
+}
+
+/// fsyncs a directory so a rename or a new file in it survives a crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
