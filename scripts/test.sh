@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every test of mvi, on a fresh machine: formatting, lints, the unit and conformance tests of
+# every crate, the end-to-end tests, and the quickstart as a smoke test.
+# Usage: ./scripts/test.sh   (set CARGO_TARGET_DIR to reuse a build cache)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, conformance on the local backend in memory and on disk, end to end)"
+cargo test --workspace --locked
+
+step "quickstart (in memory)"
+cargo run --quiet --locked --example quickstart -- --memory
+
+echo
+echo "all tests passed"
