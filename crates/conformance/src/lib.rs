@@ -24,6 +24,7 @@ pub mod crypto;
 pub mod kv;
 pub mod log;
 pub mod metric;
+pub mod vpc;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -234,5 +235,6 @@ macro_rules! conformance_tests {
         $crate::crypto_cases!($target);
         $crate::log_cases!($target);
         $crate::metric_cases!($target);
+        $crate::vpc_cases!($target);
     };
 }
