@@ -24,6 +24,7 @@ pub mod crypto;
 pub mod kv;
 pub mod log;
 pub mod metric;
+pub mod vm;
 pub mod vpc;
 
 use std::collections::BTreeSet;
@@ -236,5 +237,6 @@ macro_rules! conformance_tests {
         $crate::log_cases!($target);
         $crate::metric_cases!($target);
         $crate::vpc_cases!($target);
+        $crate::vm_cases!($target);
     };
 }

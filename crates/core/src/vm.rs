@@ -28,6 +28,26 @@ pub struct VmSpec {
     pub tags: Tags,
 }
 
+impl VmSpec {
+    /// A VM named `name` of instance type `size` from `image` in `subnet`.
+    pub fn new(
+        name: impl Into<String>,
+        size: impl Into<String>,
+        image: impl Into<String>,
+        subnet: impl Into<String>,
+    ) -> Self {
+        VmSpec {
+            name: name.into(),
+            size: size.into(),
+            image: image.into(),
+            subnet: subnet.into(),
+            security_groups: Vec::new(),
+            user_data: None,
+            tags: Tags::new(),
+        }
+    }
+}
+
 /// A VM's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum VmState {

@@ -21,6 +21,7 @@ pub mod log;
 pub mod metric;
 pub mod sim;
 pub mod storage;
+pub mod vm;
 pub mod vpc;
 
 use std::path::PathBuf;
@@ -102,9 +103,9 @@ impl LocalCloudBuilder {
         };
         let root = root.as_deref();
         let ctx = |service| storage::Ctx::new(root, service, sim.clone());
-        let cloud = Cloud::new("local").with_networks(Arc::new(
-            vpc::LocalNetworks::open(ctx(Service::Vpc)?).await?,
-        ));
+        let networks = Arc::new(vpc::LocalNetworks::open(ctx(Service::Vpc)?).await?);
+        let vms = Arc::new(vm::LocalVms::open(ctx(Service::Vm)?, networks.clone()).await?);
+        let cloud = Cloud::new("local").with_networks(networks).with_vms(vms);
         let _blob = blob::LocalBlob::open(ctx(Service::Blob)?).await?;
         let _kv = kv::LocalKv::open(ctx(Service::Kv)?).await?;
         let _crypto = crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?;
