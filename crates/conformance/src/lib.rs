@@ -21,6 +21,7 @@
 
 pub mod blob;
 pub mod crypto;
+pub mod image;
 pub mod kv;
 pub mod log;
 pub mod metric;
@@ -238,5 +239,6 @@ macro_rules! conformance_tests {
         $crate::metric_cases!($target);
         $crate::vpc_cases!($target);
         $crate::vm_cases!($target);
+        $crate::image_cases!($target);
     };
 }

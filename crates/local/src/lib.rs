@@ -16,6 +16,7 @@
 
 pub mod blob;
 pub mod crypto;
+pub mod image;
 pub mod kv;
 pub mod log;
 pub mod metric;
@@ -105,7 +106,11 @@ impl LocalCloudBuilder {
         let ctx = |service| storage::Ctx::new(root, service, sim.clone());
         let networks = Arc::new(vpc::LocalNetworks::open(ctx(Service::Vpc)?).await?);
         let vms = Arc::new(vm::LocalVms::open(ctx(Service::Vm)?, networks.clone()).await?);
-        let cloud = Cloud::new("local").with_networks(networks).with_vms(vms);
+        let images = Arc::new(image::LocalImages::open(ctx(Service::Image)?).await?);
+        let cloud = Cloud::new("local")
+            .with_networks(networks)
+            .with_vms(vms)
+            .with_images(images);
         let _blob = blob::LocalBlob::open(ctx(Service::Blob)?).await?;
         let _kv = kv::LocalKv::open(ctx(Service::Kv)?).await?;
         let _crypto = crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?;
