@@ -115,7 +115,9 @@ impl LocalCloudBuilder {
         let _kv = kv::LocalKv::open(ctx(Service::Kv)?).await?;
         let _crypto = crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?;
         let _logs = log::LocalLogs::open(ctx(Service::Log)?).await?;
-        let _metrics = metric::LocalMetrics::open(ctx(Service::Metric)?).await?;
+        let cloud = cloud.with_metrics(Arc::new(
+            metric::LocalMetrics::open(ctx(Service::Metric)?).await?,
+        ));
         Ok(cloud)
     }
 }
