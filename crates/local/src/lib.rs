@@ -113,7 +113,9 @@ impl LocalCloudBuilder {
             .with_images(images);
         let _blob = blob::LocalBlob::open(ctx(Service::Blob)?).await?;
         let _kv = kv::LocalKv::open(ctx(Service::Kv)?).await?;
-        let _crypto = crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?;
+        let cloud = cloud.with_crypto(Arc::new(
+            crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?,
+        ));
         let _logs = log::LocalLogs::open(ctx(Service::Log)?).await?;
         let cloud = cloud.with_metrics(Arc::new(
             metric::LocalMetrics::open(ctx(Service::Metric)?).await?,
