@@ -105,7 +105,7 @@ impl LocalCloudBuilder {
         let _blob = blob::LocalBlob::open(ctx(Service::Blob)?).await?;
         let _kv = kv::LocalKv::open(ctx(Service::Kv)?).await?;
         let _crypto = crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?;
-        let _logs = log::LocalLogs::open(ctx(Service::Log)?).await?;
+        let cloud = cloud.with_logs(Arc::new(log::LocalLogs::open(ctx(Service::Log)?).await?));
         let _metrics = metric::LocalMetrics::open(ctx(Service::Metric)?).await?;
         Ok(cloud)
     }
