@@ -132,7 +132,14 @@ impl StreamFiles {
         mut each: impl FnMut(LoadedEvent),
     ) -> Result<(Self, u64)> {
         let mut names = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| io_error(op, dir, e))?;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            // Recorded in the metadata but never written to (or lost): an empty stream.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Self::create(op, dir)?, 0));
+            }
+            Err(e) => return Err(io_error(op, dir, e)),
+        };
         for entry in entries {
             let entry = entry.map_err(|e| io_error(op, dir, e))?;
             let name = entry.file_name();
@@ -412,5 +419,14 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let (got, next) = load(&dir);
         assert_eq!((got.len(), next), (1, 101));
+    }
+
+    #[test]
+    fn a_missing_stream_directory_opens_empty() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tmp.path().join("gone");
+        let (got, next) = load(&dir);
+        assert!(got.is_empty() && next == 0);
+        assert!(dir.is_dir());
     }
 }
