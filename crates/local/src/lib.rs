@@ -106,20 +106,15 @@ impl LocalCloudBuilder {
         let ctx = |service| storage::Ctx::new(root, service, sim.clone());
         let networks = Arc::new(vpc::LocalNetworks::open(ctx(Service::Vpc)?).await?);
         let vms = Arc::new(vm::LocalVms::open(ctx(Service::Vm)?, networks.clone()).await?);
-        let images = Arc::new(image::LocalImages::open(ctx(Service::Image)?).await?);
         let cloud = Cloud::new("local")
+            .with_blob(Arc::new(blob::LocalBlob::open(ctx(Service::Blob)?).await?))
+            .with_kv(Arc::new(kv::LocalKv::open(ctx(Service::Kv)?).await?))
+            .with_crypto(Arc::new(crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?))
+            .with_logs(Arc::new(log::LocalLogs::open(ctx(Service::Log)?).await?))
+            .with_metrics(Arc::new(metric::LocalMetrics::open(ctx(Service::Metric)?).await?))
+            .with_images(Arc::new(image::LocalImages::open(ctx(Service::Image)?).await?))
             .with_networks(networks)
-            .with_vms(vms)
-            .with_images(images);
-        let _blob = blob::LocalBlob::open(ctx(Service::Blob)?).await?;
-        let _kv = kv::LocalKv::open(ctx(Service::Kv)?).await?;
-        let cloud = cloud.with_crypto(Arc::new(
-            crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?,
-        ));
-        let _logs = log::LocalLogs::open(ctx(Service::Log)?).await?;
-        let cloud = cloud.with_metrics(Arc::new(
-            metric::LocalMetrics::open(ctx(Service::Metric)?).await?,
-        ));
+            .with_vms(vms);
         Ok(cloud)
     }
 }
