@@ -103,7 +103,7 @@ impl LocalCloudBuilder {
         let ctx = |service| storage::Ctx::new(root, service, sim.clone());
         let cloud = Cloud::new("local");
         let _blob = blob::LocalBlob::open(ctx(Service::Blob)?).await?;
-        let _kv = kv::LocalKv::open(ctx(Service::Kv)?).await?;
+        let cloud = cloud.with_kv(Arc::new(kv::LocalKv::open(ctx(Service::Kv)?).await?));
         let _crypto = crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?;
         let _logs = log::LocalLogs::open(ctx(Service::Log)?).await?;
         let _metrics = metric::LocalMetrics::open(ctx(Service::Metric)?).await?;
