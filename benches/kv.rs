@@ -1,8 +1,13 @@
 //! Benchmark of the local KV service, on disk (a temporary directory), release build.
 //!
 //! Figures, printed by criterion as time per operation and throughput (ops/s):
+//! - `kv/fsync_baseline`: a 4 KiB write plus `fdatasync` on the same disk, without mvi: the
+//!   floor for anything that makes each write durable before acknowledging it.
 //! - `kv/put_durable`: one unconditional put from a single writer; each is its own durable
 //!   redb commit (one fsync), so this measures the disk's fsync as much as the service.
+//! - `kv/put_durable_16_writers`: sixteen tasks putting at once; throughput counts puts.
+//!   Concurrent puts share durable commits (group commit), so this is well above the single
+//!   writer's figure on a disk where an fsync dominates.
 //! - `kv/put_conditional`: a put with `Condition::equals` on a version attribute (the
 //!   optimistic-concurrency write): the read of the current item happens in the same commit.
 //! - `kv/get`: a point read of one of 10,000 items.
@@ -72,6 +77,20 @@ fn bench(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(4));
     group.warm_up_time(Duration::from_secs(1));
 
+    // The floor for any store that makes each write durable before acknowledging it: one
+    // 4 KiB write and one fdatasync on the same disk.
+    let probe_path = dir.path().join("fsync-probe");
+    let mut probe = std::fs::File::create(&probe_path).expect("probe file");
+    group.bench_function("fsync_baseline", |b| {
+        use std::io::{Seek, SeekFrom, Write};
+        let page = [0x5a_u8; 4096];
+        b.iter(|| {
+            probe.seek(SeekFrom::Start(0)).expect("seek");
+            probe.write_all(&page).expect("write");
+            probe.sync_data().expect("fdatasync");
+        })
+    });
+
     let mut n = 0_i64;
     group.bench_function("put_durable", |b| {
         b.to_async(&rt).iter(|| {
@@ -81,6 +100,31 @@ fn bench(c: &mut Criterion) {
             async move { kv.put("bench", item).await.expect("put") }
         })
     });
+
+    // Sixteen writers at once: their puts share durable commits (group commit).
+    group.throughput(Throughput::Elements(16));
+    let mut round = 0_i64;
+    group.bench_function("put_durable_16_writers", |b| {
+        b.to_async(&rt).iter(|| {
+            round += 1;
+            let puts: Vec<_> = (0..16)
+                .map(|w| {
+                    let kv = kv.clone();
+                    let item = item! {
+                        "id" => format!("c-{w}-{}", round % 1000),
+                        "data" => payload.clone(),
+                    };
+                    tokio::spawn(async move { kv.put("bench", item).await })
+                })
+                .collect();
+            async move {
+                for put in futures::future::join_all(puts).await {
+                    put.expect("task").expect("put");
+                }
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(1));
 
     let mut version = 0_i64;
     group.bench_function("put_conditional", |b| {

@@ -804,4 +804,72 @@ mod tests {
         assert_eq!(count(&kv, "counted").await?, 2);
         Ok(())
     }
+
+    const CHILD_DIR: &str = "MVI_KV_CRASH_CHILD_DIR";
+
+    fn on_disk(dir: &std::path::Path) -> Result<Ctx> {
+        let sim = Arc::new(Sim::new(1, Arc::new(SystemClock), "test".into()));
+        Ctx::new(Some(dir), Service::Kv, sim)
+    }
+
+    /// Every write acknowledged before a `kill -9` is there after it. The test runs itself
+    /// as a child process that writes and prints each acknowledged key, kills it at an
+    /// arbitrary point, and reopens the state.
+    #[tokio::test]
+    async fn acknowledged_writes_survive_kill()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        use std::io::{BufRead, Write};
+
+        if let Some(dir) = std::env::var_os(CHILD_DIR) {
+            // The child: write until killed, acknowledging each write on stdout.
+            let kv = LocalKv::open(on_disk(dir.as_ref())?).await?;
+            kv.create_table(TableSpec::new("crash", KeyAttr::new("id", KeyType::Number)))
+                .await?;
+            for n in 0_i64.. {
+                kv.put("crash", item! { "id" => n }).await?;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "acked {n}");
+                let _ = out.flush();
+            }
+            return Ok(());
+        }
+
+        let dir = tempfile::tempdir()?;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "--exact",
+                "kv::tests::acknowledged_writes_survive_kill",
+                "--nocapture",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("the child has no stdout")?;
+        let mut last = None;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(n) = line
+                .strip_prefix("acked ")
+                .and_then(|n| n.parse::<i64>().ok())
+            {
+                last = Some(n);
+                if n >= 200 {
+                    break;
+                }
+            }
+        }
+        // SIGKILL: no destructors, no flush, as a crash.
+        let _ = child.kill();
+        let _ = child.wait();
+        let last = last.ok_or("the child acknowledged nothing")?;
+
+        let kv = LocalKv::open(on_disk(dir.path())?).await?;
+        for n in 0..=last {
+            assert!(
+                kv.get_item("crash", Key::new(n)).await?.is_some(),
+                "acknowledged write {n} of {last} was lost"
+            );
+        }
+        Ok(())
+    }
 }
