@@ -343,6 +343,21 @@ pub async fn query_range_descending_paginated(ctx: &mut Ctx) -> Outcome {
             .all(|i| i.get("pk") == Some(&Value::from("u1"))),
         "items of another partition leaked into the query"
     );
+    // Bad queries: bounds the wrong way round, a zero page size, a cursor nobody issued.
+    expect_err!(
+        kv.query(Query::new(&table, "u1").sort(SortCondition::Between(8.into(), 2.into())))
+            .await,
+        InvalidArgument
+    );
+    expect_err!(
+        kv.query(Query::new(&table, "u1").limit(0)).await,
+        InvalidArgument
+    );
+    expect_err!(
+        kv.query(Query::new(&table, "u1").cursor(Some("not a cursor!".into())))
+            .await,
+        InvalidArgument
+    );
     let none = kv.query(Query::new(&table, "nobody")).await?;
     ensure!(
         none.items.is_empty() && none.next.is_none(),

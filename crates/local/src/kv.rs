@@ -4,8 +4,8 @@
 //! - `tables`: table name → its definition, creation time and a numeric id (postcard).
 //! - `meta`: the counter the next table id is drawn from.
 //! - `items/<id>`: one redb table per KV table, stored key → item (postcard). Stored keys
-//!   are the order-preserving encoding of `(partition, sort)` described in [`keys`], so a
-//!   query is one contiguous range scan and redb's own ordering is DynamoDB's sort order.
+//!   are the order-preserving encoding of `(partition, sort)` described in `kv/keys.rs`,
+//!   so a query is one contiguous range scan and redb's own ordering is DynamoDB's order.
 //!
 //! Why this shape:
 //! - A redb table per KV table makes the item count exact and free (redb keeps each tree's
@@ -17,8 +17,8 @@
 //!   against the item read in that same transaction, and redb admits one writer at a time,
 //!   so conditional writes are race-free across tasks. Commits are durable (redb's default
 //!   one-fsync commit) and a write is acknowledged only after its commit, so it survives a
-//!   crash. Concurrent writes share a commit ([`commit`]: group commit), so sixteen writers
-//!   do not wait for sixteen fsyncs in a row; a lone writer gets one commit per write.
+//!   crash. Concurrent writes share a commit (group commit, `kv/commit.rs`), so sixteen
+//!   writers do not wait for sixteen fsyncs in a row; a lone writer gets one commit per write.
 //!   Commits block on the fsync, so they run on tokio's blocking pool.
 //! - Reads run inline: a read transaction is a cheap snapshot and a point read touches a few
 //!   cached pages. Table definitions are cached in memory (the database belongs to this
@@ -142,13 +142,18 @@ impl LocalKv {
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| op.internal(resource, e))?
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt
+                .spawn_blocking(move || f(&inner))
+                .await
+                .map_err(|e| op.internal(resource, e))?,
+            // Polled outside tokio: block here rather than panic.
+            Err(_) => f(&inner),
+        }
     }
 
     /// Runs `f` in a durable write transaction, possibly shared with concurrent writes
-    /// (see [`commit`]), and returns once it is committed.
+    /// (see `kv/commit.rs`), and returns once it is committed.
     async fn write<T, F>(&self, op: Op, resource: &str, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -333,7 +338,7 @@ fn query_range(op: Op, stored: &StoredTable, req: &Query) -> Result<KeyRange> {
             if a > b {
                 return Err(op.invalid(
                     table,
-                    "BETWEEN needs its lower bound first: the lower bound is greater than the upper",
+                    "Between needs its lower bound first; here it is above the upper bound",
                 ));
             }
             (Included(a), Included(b))
@@ -803,6 +808,20 @@ mod tests {
             .await?;
         assert_eq!(count(&kv, "counted").await?, 2);
         Ok(())
+    }
+
+    /// Polled by an executor other than tokio, the service blocks instead of panicking.
+    #[test]
+    fn works_outside_tokio() -> Result<()> {
+        futures::executor::block_on(async {
+            let sim = Arc::new(Sim::new(1, Arc::new(SystemClock), "test".into()));
+            let kv = LocalKv::open(Ctx::new(None, Service::Kv, sim)?).await?;
+            kv.create_table(TableSpec::new("plain", KeyAttr::new("id", KeyType::Str)))
+                .await?;
+            kv.put("plain", item! { "id" => "a" }).await?;
+            assert!(kv.get_item("plain", Key::new("a")).await?.is_some());
+            Ok(())
+        })
     }
 
     const CHILD_DIR: &str = "MVI_KV_CRASH_CHILD_DIR";

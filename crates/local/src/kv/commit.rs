@@ -101,10 +101,13 @@ impl GroupCommit {
         };
         if lead {
             let (db, queue) = (self.db.clone(), self.queue.clone());
-            // Not awaited: this writer waits for its own outcome like every other.
-            drop(tokio::task::spawn_blocking(move || {
-                lead_groups(&db, &queue)
-            }));
+            match tokio::runtime::Handle::try_current() {
+                // Not awaited: this writer waits for its own outcome like every other.
+                Ok(rt) => drop(rt.spawn_blocking(move || lead_groups(&db, &queue))),
+                // Polled outside tokio: no blocking pool to hand the fsync to, so block here
+                // (rather than panic as `spawn_blocking` would).
+                Err(_) => lead_groups(&db, &queue),
+            }
         }
         rx.await.map_err(|_| lost(op, resource)).and_then(|out| out)
     }
