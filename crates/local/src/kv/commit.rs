@@ -100,13 +100,17 @@ impl GroupCommit {
             !std::mem::replace(&mut q.leader, true)
         };
         if lead {
-            let (db, queue) = (self.db.clone(), self.queue.clone());
+            let leader = Leader {
+                db: self.db.clone(),
+                queue: self.queue.clone(),
+                released: false,
+            };
             match tokio::runtime::Handle::try_current() {
                 // Not awaited: this writer waits for its own outcome like every other.
-                Ok(rt) => drop(rt.spawn_blocking(move || lead_groups(&db, &queue))),
+                Ok(rt) => drop(rt.spawn_blocking(move || leader.run())),
                 // Polled outside tokio: no blocking pool to hand the fsync to, so block here
                 // (rather than panic as `spawn_blocking` would).
-                Err(_) => lead_groups(&db, &queue),
+                Err(_) => leader.run(),
             }
         }
         rx.await.map_err(|_| lost(op, resource)).and_then(|out| out)
@@ -122,32 +126,58 @@ fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     queue.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The leader's loop: commit groups until the queue is empty.
-fn lead_groups(db: &Weak<Database>, queue: &Mutex<Queue>) {
-    let _guard = PanicGuard(queue);
-    loop {
-        let jobs = {
-            let mut q = lock(queue);
-            if q.jobs.is_empty() {
-                // In the same critical section as the check, so a job pushed after it finds
-                // no leader and starts one.
+/// The right to commit the queued jobs, held by one thread at a time.
+struct Leader {
+    db: Weak<Database>,
+    queue: Arc<Mutex<Queue>>,
+    /// Set when the loop hands leadership back normally.
+    released: bool,
+}
+
+impl Leader {
+    /// Commits groups until the queue is empty.
+    fn run(mut self) {
+        loop {
+            let jobs = {
+                let mut q = lock(&self.queue);
+                if q.jobs.is_empty() {
+                    // In the same critical section as the check, so a job pushed after it
+                    // finds no leader and starts one.
+                    q.leader = false;
+                    self.released = true;
+                    return;
+                }
+                std::mem::take(&mut q.jobs)
+            };
+            let (done, failure) = match self.db.upgrade() {
+                Some(db) => run_group(&db, jobs),
+                // Unreachable while a writer waits (it holds the service), but never a panic.
+                None => {
+                    let why = "the KV service was closed";
+                    let done = jobs.into_iter().map(|job| job(Err(why))).collect();
+                    (done, Some(why.to_string()))
+                }
+            };
+            // The database handle is released by now: tell the writers.
+            for d in done {
+                (d.finish)(failure.as_deref());
+            }
+        }
+    }
+}
+
+impl Drop for Leader {
+    /// A leader that never ran (its runtime shut down first) or panicked hands leadership
+    /// back and drops the queued jobs, whose writers get an error, rather than leaving every
+    /// later write waiting for a leader that will not come.
+    fn drop(&mut self) {
+        if !self.released {
+            let jobs = {
+                let mut q = lock(&self.queue);
                 q.leader = false;
-                return;
-            }
-            std::mem::take(&mut q.jobs)
-        };
-        let (done, failure) = match db.upgrade() {
-            Some(db) => run_group(&db, jobs),
-            // Unreachable while a writer waits (it holds the service), but never a panic.
-            None => {
-                let why = "the KV service was closed";
-                let done = jobs.into_iter().map(|job| job(Err(why))).collect();
-                (done, Some(why.to_string()))
-            }
-        };
-        // The database handle is released by now: tell the writers.
-        for d in done {
-            (d.finish)(failure.as_deref());
+                std::mem::take(&mut q.jobs)
+            };
+            drop(jobs);
         }
     }
 }
@@ -179,18 +209,4 @@ fn run_group(db: &Database, jobs: Vec<Job>) -> (Vec<Done>, Option<String>) {
             .map(|e| format!("the commit failed: {e}")),
     };
     (done, failure)
-}
-
-/// If the leader panics, frees the leadership and drops the queued jobs (their writers get
-/// an error) rather than leaving every later write waiting forever.
-struct PanicGuard<'a>(&'a Mutex<Queue>);
-
-impl Drop for PanicGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut q = lock(self.0);
-            q.jobs.clear();
-            q.leader = false;
-        }
-    }
 }
