@@ -90,20 +90,43 @@ impl Value {
         match (self, other) {
             (Value::Str(a), Value::Str(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
             (Value::Bytes(a), Value::Bytes(b)) => Some(a.cmp(b)),
-            (a, b) => match (a.as_number(), b.as_number()) {
-                (Some(x), Some(y)) => x.partial_cmp(&y),
-                _ => None,
-            },
-        }
-    }
-
-    fn as_number(&self) -> Option<f64> {
-        match self {
-            Value::Int(i) => Some(*i as f64),
-            Value::Float(f) => Some(*f),
+            // Exact, not through f64: integers beyond 2^53 must not compare equal to their
+            // neighbours (DynamoDB numbers are exact decimals).
+            (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+            (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
+            (Value::Int(a), Value::Float(b)) => int_float_cmp(*a, *b),
+            (Value::Float(a), Value::Int(b)) => int_float_cmp(*b, *a).map(Ordering::reverse),
             _ => None,
         }
     }
+}
+
+/// Compares an integer with a float exactly (`None` for NaN).
+fn int_float_cmp(i: i64, f: f64) -> Option<Ordering> {
+    // 2^63 is exactly representable; every finite float in [-2^63, 2^63) truncates to an i64
+    // without loss, and its fractional part breaks ties.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if f.is_nan() {
+        return None;
+    }
+    if f >= TWO_63 {
+        return Some(Ordering::Less);
+    }
+    if f < -TWO_63 {
+        return Some(Ordering::Greater);
+    }
+    let whole = f.trunc() as i64;
+    Some(i.cmp(&whole).then_with(|| {
+        // Same whole part: the float's fraction decides (i has none).
+        let frac = f.fract();
+        if frac > 0.0 {
+            Ordering::Less
+        } else if frac < 0.0 {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        }
+    }))
 }
 
 macro_rules! value_from {
