@@ -109,10 +109,16 @@ impl LocalCloudBuilder {
         let cloud = Cloud::new("local")
             .with_blob(Arc::new(blob::LocalBlob::open(ctx(Service::Blob)?).await?))
             .with_kv(Arc::new(kv::LocalKv::open(ctx(Service::Kv)?).await?))
-            .with_crypto(Arc::new(crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?))
+            .with_crypto(Arc::new(
+                crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?,
+            ))
             .with_logs(Arc::new(log::LocalLogs::open(ctx(Service::Log)?).await?))
-            .with_metrics(Arc::new(metric::LocalMetrics::open(ctx(Service::Metric)?).await?))
-            .with_images(Arc::new(image::LocalImages::open(ctx(Service::Image)?).await?))
+            .with_metrics(Arc::new(
+                metric::LocalMetrics::open(ctx(Service::Metric)?).await?,
+            ))
+            .with_images(Arc::new(
+                image::LocalImages::open(ctx(Service::Image)?).await?,
+            ))
             .with_networks(networks)
             .with_vms(vms);
         Ok(cloud)
