@@ -128,12 +128,14 @@ async fn run() -> Result<()> {
         errors.items.iter().map(|r| &r.message).collect::<Vec<_>>()
     );
 
-    // Metric: request latencies, their percentiles, and an alarm on the p99.
+    // Metric: request latencies, their percentiles, and an alarm on the p99. The points are
+    // stamped a minute ago so they fall in the last complete minute, which the alarm reads.
     let metrics = cloud.metrics()?;
+    let minute_ago = now - chrono::Duration::seconds(60);
     let latency = MetricId::new("Quickstart/Web", "Latency").dimension("Page", "/index.html");
     let points: Vec<Datum> = (1..=100)
         .map(|i| {
-            Datum::new("Latency", f64::from(i), now)
+            Datum::new("Latency", f64::from(i), minute_ago)
                 .dimension("Page", "/index.html")
                 .unit(Unit::Milliseconds)
         })
@@ -142,7 +144,7 @@ async fn run() -> Result<()> {
     let stats = metrics
         .get_statistics(GetStatistics::new(
             latency.clone(),
-            now - chrono::Duration::minutes(1),
+            now - chrono::Duration::minutes(2),
             now + chrono::Duration::minutes(1),
             Duration::from_secs(3600),
             [Statistic::SampleCount, Statistic::P50, Statistic::P99],
