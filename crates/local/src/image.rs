@@ -19,7 +19,7 @@ use mvi_core::image::{
 use mvi_core::{ErrorKind, Op, Result, Service, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{Ctx, atomic_write, io_error};
+use crate::storage::{Ctx, JsonState, atomic_write, io_error};
 
 const STATE_FILE: &str = "index.json";
 
@@ -117,7 +117,7 @@ impl BlobStore {
 pub struct LocalImages {
     ctx: Ctx,
     blobs: BlobStore,
-    state: Mutex<State>,
+    state: JsonState<State>,
 }
 
 fn op(name: &'static str) -> Op {
@@ -128,26 +128,19 @@ impl LocalImages {
     /// Opens the registry.
     pub async fn open(ctx: Ctx) -> Result<Self> {
         let op = op("open");
-        let (blobs, state) = match &ctx.dir {
+        let blobs = match &ctx.dir {
             Some(dir) => {
                 let blob_dir = dir.join("blobs");
                 std::fs::create_dir_all(blob_dir.join("sha256"))
                     .map_err(|e| io_error(op, &blob_dir, e))?;
-                let path = dir.join(STATE_FILE);
-                let state = match std::fs::read(&path) {
-                    Ok(bytes) => serde_json::from_slice(&bytes)
-                        .map_err(|e| op.internal(path.display().to_string(), e))?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-                    Err(e) => return Err(io_error(op, &path, e)),
-                };
-                (BlobStore::Dir(blob_dir), state)
+                BlobStore::Dir(blob_dir)
             }
-            None => (BlobStore::Memory(Mutex::default()), State::default()),
+            None => BlobStore::Memory(Mutex::default()),
         };
         Ok(LocalImages {
+            state: JsonState::open(&ctx, op, STATE_FILE)?,
             ctx,
             blobs,
-            state: Mutex::new(state),
         })
     }
 
@@ -160,21 +153,11 @@ impl LocalImages {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Changes swap in a fully built state (see `mutate`), so a poisoned lock still guards
-        // a consistent one.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     fn mutate<T>(&self, op: Op, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        let mut state = self.lock();
-        let mut next = state.clone();
-        let out = f(&mut next)?;
-        if let Some(dir) = &self.ctx.dir {
-            let json = serde_json::to_vec(&next).map_err(|e| op.internal("index", e))?;
-            atomic_write(op, &dir.join(STATE_FILE), &json)?;
-        }
-        *state = next;
-        Ok(out)
+        self.state.mutate(op, f)
     }
 
     fn repo_uri(name: &str) -> String {

@@ -99,3 +99,57 @@ pub fn atomic_write(op: Op, path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// A small control-plane state (VPCs, VMs, an image index) kept as one JSON document: loaded
+/// on open, changed only through [`JsonState::mutate`], which validates on a copy and
+/// persists it atomically before swapping it in, so a refused change or a failed write leaves
+/// the state as it was — in memory and on disk.
+#[derive(Debug)]
+pub struct JsonState<S> {
+    path: Option<PathBuf>,
+    state: std::sync::Mutex<S>,
+}
+
+impl<S> JsonState<S>
+where
+    S: Clone + Default + serde::Serialize + serde::de::DeserializeOwned,
+{
+    /// Loads `file` from the service's folder (empty state if there is none yet), or starts
+    /// empty in memory.
+    pub fn open(ctx: &Ctx, op: Op, file: &str) -> Result<Self> {
+        let path = ctx.dir.as_ref().map(|d| d.join(file));
+        let state = match &path {
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) => serde_json::from_slice(&bytes)
+                    .map_err(|e| op.internal(path.display().to_string(), e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => S::default(),
+                Err(e) => return Err(io_error(op, path, e)),
+            },
+            None => S::default(),
+        };
+        Ok(JsonState {
+            path,
+            state: std::sync::Mutex::new(state),
+        })
+    }
+
+    /// The current state, for reading.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        // Changes swap in a fully built state (see `mutate`), so a poisoned lock still
+        // guards a consistent one.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on a copy of the state; if it succeeds, persists the copy and keeps it.
+    pub fn mutate<T>(&self, op: Op, f: impl FnOnce(&mut S) -> Result<T>) -> Result<T> {
+        let mut state = self.lock();
+        let mut next = state.clone();
+        let out = f(&mut next)?;
+        if let Some(path) = &self.path {
+            let json = serde_json::to_vec_pretty(&next).map_err(|e| op.internal("state", e))?;
+            atomic_write(op, path, &json)?;
+        }
+        *state = next;
+        Ok(out)
+    }
+}

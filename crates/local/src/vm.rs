@@ -12,7 +12,7 @@
 //! State is one small JSON document rewritten atomically after every change.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use mvi_core::vm::{VmInfo, VmSpec, VmState, Vms};
@@ -21,7 +21,7 @@ use mvi_core::{Op, Result, Service};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::storage::{Ctx, atomic_write, io_error};
+use crate::storage::{Ctx, JsonState};
 use crate::vpc::LocalNetworks;
 
 /// Instance types the simulator knows: (name, vCPUs, memory MiB), as EC2's.
@@ -65,7 +65,7 @@ struct State {
 pub struct LocalVms {
     ctx: Ctx,
     networks: Arc<LocalNetworks>,
-    state: Mutex<State>,
+    state: JsonState<State>,
     events: broadcast::Sender<VmEvent>,
 }
 
@@ -76,22 +76,10 @@ fn op(name: &'static str) -> Op {
 impl LocalVms {
     /// Opens the service's state; subnets and groups are checked against `networks`.
     pub async fn open(ctx: Ctx, networks: Arc<LocalNetworks>) -> Result<Self> {
-        let state = match &ctx.dir {
-            Some(dir) => {
-                let path = dir.join(STATE_FILE);
-                match std::fs::read(&path) {
-                    Ok(bytes) => serde_json::from_slice(&bytes)
-                        .map_err(|e| op("open").internal(path.display().to_string(), e))?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-                    Err(e) => return Err(io_error(op("open"), &path, e)),
-                }
-            }
-            None => State::default(),
-        };
         Ok(LocalVms {
+            state: JsonState::open(&ctx, op("open"), STATE_FILE)?,
             ctx,
             networks,
-            state: Mutex::new(state),
             events: broadcast::channel(1024).0,
         })
     }
@@ -153,21 +141,11 @@ impl LocalVms {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Changes go through `mutate`, which swaps in a fully built state, so a poisoned
-        // lock still guards a consistent one.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     fn mutate<T>(&self, op: Op, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        let mut state = self.lock();
-        let mut next = state.clone();
-        let out = f(&mut next)?;
-        if let Some(dir) = &self.ctx.dir {
-            let json = serde_json::to_vec_pretty(&next).map_err(|e| op.internal("state", e))?;
-            atomic_write(op, &dir.join(STATE_FILE), &json)?;
-        }
-        *state = next;
-        Ok(out)
+        self.state.mutate(op, f)
     }
 
     fn publish(&self, events: Vec<VmEvent>) {

@@ -9,8 +9,6 @@
 //! every change under the service's lock, so a crash leaves either the old or the new state.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use mvi_core::vpc::{
@@ -19,7 +17,7 @@ use mvi_core::vpc::{
 use mvi_core::{Op, Result, Service, Tags};
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{Ctx, atomic_write, io_error};
+use crate::storage::{Ctx, JsonState};
 
 /// The zones of the simulated region.
 pub const DEFAULT_ZONES: &[&str] = &["local-1a", "local-1b", "local-1c"];
@@ -38,7 +36,7 @@ struct State {
 pub struct LocalNetworks {
     ctx: Ctx,
     zones: Vec<String>,
-    state: Mutex<State>,
+    state: JsonState<State>,
 }
 
 fn op(name: &'static str) -> Op {
@@ -48,14 +46,10 @@ fn op(name: &'static str) -> Op {
 impl LocalNetworks {
     /// Opens the service's state (or starts empty).
     pub async fn open(ctx: Ctx) -> Result<Self> {
-        let state = match &ctx.dir {
-            Some(dir) => load(&dir.join(STATE_FILE))?,
-            None => State::default(),
-        };
         Ok(LocalNetworks {
+            state: JsonState::open(&ctx, op("open"), STATE_FILE)?,
             ctx,
             zones: DEFAULT_ZONES.iter().map(|z| z.to_string()).collect(),
-            state: Mutex::new(state),
         })
     }
 
@@ -96,34 +90,11 @@ impl LocalNetworks {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // The state is only mutated through `mutate`, which validates before changing and
-        // never leaves it half-changed, so a poisoned lock still guards a consistent state.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
-    /// Runs `f` on a copy of the state; if it succeeds, persists the copy and keeps it. A
-    /// failed check or a failed write leaves the state as it was.
     fn mutate<T>(&self, op: Op, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        let mut state = self.lock();
-        let mut next = state.clone();
-        let out = f(&mut next)?;
-        if let Some(dir) = &self.ctx.dir {
-            let json = serde_json::to_vec_pretty(&next).map_err(|e| op.internal("state", e))?;
-            atomic_write(op, &dir.join(STATE_FILE), &json)?;
-        }
-        *state = next;
-        Ok(out)
-    }
-}
-
-fn load(path: &PathBuf) -> Result<State> {
-    let op = op("open");
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|e| op.internal(path.display().to_string(), e))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-        Err(e) => Err(io_error(op, path, e)),
+        self.state.mutate(op, f)
     }
 }
 
