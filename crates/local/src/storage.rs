@@ -11,6 +11,8 @@ use mvi_core::{Error, ErrorKind, Op, Result, Service};
 
 use crate::sim::Sim;
 
+pub mod records;
+
 /// What a service is given when it opens.
 #[derive(Debug, Clone)]
 pub struct Ctx {

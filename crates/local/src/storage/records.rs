@@ -1,0 +1,281 @@
+//! An append-only file of checksummed records: the write-ahead and event logs of the local
+//! services are built on it.
+//!
+//! A record is `[payload length: u32 LE][checksum: first 8 bytes of SHA-256(payload)][payload]`,
+//! written with one `write` call, so after a crash (even a kill -9 in the middle of a write)
+//! the file holds whole records followed at most by one torn record. [`RecordFile::open`]
+//! replays the whole records in order and cuts the file back to the end of the last one: a
+//! torn tail was never acknowledged, and later appends start on a clean boundary. An append
+//! that fails part way is undone the same way at once; if even that fails, the file refuses
+//! further appends until reopened, so a torn record can only ever be the last one.
+//!
+//! An append reaches the operating system before it returns (it survives the process being
+//! killed); [`RecordFile::sync`] makes it survive a power loss too.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use mvi_core::{ErrorKind, Op, Result};
+use sha2::{Digest, Sha256};
+
+use super::io_error;
+
+/// Bytes of the record header: length and checksum.
+pub const HEADER: usize = 12;
+/// Payloads larger than this are damage, not records.
+pub const MAX_PAYLOAD: usize = 256 << 20;
+
+/// An open record file.
+#[derive(Debug)]
+pub struct RecordFile {
+    path: PathBuf,
+    file: File,
+    /// The end of the last whole record.
+    len: u64,
+    /// Set when a failed append could not be undone.
+    broken: bool,
+}
+
+fn checksum(payload: &[u8]) -> [u8; 8] {
+    let digest = Sha256::digest(payload);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
+
+/// Frames `payload` as one record, appended to `buf`.
+pub fn frame(buf: &mut Vec<u8>, payload: &[u8]) {
+    // Callers keep payloads far below 4 GiB (MAX_PAYLOAD); saturate rather than wrap.
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&checksum(payload));
+    buf.extend_from_slice(payload);
+}
+
+impl RecordFile {
+    /// Opens (or creates) the file at `path`, calls `each` with every whole record in order,
+    /// and cuts off a torn or damaged tail. With `exclusive`, the file is locked for as long
+    /// as it is open: a second open, in this or another process, is `Unavailable`.
+    pub fn open(
+        op: Op,
+        path: &Path,
+        exclusive: bool,
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Self> {
+        let fail = |e| io_error(op, path, e);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(fail)?;
+        if exclusive {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return Err(op.err(
+                        ErrorKind::Unavailable,
+                        path.display().to_string(),
+                        "the state root is already open in this or another process",
+                    ));
+                }
+                Err(TryLockError::Error(e)) => return Err(fail(e)),
+            }
+        }
+        let file_len = file.metadata().map_err(fail)?.len();
+        let mut reader = BufReader::with_capacity(1 << 20, &file);
+        let mut good: u64 = 0;
+        let mut payload = Vec::new();
+        let damage = loop {
+            if good == file_len {
+                break None;
+            }
+            let mut head = [0u8; HEADER];
+            if let Err(e) = reader.read_exact(&mut head) {
+                break Some(eof_or(e, "a record header is cut short").map_err(fail)?);
+            }
+            let (len, sum) = head.split_at(4);
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let end = good + (HEADER + len) as u64;
+            if len > MAX_PAYLOAD || end > file_len {
+                break Some("a record's length runs past the end of the file");
+            }
+            payload.resize(len, 0);
+            if let Err(e) = reader.read_exact(&mut payload) {
+                break Some(eof_or(e, "a record is cut short").map_err(fail)?);
+            }
+            if checksum(&payload) != sum {
+                break Some("a record's checksum does not match");
+            }
+            each(&payload)?;
+            good = end;
+        };
+        drop(reader);
+        if let Some(why) = damage {
+            tracing::warn!(
+                path = %path.display(),
+                kept = good,
+                dropped = file_len - good,
+                "{why}; cutting the torn tail off"
+            );
+            file.set_len(good).map_err(fail)?;
+            file.sync_all().map_err(fail)?;
+        }
+        Ok(RecordFile {
+            path: path.to_path_buf(),
+            file,
+            len: good,
+            broken: false,
+        })
+    }
+
+    /// Appends already framed records (see [`frame`]) with one write.
+    pub fn append_framed(&mut self, op: Op, framed: &[u8]) -> Result<()> {
+        if self.broken {
+            return Err(op.err(
+                ErrorKind::Unavailable,
+                self.path.display().to_string(),
+                "an earlier write failed and could not be undone; reopen the service",
+            ));
+        }
+        match self.file.write_all(framed) {
+            Ok(()) => {
+                self.len += framed.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                if self.file.set_len(self.len).is_err() {
+                    self.broken = true;
+                }
+                Err(io_error(op, &self.path, e))
+            }
+        }
+    }
+
+    /// Appends one record with one write.
+    pub fn append(&mut self, op: Op, payload: &[u8]) -> Result<()> {
+        let mut buf = Vec::with_capacity(HEADER + payload.len());
+        frame(&mut buf, payload);
+        self.append_framed(op, &buf)
+    }
+
+    /// Makes every append so far durable (fdatasync).
+    pub fn sync(&self, op: Op) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| io_error(op, &self.path, e))
+    }
+
+    /// Empties the file, durably.
+    pub fn clear(&mut self, op: Op) -> Result<()> {
+        let fail = |e| io_error(op, &self.path, e);
+        self.file.set_len(0).map_err(fail)?;
+        self.file.sync_all().map_err(fail)?;
+        self.len = 0;
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Bytes of whole records in the file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A short read at the end is a torn record (`Ok(why)`); any other read error is a real
+/// error, never mistaken for damage to cut off.
+fn eof_or(e: std::io::Error, why: &'static str) -> std::io::Result<&'static str> {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Ok(why)
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mvi_core::Service;
+
+    const OP: Op = Op::new(Service::Backend, "test");
+
+    fn replay(path: &Path) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let _f = RecordFile::open(OP, path, false, |p| {
+            out.push(p.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn torn_or_damaged_tails_are_cut_at_every_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        {
+            let mut f = RecordFile::open(OP, &path, true, |_| Ok(())).unwrap();
+            f.append(OP, b"first").unwrap();
+            f.append(OP, b"second record").unwrap();
+            f.sync(OP).unwrap();
+        }
+        let whole = std::fs::read(&path).unwrap();
+        let first_end = HEADER + 5;
+        for cut in 0..whole.len() {
+            std::fs::write(&path, &whole[..cut]).unwrap();
+            let got = replay(&path);
+            let want: Vec<Vec<u8>> = if cut < first_end {
+                vec![]
+            } else {
+                vec![b"first".to_vec()]
+            };
+            assert_eq!(got, want, "cut at {cut}");
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len() as usize,
+                if cut < first_end { 0 } else { first_end }
+            );
+        }
+        let mut flipped = whole.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert_eq!(replay(&path), vec![b"first".to_vec()]);
+        // Appends after a cut start on a clean boundary.
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(())).unwrap();
+        f.append(OP, b"third").unwrap();
+        drop(f);
+        assert_eq!(replay(&path), vec![b"first".to_vec(), b"third".to_vec()]);
+    }
+
+    #[test]
+    fn exclusive_open_is_refused_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        let _a = RecordFile::open(OP, &path, true, |_| Ok(())).unwrap();
+        let err = RecordFile::open(OP, &path, true, |_| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn clear_empties() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(())).unwrap();
+        f.append(OP, b"x").unwrap();
+        f.clear(OP).unwrap();
+        f.append(OP, b"y").unwrap();
+        drop(f);
+        assert_eq!(replay(&path), vec![b"y".to_vec()]);
+    }
+}
