@@ -11,9 +11,14 @@
 //!
 //! An append reaches the operating system before it returns (it survives the process being
 //! killed); [`RecordFile::sync`] makes it survive a power loss too.
+//!
+//! A file may be preallocated ([`RecordFile::preallocate`]): zeros written ahead of the
+//! records, so that syncing an append flushes only data, not a new file size (on ext4 that
+//! halves the cost of an fdatasync). Replay ends quietly at a zeroed header.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use mvi_core::{ErrorKind, Op, Result};
@@ -31,8 +36,10 @@ pub const MAX_PAYLOAD: usize = 256 << 20;
 pub struct RecordFile {
     path: PathBuf,
     file: File,
-    /// The end of the last whole record.
+    /// The end of the last whole record, where the next one is written.
     len: u64,
+    /// The file's length: `len` plus any preallocated zeros.
+    allocated: u64,
     /// Set when a failed append could not be undone.
     broken: bool,
 }
@@ -66,8 +73,9 @@ impl RecordFile {
         let fail = |e| io_error(op, path, e);
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(path)
             .map_err(fail)?;
         if exclusive {
@@ -88,12 +96,22 @@ impl RecordFile {
         let mut good: u64 = 0;
         let mut payload = Vec::new();
         let damage = loop {
+            if good + HEADER as u64 > file_len
+                && good < file_len
+                && is_zero_tail(&file, good, file_len)
+            {
+                break None;
+            }
             if good == file_len {
                 break None;
             }
             let mut head = [0u8; HEADER];
             if let Err(e) = reader.read_exact(&mut head) {
                 break Some(eof_or(e, "a record header is cut short").map_err(fail)?);
+            }
+            if head == [0u8; HEADER] {
+                // Preallocated space: the records end here, cleanly.
+                break None;
             }
             let (len, sum) = head.split_at(4);
             let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
@@ -112,6 +130,7 @@ impl RecordFile {
             good = end;
         };
         drop(reader);
+        let mut allocated = file_len;
         if let Some(why) = damage {
             tracing::warn!(
                 path = %path.display(),
@@ -121,11 +140,13 @@ impl RecordFile {
             );
             file.set_len(good).map_err(fail)?;
             file.sync_all().map_err(fail)?;
+            allocated = good;
         }
         Ok(RecordFile {
             path: path.to_path_buf(),
             file,
             len: good,
+            allocated,
             broken: false,
         })
     }
@@ -139,15 +160,19 @@ impl RecordFile {
                 "an earlier write failed and could not be undone; reopen the service",
             ));
         }
-        match self.file.write_all(framed) {
+        match self.file.write_all_at(framed, self.len) {
             Ok(()) => {
                 self.len += framed.len() as u64;
+                self.allocated = self.allocated.max(self.len);
                 Ok(())
             }
             Err(e) => {
+                // Cut back to the last whole record (dropping any preallocation), so a torn
+                // record never stands before a later one.
                 if self.file.set_len(self.len).is_err() {
                     self.broken = true;
                 }
+                self.allocated = self.len;
                 Err(io_error(op, &self.path, e))
             }
         }
@@ -173,7 +198,28 @@ impl RecordFile {
         self.file.set_len(0).map_err(fail)?;
         self.file.sync_all().map_err(fail)?;
         self.len = 0;
+        self.allocated = 0;
         self.broken = false;
+        Ok(())
+    }
+
+    /// Writes zeros so that at least `bytes` follow the last record, and syncs them with the
+    /// file's new length: appends into that space are then synced without a metadata update.
+    pub fn preallocate(&mut self, op: Op, bytes: u64) -> Result<()> {
+        let target = self.len.saturating_add(bytes);
+        if self.allocated >= target {
+            return Ok(());
+        }
+        let fail = |e| io_error(op, &self.path, e);
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = self.allocated;
+        while at < target {
+            let n = (target - at).min(zeros.len() as u64) as usize;
+            self.file.write_all_at(&zeros[..n], at).map_err(fail)?;
+            at += n as u64;
+        }
+        self.file.sync_all().map_err(fail)?;
+        self.allocated = target;
         Ok(())
     }
 
@@ -191,6 +237,13 @@ impl RecordFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Whether the bytes from `from` to `to` (fewer than a header) are all zero: the end of a
+/// preallocated file.
+fn is_zero_tail(file: &File, from: u64, to: u64) -> bool {
+    let mut buf = vec![0u8; (to - from) as usize];
+    file.read_exact_at(&mut buf, from).is_ok() && buf.iter().all(|b| *b == 0)
 }
 
 /// A short read at the end is a torn record (`Ok(why)`); any other read error is a real
@@ -265,6 +318,40 @@ mod tests {
         let _a = RecordFile::open(OP, &path, true, |_| Ok(())).unwrap();
         let err = RecordFile::open(OP, &path, true, |_| Ok(())).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn preallocated_space_ends_replay_quietly_and_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(())).unwrap();
+        f.preallocate(OP, 4096).unwrap();
+        f.append(OP, b"one").unwrap();
+        f.append(OP, b"two").unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            4096,
+            "appends stay inside"
+        );
+        drop(f);
+        assert_eq!(replay(&path), vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            4096,
+            "replay keeps the space"
+        );
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(())).unwrap();
+        f.append(OP, b"three").unwrap();
+        // A torn record inside preallocated space is cut like any other.
+        let torn = f.len() + 5;
+        drop(f);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[torn as usize] = 7;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            replay(&path),
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
     }
 
     #[test]
