@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::storage::db_error;
-use crate::storage::records::RecordFile;
+use crate::storage::records::{RecordFile, Replay};
 
 /// The log is checkpointed into the database once it holds this many bytes (small in unit
 /// tests, so they cross checkpoints often).
@@ -411,7 +411,7 @@ pub(super) fn replay(op: Op, db: &Database, path: &Path) -> Result<Wal> {
         if record.seq > held {
             records.push(record);
         }
-        Ok(())
+        Ok(Replay::Applied)
     })?;
     let mut seq = held;
     if !records.is_empty() {

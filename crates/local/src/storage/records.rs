@@ -1,13 +1,21 @@
 //! An append-only file of checksummed records: the write-ahead and event logs of the local
 //! services are built on it.
 //!
-//! A record is `[payload length: u32 LE][checksum: first 8 bytes of SHA-256(payload)][payload]`,
+//! On disk a file is nothing but records, back to back (then, if preallocated, zeros), each
+//!
+//! ```text
+//! [payload length: u32 LE][checksum: first 8 bytes of SHA-256(payload)][payload]
+//! ```
+//!
 //! written with one `write` call, so after a crash (even a kill -9 in the middle of a write)
 //! the file holds whole records followed at most by one torn record. [`RecordFile::open`]
 //! replays the whole records in order and cuts the file back to the end of the last one: a
-//! torn tail was never acknowledged, and later appends start on a clean boundary. An append
-//! that fails part way is undone the same way at once; if even that fails, the file refuses
-//! further appends until reopened, so a torn record can only ever be the last one.
+//! torn tail was never acknowledged, and later appends start on a clean boundary. The
+//! checksum tells a flipped byte from data. A record whose checksum holds but whose payload
+//! the caller cannot decode ([`Replay::Undecodable`]) is cut off the same way, with
+//! everything after it. An append that fails part way is undone at once; if even that
+//! fails, the file refuses further appends until reopened, so a torn record can only ever be
+//! the last one.
 //!
 //! An append reaches the operating system before it returns (it survives the process being
 //! killed); [`RecordFile::sync`] makes it survive a power loss too.
@@ -15,7 +23,11 @@
 //! A file may be preallocated ([`RecordFile::preallocate`]): zeros written ahead of the
 //! records, so that syncing an append flushes only data, not a new file size (on ext4 that
 //! halves the cost of an fdatasync). Replay ends quietly at a zeroed header.
+//!
+//! Several records can be framed into one buffer ([`frame`], [`frame_with`]) and appended
+//! with one write ([`RecordFile::append_framed`]), for instance encoded outside a lock.
 
+use std::fmt::Display;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -44,6 +56,16 @@ pub struct RecordFile {
     broken: bool,
 }
 
+/// What [`RecordFile::open`]'s callback made of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// The record was taken: replay goes on with the next.
+    Applied,
+    /// The payload does not decode: the record and everything after it are cut off, as a
+    /// torn tail is.
+    Undecodable,
+}
+
 fn checksum(payload: &[u8]) -> [u8; 8] {
     let digest = Sha256::digest(payload);
     let mut out = [0u8; 8];
@@ -51,24 +73,56 @@ fn checksum(payload: &[u8]) -> [u8; 8] {
     out
 }
 
-/// Frames `payload` as one record, appended to `buf`.
-pub fn frame(buf: &mut Vec<u8>, payload: &[u8]) {
-    // Callers keep payloads far below 4 GiB (MAX_PAYLOAD); saturate rather than wrap.
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&checksum(payload));
-    buf.extend_from_slice(payload);
+/// Frames `payload` as one record, appended to `buf`. A payload over [`MAX_PAYLOAD`] is
+/// `InvalidArgument` about `resource`, and `buf` is left as it was.
+pub fn frame(op: Op, resource: impl Display, buf: &mut Vec<u8>, payload: &[u8]) -> Result<()> {
+    frame_with(op, resource, buf, |buf| {
+        buf.extend_from_slice(payload);
+        Ok(())
+    })
+}
+
+/// Frames one record whose payload `write` appends to `buf` (serialised in place, without a
+/// copy). If `write` fails, or the payload is over [`MAX_PAYLOAD`] (`InvalidArgument` about
+/// `resource`), `buf` is left as it was.
+pub fn frame_with(
+    op: Op,
+    resource: impl Display,
+    buf: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; HEADER]);
+    if let Err(e) = write(buf) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let body = start + HEADER;
+    let len = buf.len() - body;
+    let Some(len) = u32::try_from(len).ok().filter(|_| len <= MAX_PAYLOAD) else {
+        buf.truncate(start);
+        return Err(op.invalid(
+            resource.to_string(),
+            format!("a record of {len} bytes is too large to store (at most {MAX_PAYLOAD})"),
+        ));
+    };
+    let sum = checksum(&buf[body..]);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..body].copy_from_slice(&sum);
+    Ok(())
 }
 
 impl RecordFile {
     /// Opens (or creates) the file at `path`, calls `each` with every whole record in order,
-    /// and cuts off a torn or damaged tail. With `exclusive`, the file is locked for as long
-    /// as it is open: a second open, in this or another process, is `Unavailable`.
+    /// and cuts off a torn or damaged tail (and an [`Replay::Undecodable`] record with what
+    /// follows it). An error from `each` ends the open with that error, cutting nothing. With
+    /// `exclusive`, the file is locked for as long as it is open: a second open, in this or
+    /// another process, is `Unavailable`.
     pub fn open(
         op: Op,
         path: &Path,
         exclusive: bool,
-        mut each: impl FnMut(&[u8]) -> Result<()>,
+        mut each: impl FnMut(&[u8]) -> Result<Replay>,
     ) -> Result<Self> {
         let fail = |e| io_error(op, path, e);
         let file = OpenOptions::new()
@@ -126,7 +180,9 @@ impl RecordFile {
             if checksum(&payload) != sum {
                 break Some("a record's checksum does not match");
             }
-            each(&payload)?;
+            if each(&payload)? == Replay::Undecodable {
+                break Some("a record does not decode");
+            }
             good = end;
         };
         drop(reader);
@@ -181,7 +237,7 @@ impl RecordFile {
     /// Appends one record with one write.
     pub fn append(&mut self, op: Op, payload: &[u8]) -> Result<()> {
         let mut buf = Vec::with_capacity(HEADER + payload.len());
-        frame(&mut buf, payload);
+        frame(op, self.path.display(), &mut buf, payload)?;
         self.append_framed(op, &buf)
     }
 
@@ -267,7 +323,7 @@ mod tests {
         let mut out = Vec::new();
         let _f = RecordFile::open(OP, path, false, |p| {
             out.push(p.to_vec());
-            Ok(())
+            Ok(Replay::Applied)
         })
         .unwrap();
         out
@@ -278,7 +334,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.log");
         {
-            let mut f = RecordFile::open(OP, &path, true, |_| Ok(())).unwrap();
+            let mut f = RecordFile::open(OP, &path, true, |_| Ok(Replay::Applied)).unwrap();
             f.append(OP, b"first").unwrap();
             f.append(OP, b"second record").unwrap();
             f.sync(OP).unwrap();
@@ -305,7 +361,7 @@ mod tests {
         std::fs::write(&path, &flipped).unwrap();
         assert_eq!(replay(&path), vec![b"first".to_vec()]);
         // Appends after a cut start on a clean boundary.
-        let mut f = RecordFile::open(OP, &path, false, |_| Ok(())).unwrap();
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied)).unwrap();
         f.append(OP, b"third").unwrap();
         drop(f);
         assert_eq!(replay(&path), vec![b"first".to_vec(), b"third".to_vec()]);
@@ -315,8 +371,8 @@ mod tests {
     fn exclusive_open_is_refused_twice() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.log");
-        let _a = RecordFile::open(OP, &path, true, |_| Ok(())).unwrap();
-        let err = RecordFile::open(OP, &path, true, |_| Ok(())).unwrap_err();
+        let _a = RecordFile::open(OP, &path, true, |_| Ok(Replay::Applied)).unwrap();
+        let err = RecordFile::open(OP, &path, true, |_| Ok(Replay::Applied)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable);
     }
 
@@ -324,7 +380,7 @@ mod tests {
     fn preallocated_space_ends_replay_quietly_and_is_reused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.log");
-        let mut f = RecordFile::open(OP, &path, false, |_| Ok(())).unwrap();
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied)).unwrap();
         f.preallocate(OP, 4096).unwrap();
         f.append(OP, b"one").unwrap();
         f.append(OP, b"two").unwrap();
@@ -340,7 +396,7 @@ mod tests {
             4096,
             "replay keeps the space"
         );
-        let mut f = RecordFile::open(OP, &path, false, |_| Ok(())).unwrap();
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied)).unwrap();
         f.append(OP, b"three").unwrap();
         // A torn record inside preallocated space is cut like any other.
         let torn = f.len() + 5;
@@ -358,11 +414,88 @@ mod tests {
     fn clear_empties() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.log");
-        let mut f = RecordFile::open(OP, &path, false, |_| Ok(())).unwrap();
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied)).unwrap();
         f.append(OP, b"x").unwrap();
         f.clear(OP).unwrap();
         f.append(OP, b"y").unwrap();
         drop(f);
         assert_eq!(replay(&path), vec![b"y".to_vec()]);
+    }
+
+    #[test]
+    fn an_undecodable_record_is_cut_with_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied)).unwrap();
+        for payload in [&b"good"[..], b"bad", b"later"] {
+            f.append(OP, payload).unwrap();
+        }
+        drop(f);
+        let mut seen = Vec::new();
+        let f = RecordFile::open(OP, &path, false, |p| {
+            seen.push(p.to_vec());
+            Ok(if p == b"bad" {
+                Replay::Undecodable
+            } else {
+                Replay::Applied
+            })
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"good".to_vec(), b"bad".to_vec()]);
+        assert_eq!(f.len(), (HEADER + 4) as u64);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), f.len());
+        // An error from the callback is the open's error, and cuts nothing.
+        drop(f);
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied)).unwrap();
+        f.append(OP, b"more").unwrap();
+        drop(f);
+        let err = RecordFile::open(OP, &path, false, |p| {
+            if p == b"more" {
+                Err(OP.invalid("r", "refused"))
+            } else {
+                Ok(Replay::Applied)
+            }
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(replay(&path), vec![b"good".to_vec(), b"more".to_vec()]);
+    }
+
+    #[test]
+    fn framed_records_append_as_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        let mut buf = Vec::new();
+        frame(OP, "r", &mut buf, b"one").unwrap();
+        frame_with(OP, "r", &mut buf, |b| {
+            b.extend_from_slice(b"two");
+            Ok(())
+        })
+        .unwrap();
+        // A failed or oversized frame leaves the buffer as it was.
+        let before = buf.clone();
+        let err = frame_with(OP, "r", &mut buf, |b| {
+            b.extend_from_slice(b"half");
+            Err(OP.invalid("r", "cannot encode"))
+        })
+        .unwrap_err();
+        assert_eq!(err.message(), "cannot encode");
+        assert_eq!(buf, before);
+        let err = frame_with(OP, "r", &mut buf, |b| {
+            b.resize(b.len() + MAX_PAYLOAD + 1, 0);
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(buf, before);
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied)).unwrap();
+        f.append_framed(OP, &buf).unwrap();
+        assert_eq!(f.len(), buf.len() as u64);
+        f.append(OP, b"three").unwrap();
+        drop(f);
+        assert_eq!(
+            replay(&path),
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
     }
 }
