@@ -1,37 +1,36 @@
 //! The segment files of one log stream.
 //!
 //! A stream's events live in append-only files named after the sequence number of their
-//! first event (`00000000000000000000.log`, ...), rotated at [`SEGMENT_BYTES`]. Each `put_events`
-//! batch is one record, written with one `write` call:
+//! first event (`00000000000000000000.log`, ...), rotated at [`SEGMENT_BYTES`]. A segment is a
+//! [`RecordFile`]: each `put_events` batch is one checksummed record, written with one `write`
+//! call:
 //!
 //! ```text
 //! [payload length: u32 LE][first 8 bytes of SHA-256(payload)][payload: postcard Batch]
 //! ```
 //!
-//! A batch is therefore all-or-nothing after a crash. The checksum tells a torn or zeroed
-//! tail (a crash mid-write, a power loss) from data; [`StreamFiles::open`] truncates the file
-//! at the first bad record instead of failing. Sequence numbers are not stored: an event's
-//! number is its position counted from the segment's first, so the files stay lean.
+//! A batch is therefore all-or-nothing after a crash. The checksum tells a torn or damaged
+//! tail (a crash mid-write) from data, and replay ends at a zeroed header (a power loss);
+//! [`StreamFiles::open`] cuts the file at the first bad record instead of failing. Sequence
+//! numbers are not stored: an event's number is its position counted from the segment's
+//! first, so the files stay lean.
 //!
 //! Retention deletes whole segments once their newest event has expired; events of a
-//! partly expired segment are hidden by the reader until the whole file can go.
+//! partly expired segment are hidden by the reader until the whole file can go. Only the
+//! newest segment of a stream appended to since it was opened is kept open (reopening it
+//! reads it once more, to find where its records end).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use mvi_core::log::LogEvent;
 use mvi_core::{Op, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::storage::io_error;
+use crate::storage::records::{self, RecordFile, Replay};
 
 /// A segment is closed and a new one started once it reaches this size.
 pub(super) const SEGMENT_BYTES: u64 = 8 << 20;
-
-/// Bytes before each record's payload: length and checksum.
-const HEADER: usize = 4 + 8;
 
 /// One batch as written.
 #[derive(Serialize)]
@@ -56,14 +55,7 @@ pub(super) struct LoadedEvent {
     pub message: String,
 }
 
-fn checksum(payload: &[u8]) -> [u8; 8] {
-    let digest = Sha256::digest(payload);
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&digest[..8]);
-    out
-}
-
-/// Encodes a batch (timestamps in milliseconds, already checked) as one record.
+/// Encodes a batch (timestamps in milliseconds, already checked) as one framed record.
 pub(super) fn encode(
     op: Op,
     resource: &str,
@@ -80,14 +72,12 @@ pub(super) fn encode(
             .collect(),
     };
     let size: usize = events.iter().map(|e| e.message.len() + 16).sum();
-    let mut buf = Vec::with_capacity(HEADER + size + 16);
-    buf.extend_from_slice(&[0u8; HEADER]);
-    let mut buf = postcard::to_extend(&batch, buf).map_err(|e| op.internal(resource, e))?;
-    let len = u32::try_from(buf.len() - HEADER)
-        .map_err(|_| op.invalid(resource, "the batch is too large to store (over 4 GiB)"))?;
-    let sum = checksum(&buf[HEADER..]);
-    buf[..4].copy_from_slice(&len.to_le_bytes());
-    buf[4..HEADER].copy_from_slice(&sum);
+    let mut buf = Vec::with_capacity(records::HEADER + size + 16);
+    records::frame_with(op, resource, &mut buf, |buf| {
+        postcard::to_io(&batch, buf)
+            .map(drop)
+            .map_err(|e| op.internal(resource, e))
+    })?;
     Ok(buf)
 }
 
@@ -95,6 +85,7 @@ pub(super) fn encode(
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
+    /// Bytes of whole records.
     size: u64,
     /// The sequence number after its last event: appends continue a segment only from here,
     /// since numbers are counted from the file's name.
@@ -108,8 +99,8 @@ struct Segment {
 pub(super) struct StreamFiles {
     dir: PathBuf,
     segments: Vec<Segment>,
-    /// Append handle on `segments.last()`, opened lazily.
-    active: Option<File>,
+    /// `segments.last()`, open for appending; opened lazily.
+    active: Option<RecordFile>,
 }
 
 impl StreamFiles {
@@ -157,46 +148,29 @@ impl StreamFiles {
         let mut segments = Vec::with_capacity(names.len());
         let mut next_seq = 0;
         for (first_seq, path) in names {
-            let bytes = std::fs::read(&path).map_err(|e| io_error(op, &path, e))?;
             let mut seq = first_seq;
             let mut max_ts = None;
-            let mut at = 0usize;
-            while at < bytes.len() {
-                match read_record(&bytes[at..]) {
-                    Some((batch, used)) => {
-                        for (timestamp, message) in batch.events {
-                            max_ts = Some(max_ts.map_or(timestamp, |m: i64| m.max(timestamp)));
-                            each(LoadedEvent {
-                                seq,
-                                timestamp,
-                                ingested: batch.ingested,
-                                message,
-                            });
-                            seq += 1;
-                        }
-                        at += used;
-                    }
-                    None => break,
+            // Closed again at once, so that only streams appended to hold a file open.
+            let file = RecordFile::open(op, &path, false, |payload| {
+                let Ok(batch) = postcard::from_bytes::<BatchOwned>(payload) else {
+                    return Ok(Replay::Undecodable);
+                };
+                for (timestamp, message) in batch.events {
+                    max_ts = Some(max_ts.map_or(timestamp, |m: i64| m.max(timestamp)));
+                    each(LoadedEvent {
+                        seq,
+                        timestamp,
+                        ingested: batch.ingested,
+                        message,
+                    });
+                    seq += 1;
                 }
-            }
-            if at < bytes.len() {
-                tracing::warn!(
-                    path = %path.display(),
-                    offset = at,
-                    dropped = bytes.len() - at,
-                    "log segment ends with a torn or corrupt record; truncating it"
-                );
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| io_error(op, &path, e))?;
-                file.set_len(at as u64)
-                    .map_err(|e| io_error(op, &path, e))?;
-            }
+                Ok(Replay::Applied)
+            })?;
             next_seq = next_seq.max(seq);
             segments.push(Segment {
                 path,
-                size: at as u64,
+                size: file.len(),
                 end_seq: seq,
                 max_ts,
             });
@@ -211,9 +185,10 @@ impl StreamFiles {
         ))
     }
 
-    /// Appends one encoded record holding `events` events numbered from `first_seq`, whose
-    /// newest timestamp is `max_ts`. One `write` to the OS, no fsync. On failure the segment is cut back to
-    /// its previous length so later records never follow a partial one.
+    /// Appends one framed record (from [`encode`]) holding `events` events numbered from
+    /// `first_seq`, whose newest timestamp is `max_ts`. One `write` to the OS, no fsync. On
+    /// failure the segment is cut back to its previous length so later records never follow
+    /// a partial one.
     pub(super) fn append(
         &mut self,
         op: Op,
@@ -229,15 +204,10 @@ impl StreamFiles {
         if rotate {
             self.active = None;
             let path = self.dir.join(format!("{first_seq:020}.log"));
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| io_error(op, &path, e))?;
-            let size = file.metadata().map_err(|e| io_error(op, &path, e))?.len();
+            let file = RecordFile::open(op, &path, false, |_| Ok(Replay::Applied))?;
             self.segments.push(Segment {
                 path,
-                size,
+                size: file.len(),
                 end_seq: first_seq,
                 max_ts: None,
             });
@@ -248,27 +218,15 @@ impl StreamFiles {
         };
         let file = match &mut self.active {
             Some(file) => file,
-            None => {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&segment.path)
-                    .map_err(|e| io_error(op, &segment.path, e))?;
-                segment.size = file
-                    .metadata()
-                    .map_err(|e| io_error(op, &segment.path, e))?
-                    .len();
-                self.active.insert(file)
-            }
+            // Its records were replayed when the stream was opened; this only finds the end.
+            None => self
+                .active
+                .insert(RecordFile::open(op, &segment.path, false, |_| {
+                    Ok(Replay::Applied)
+                })?),
         };
-        if let Err(e) = file.write_all(record) {
-            if let Err(cut) = file.set_len(segment.size) {
-                tracing::warn!(path = %segment.path.display(), error = %cut,
-                    "cannot cut a failed append back off a log segment");
-            }
-            self.active = None;
-            return Err(io_error(op, &segment.path, e));
-        }
-        segment.size += record.len() as u64;
+        file.append_framed(op, record)?;
+        segment.size = file.len();
         segment.end_seq = first_seq + events;
         segment.max_ts = Some(segment.max_ts.map_or(max_ts, |m| m.max(max_ts)));
         Ok(())
@@ -284,8 +242,14 @@ impl StreamFiles {
         {
             return;
         }
-        // The active segment may go: the next append starts a new one.
-        self.active = None;
+        // If the active segment goes, the next append starts a new one.
+        if self
+            .segments
+            .last()
+            .is_some_and(|s| s.max_ts.is_some_and(|t| t < cutoff))
+        {
+            self.active = None;
+        }
         self.segments.retain(|segment| {
             if segment.max_ts.is_none_or(|t| t >= cutoff) {
                 return true;
@@ -306,21 +270,6 @@ impl StreamFiles {
     pub(super) fn segment_count(&self) -> usize {
         self.segments.len()
     }
-}
-
-/// Decodes the record at the start of `bytes`: the batch and the bytes it used, or `None`
-/// if it is torn, corrupt or undecodable.
-fn read_record(bytes: &[u8]) -> Option<(BatchOwned, usize)> {
-    let len_bytes: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
-    let len = usize::try_from(u32::from_le_bytes(len_bytes)).ok()?;
-    let sum = bytes.get(4..HEADER)?;
-    let end = HEADER.checked_add(len)?;
-    let payload = bytes.get(HEADER..end)?;
-    if checksum(payload) != sum {
-        return None;
-    }
-    let batch: BatchOwned = postcard::from_bytes(payload).ok()?;
-    Some((batch, end))
 }
 
 #[cfg(test)]
@@ -378,13 +327,30 @@ mod tests {
         let mut bad = full.clone();
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
-        std::fs::write(&path, &bad).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(load(&dir).0.len(), 3);
         // Zeros after a power loss are not records either.
         let mut zeros = full[..rec.len()].to_vec();
         zeros.extend_from_slice(&[0u8; 64]);
-        std::fs::write(&path, &zeros).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(load(&dir).0.len(), 3);
+        for damaged in [bad, zeros] {
+            std::fs::write(&path, &damaged).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(load(&dir).0.len(), 3);
+            // Appends after a cut continue the same segment on a clean boundary.
+            let (mut files, next) =
+                StreamFiles::open(OP, &dir, |_| {}).unwrap_or_else(|e| panic!("{e}"));
+            files
+                .append(OP, next, 3, &rec, 2)
+                .unwrap_or_else(|e| panic!("{e}"));
+            drop(files);
+            let (got, next) = load(&dir);
+            assert_eq!((got.len(), next), (6, 6));
+            assert_eq!(got[5].message, "event 2");
+            assert_eq!(files_in(&dir), 1);
+        }
+    }
+
+    fn files_in(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| d.count())
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
