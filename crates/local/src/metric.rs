@@ -7,11 +7,12 @@
 //!   of points sorted by time, so a statistics query is two binary searches and one walk over
 //!   the points in range. Points nearly always arrive in time order; a batch that does not is
 //!   merged by re-sorting only the tail it overlaps.
-//! - On disk, each accepted `put_data` batch is appended to `points.log` as one length-prefixed
-//!   postcard record with a single `write` ([`segment`]). Acknowledged points therefore survive
+//! - On disk, each accepted `put_data` batch is appended to `points.log` as one checksummed
+//!   postcard record with a single `write` ([`segment`], a
+//!   [`RecordFile`](crate::storage::records::RecordFile)). Acknowledged points therefore survive
 //!   `kill -9` (they are in the OS's page cache); there is no fsync per batch, which keeps
 //!   batched writes at hundreds of thousands of points per second. Opening replays the log to
-//!   rebuild the series and cuts off a torn last record.
+//!   rebuild the series and cuts off a torn or damaged last record.
 //! - Alarms and their state histories are few and change rarely: all of them are kept in
 //!   `alarms.bin` (postcard), rewritten atomically on every change.
 //!
@@ -639,6 +640,7 @@ mod tests {
     use mvi_core::{Clock, ErrorKind, ManualClock};
 
     use super::*;
+    use crate::storage::records;
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
@@ -681,7 +683,7 @@ mod tests {
         let log = dir.path().join("metric").join(POINTS_FILE);
         let good_len = std::fs::metadata(&log)?.len();
         let mut f = std::fs::OpenOptions::new().append(true).open(&log)?;
-        f.write_all(&[200, 0, 0, 0, 1, 2, 3])?;
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3])?;
         drop(f);
 
         let m = LocalMetrics::open(ctx(dir.path(), &clock)?).await?;
@@ -704,13 +706,23 @@ mod tests {
         m.put_data("App", batch(now, 4)).await?;
         drop(m);
 
+        // A whole record, checksum and all, whose payload is not a batch.
         let log = dir.path().join("metric").join(POINTS_FILE);
+        let good_len = std::fs::metadata(&log)?.len();
+        let mut record = Vec::new();
+        records::frame(
+            Op::new(Service::Metric, "test"),
+            "App",
+            &mut record,
+            &[0xff; 3],
+        )?;
         let mut f = std::fs::OpenOptions::new().append(true).open(&log)?;
-        f.write_all(&[3, 0, 0, 0, 0xff, 0xff, 0xff])?;
+        f.write_all(&record)?;
         drop(f);
 
         let m = LocalMetrics::open(ctx(dir.path(), &clock)?).await?;
         assert_eq!(count(&m, now).await?, 4.0);
+        assert_eq!(std::fs::metadata(&log)?.len(), good_len);
         Ok(())
     }
 
