@@ -9,6 +9,7 @@ use crate::database::Databases;
 use crate::error::{Error, ErrorKind, Result, Service};
 use crate::image::Images;
 use crate::kv::Kv;
+use crate::layer::{Layer, Layered};
 use crate::lb::LoadBalancers;
 use crate::log::Logs;
 use crate::metric::Metrics;
@@ -38,6 +39,17 @@ macro_rules! cloud {
             /// The backend's name.
             pub fn backend(&self) -> &'static str {
                 self.backend
+            }
+
+            /// Wraps every service of this cloud in `layer` (fault injection, tracing,
+            /// counting): the layer runs before each operation and may delay or fail it.
+            pub fn layer(mut self, layer: Arc<dyn Layer>) -> Cloud {
+                $(
+                    self.$field = self.$field.map(|service| {
+                        Arc::new(Layered::new(service, layer.clone())) as Arc<dyn $trait>
+                    });
+                )*
+                self
             }
 
             $(

@@ -16,6 +16,7 @@
 
 pub mod blob;
 pub mod crypto;
+pub mod fault;
 pub mod image;
 pub mod kv;
 pub mod log;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 
 use mvi_core::{Clock, Cloud, Result, Service, SystemClock};
 
+pub use fault::{FaultRule, Faults};
 pub use sim::Sim;
 
 /// The local backend.
@@ -51,6 +53,7 @@ pub struct LocalCloudBuilder {
     seed: Option<u64>,
     clock: Option<Arc<dyn Clock>>,
     principal: Option<String>,
+    faults: Option<Faults>,
 }
 
 impl LocalCloudBuilder {
@@ -83,6 +86,12 @@ impl LocalCloudBuilder {
     /// The identity recorded in audit trails (default: `$USER@local`).
     pub fn principal(mut self, principal: impl Into<String>) -> Self {
         self.principal = Some(principal.into());
+        self
+    }
+
+    /// Wraps every service in `faults` (error and latency injection; see [`Faults`]).
+    pub fn faults(mut self, faults: Faults) -> Self {
+        self.faults = Some(faults);
         self
     }
 
@@ -121,6 +130,9 @@ impl LocalCloudBuilder {
             ))
             .with_networks(networks)
             .with_vms(vms);
-        Ok(cloud)
+        Ok(match self.faults {
+            Some(faults) => cloud.layer(Arc::new(faults)),
+            None => cloud,
+        })
     }
 }
