@@ -313,6 +313,20 @@ impl Op {
     }
 }
 
+/// Maps an io error about `path` to an mvi error of the matching kind.
+pub fn io_error(op: Op, path: &std::path::Path, e: std::io::Error) -> Error {
+    use std::io::ErrorKind as Io;
+    let kind = match e.kind() {
+        Io::NotFound => ErrorKind::NotFound,
+        Io::AlreadyExists => ErrorKind::AlreadyExists,
+        Io::PermissionDenied => ErrorKind::PermissionDenied,
+        Io::TimedOut => ErrorKind::Timeout,
+        _ => ErrorKind::Internal,
+    };
+    op.err(kind, path.display().to_string(), e.to_string())
+        .with_source(e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ pub mod kv;
 pub mod layer;
 pub mod lb;
 pub mod log;
+pub mod records;
 pub mod metric;
 pub mod vm;
 pub mod vpc;

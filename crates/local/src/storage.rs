@@ -11,7 +11,7 @@ use mvi_core::{Error, ErrorKind, Op, Result, Service};
 
 use crate::sim::Sim;
 
-pub mod records;
+pub use mvi_core::records;
 
 /// What a service is given when it opens.
 #[derive(Debug, Clone)]
@@ -64,19 +64,7 @@ impl Ctx {
     }
 }
 
-/// Maps an io error about `path` to an mvi error.
-pub fn io_error(op: Op, path: &Path, e: std::io::Error) -> Error {
-    use std::io::ErrorKind as Io;
-    let kind = match e.kind() {
-        Io::NotFound => ErrorKind::NotFound,
-        Io::AlreadyExists => ErrorKind::AlreadyExists,
-        Io::PermissionDenied => ErrorKind::PermissionDenied,
-        Io::TimedOut => ErrorKind::Timeout,
-        _ => ErrorKind::Internal,
-    };
-    op.err(kind, path.display().to_string(), e.to_string())
-        .with_source(e)
-}
+pub use mvi_core::error::io_error;
 
 /// Maps any redb error to an Internal mvi error about `resource`.
 pub fn db_error(op: Op, resource: &str, e: impl Into<redb::Error>) -> Error {

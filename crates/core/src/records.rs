@@ -33,10 +33,9 @@ use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use mvi_core::{ErrorKind, Op, Result};
+use crate::error::{ErrorKind, Op, Result, io_error};
 use sha2::{Digest, Sha256};
 
-use super::io_error;
 
 /// Bytes of the record header: length and checksum.
 pub const HEADER: usize = 12;
@@ -315,7 +314,7 @@ fn eof_or(e: std::io::Error, why: &'static str) -> std::io::Result<&'static str>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mvi_core::Service;
+    use crate::error::Service;
 
     const OP: Op = Op::new(Service::Backend, "test");
 
