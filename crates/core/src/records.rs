@@ -30,6 +30,7 @@
 use std::fmt::Display;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{BufReader, Read};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -299,6 +300,24 @@ impl RecordFile {
 fn is_zero_tail(file: &File, from: u64, to: u64) -> bool {
     let mut buf = vec![0u8; (to - from) as usize];
     file.read_exact_at(&mut buf, from).is_ok() && buf.iter().all(|b| *b == 0)
+}
+
+/// Writes `bytes` to `path` atomically and durably: a temp file in the same directory,
+/// fsync, rename over `path`, fsync of the directory. A crash leaves either the old or the
+/// new content, never a mix.
+pub fn atomic_write(op: Op, path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let fail = |e: std::io::Error| io_error(op, path, e);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    tmp.write_all(bytes).map_err(fail)?;
+    tmp.as_file().sync_all().map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    sync_dir(dir).map_err(fail)
+}
+
+/// fsyncs a directory so a rename or a new file in it survives a crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A short read at the end is a torn record (`Ok(why)`); any other read error is a real

@@ -3,7 +3,6 @@
 //! Also the one place that turns native storage errors (io, redb) into mvi errors, and the
 //! atomic-write helper every file-backed service uses.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -72,23 +71,7 @@ pub fn db_error(op: Op, resource: &str, e: impl Into<redb::Error>) -> Error {
     op.internal(resource, e)
 }
 
-/// Writes `bytes` to `path` atomically and durably: a temp file in the same directory,
-/// fsync, rename over `path`, fsync of the directory. A crash leaves either the old or the
-/// new content, never a mix.
-pub fn atomic_write(op: Op, path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let fail = |e: std::io::Error| io_error(op, path, e);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    tmp.write_all(bytes).map_err(fail)?;
-    tmp.as_file().sync_all().map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    sync_dir(dir).map_err(fail)
-}
-
-/// fsyncs a directory so a rename or a new file in it survives a crash.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
+pub use mvi_core::records::{atomic_write, sync_dir};
 
 /// A small control-plane state (VPCs, VMs, an image index) kept as one JSON document: loaded
 /// on open, changed only through [`JsonState::mutate`], which validates on a copy and
