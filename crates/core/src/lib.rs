@@ -31,8 +31,9 @@ pub mod kv;
 pub mod layer;
 pub mod lb;
 pub mod log;
-pub mod records;
 pub mod metric;
+pub mod records;
+pub mod stack;
 pub mod vm;
 pub mod vpc;
 

@@ -29,14 +29,13 @@
 
 use std::fmt::Display;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{BufReader, Read};
 use std::io::Write;
+use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{ErrorKind, Op, Result, io_error};
 use sha2::{Digest, Sha256};
-
 
 /// Bytes of the record header: length and checksum.
 pub const HEADER: usize = 12;

@@ -1,0 +1,1166 @@
+//! The engine: preview, up, destroy and refresh over the declared graph and the saved state.
+//!
+//! Every change to the state is journaled as it happens: before a provider call a *pending*
+//! entry (what is about to be done, with the arguments), after it the result. A run killed
+//! at any moment leaves pending entries that the next run resolves by reading the real
+//! resource (a create is looked for with [`Provider::find`]), so it converges with no orphan
+//! and no duplicate.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{Mutex, Semaphore};
+
+use super::output::{Env, Eval, Props};
+use super::plan::{Drift, Event, Plan, PropDiff, Shown, Step, StepOp};
+use super::provider::{Cx, Provider};
+use super::resources;
+use super::state::{self, Entry, PendingKind, PendingOp, ResourceState, Sealer, StateDoc};
+use super::store::LockHolder;
+use super::{Declared, Inner, Stack};
+use crate::error::{Error, ErrorKind, Op, Result, Service};
+
+fn op(operation: &'static str) -> Op {
+    Op::new(Service::Stack, operation)
+}
+
+/// How an operation runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Read the real resources first and plan against them (default: true). Drift is then
+    /// reported, and `up` brings drifted resources back to their declaration.
+    pub refresh: bool,
+    /// At most this many provider calls at once (default 16).
+    pub parallelism: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            refresh: true,
+            parallelism: 16,
+        }
+    }
+}
+
+impl Options {
+    /// Skips the refresh.
+    pub fn no_refresh(mut self) -> Self {
+        self.refresh = false;
+        self
+    }
+
+    /// Sets the parallelism (at least 1).
+    pub fn parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n.max(1);
+        self
+    }
+}
+
+/// What an `up`, `destroy` or `refresh` did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The steps done, in order of completion, and the drift found first.
+    pub plan: Plan,
+    /// The stack's outputs after the operation (secrets included: handle with care).
+    pub outputs: Props,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+struct MapEnv<'a>(&'a HashMap<String, Props>);
+
+impl Env for MapEnv<'_> {
+    fn outputs(&self, urn: &str) -> Option<&Props> {
+        self.0.get(urn)
+    }
+}
+
+/// A declared resource's arguments, evaluated.
+struct Resolved {
+    props: Props,
+    unknown: BTreeSet<String>,
+    secret: BTreeSet<String>,
+}
+
+fn resolve(d: &Declared, env: &dyn Env) -> Result<Resolved> {
+    let mut r = Resolved {
+        props: Props::new(),
+        unknown: BTreeSet::new(),
+        secret: BTreeSet::new(),
+    };
+    for (name, node) in &d.props {
+        if node.secret {
+            r.secret.insert(name.to_string());
+        }
+        match (node.eval)(env).map_err(|e| {
+            op("resolve").invalid(
+                &d.name,
+                format!("argument {name:?} cannot be computed: {e}"),
+            )
+        })? {
+            Eval::Known(v) => {
+                r.props.insert(name.to_string(), v);
+            }
+            Eval::Unknown => {
+                r.unknown.insert(name.to_string());
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn shown(v: Option<&Value>, secret: bool) -> Shown {
+    match (v, secret) {
+        (None, _) => Shown::None,
+        (Some(_), true) => Shown::Secret,
+        (Some(v), false) => Shown::Value(v.clone()),
+    }
+}
+
+/// Property-level differences between recorded and wanted arguments.
+fn diff_props(
+    old: &Props,
+    old_secret: &BTreeSet<String>,
+    new: &Props,
+    new_secret: &BTreeSet<String>,
+    unknown: &BTreeSet<String>,
+    replace_on: &dyn Fn(&str) -> bool,
+) -> Vec<PropDiff> {
+    let names: BTreeSet<&String> = old.keys().chain(new.keys()).chain(unknown.iter()).collect();
+    let mut out = Vec::new();
+    for name in names {
+        let secret = old_secret.contains(name) || new_secret.contains(name);
+        let (o, n) = (old.get(name), new.get(name));
+        if unknown.contains(name) {
+            out.push(PropDiff {
+                name: name.clone(),
+                old: shown(o, secret),
+                new: Shown::Unknown,
+                replaces: replace_on(name),
+            });
+        } else if o != n
+            && !(o.is_none() && n == Some(&Value::Null))
+            && !(n.is_none() && o == Some(&Value::Null))
+        {
+            out.push(PropDiff {
+                name: name.clone(),
+                old: shown(o, secret),
+                new: shown(n, secret),
+                replaces: replace_on(name),
+            });
+        }
+    }
+    out
+}
+
+/// What to do with a declared resource, given its evaluated arguments and its record.
+/// Also returns the arguments to apply (ignored properties keep their recorded values).
+fn decide(d: &Declared, r: &mut Resolved, old: Option<&ResourceState>) -> (StepOp, Vec<PropDiff>) {
+    let provider = &d.provider;
+    let Some(old) = old else {
+        let op = if d.opts.import.is_some() {
+            StepOp::Import
+        } else {
+            StepOp::Create
+        };
+        let diffs = diff_props(
+            &Props::new(),
+            &BTreeSet::new(),
+            &r.props,
+            &r.secret,
+            &r.unknown,
+            &|_| false,
+        );
+        return (op, diffs);
+    };
+    for name in &d.opts.ignore_changes {
+        r.unknown.remove(name);
+        match old.inputs.get(name) {
+            Some(v) => {
+                r.props.insert(name.clone(), v.clone());
+            }
+            None => {
+                r.props.remove(name);
+            }
+        }
+    }
+    let replace_on = |name: &str| {
+        provider.replace_on().contains(&name) || d.opts.replace_on_changes.iter().any(|p| p == name)
+    };
+    let diffs = diff_props(
+        &old.inputs,
+        &old.secret_inputs,
+        &r.props,
+        &r.secret,
+        &r.unknown,
+        &replace_on,
+    );
+    let op = if old.type_name != provider.type_name() || diffs.iter().any(|d| d.replaces) {
+        StepOp::Replace
+    } else if diffs.is_empty() {
+        StepOp::Same
+    } else {
+        StepOp::Update
+    };
+    (op, diffs)
+}
+
+fn step(d: &Declared, op: StepOp, diffs: Vec<PropDiff>) -> Step {
+    Step {
+        urn: d.urn.clone(),
+        type_name: d.provider.type_name().to_string(),
+        name: d.name.clone(),
+        parent: d.parent.clone(),
+        op,
+        diffs,
+    }
+}
+
+/// Loads and decrypts the state of `stack` from `inner`'s store.
+pub(super) async fn load_doc(inner: &Inner, stack: &str) -> Result<StateDoc> {
+    let (snapshot, journal) = inner.store.load(stack).await?;
+    let mut doc = state::decode(stack, snapshot.as_deref(), &journal)?;
+    Sealer::new(inner.cloud.clone(), stack)
+        .open_doc(&mut doc)
+        .await?;
+    Ok(doc)
+}
+
+/// The provider of a recorded resource type: the declared one, or a built-in type.
+fn provider_for(decls: &[Declared], type_name: &str, urn: &str) -> Result<Arc<dyn Provider>> {
+    decls
+        .iter()
+        .find(|d| d.provider.type_name() == type_name)
+        .map(|d| d.provider.clone())
+        .or_else(|| resources::builtin(type_name))
+        .ok_or_else(|| {
+            op("load_state").err(
+                ErrorKind::Unsupported,
+                urn,
+                format!("the state holds a resource of type {type_name}, which this program neither declares nor mvi knows"),
+            )
+        })
+}
+
+/// One running operation: the state, and how it is saved.
+struct Run {
+    inner: Arc<Inner>,
+    sealer: Sealer,
+    doc: Mutex<StateDoc>,
+}
+
+impl Run {
+    async fn open(inner: Arc<Inner>) -> Result<Run> {
+        let doc = load_doc(&inner, &inner.name).await?;
+        Ok(Run {
+            sealer: Sealer::new(inner.cloud.clone(), &inner.name),
+            inner,
+            doc: Mutex::new(doc),
+        })
+    }
+
+    fn cx<'a>(&'a self, urn: &'a str) -> Cx<'a> {
+        Cx {
+            cloud: &self.inner.cloud,
+            stack: &self.inner.name,
+            urn,
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        // Nobody listening is fine.
+        let _ = self.inner.events.send(e);
+    }
+
+    /// Applies `entry` to the state and saves it durably before returning.
+    async fn record(&self, entry: Entry) -> Result<()> {
+        let sealed = self.sealer.seal_entry(&entry).await?;
+        let mut doc = self.doc.lock().await;
+        doc.apply(entry);
+        let store = &self.inner.store;
+        if store.journaled() {
+            let bytes = serde_json::to_vec(&sealed)
+                .map_err(|e| op("save_state").internal(&doc.stack, e))?;
+            store.append(&doc.stack, &[bytes]).await
+        } else {
+            self.save_snapshot(&doc).await
+        }
+    }
+
+    async fn save_snapshot(&self, doc: &StateDoc) -> Result<()> {
+        let sealed = self.sealer.seal_doc(doc).await?;
+        let bytes = serde_json::to_vec_pretty(&sealed)
+            .map_err(|e| op("save_state").internal(&doc.stack, e))?;
+        self.inner.store.snapshot(&doc.stack, &bytes).await
+    }
+
+    /// Compacts the journal into a snapshot.
+    async fn compact(&self) -> Result<()> {
+        let doc = self.doc.lock().await;
+        self.save_snapshot(&doc).await
+    }
+
+    async fn timed<T>(
+        &self,
+        limit: Option<Duration>,
+        urn: &str,
+        f: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match limit {
+            None => f.await,
+            Some(limit) => tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+                Err(op("apply").err(
+                    ErrorKind::Timeout,
+                    urn,
+                    format!("the provider did not finish within {limit:?}"),
+                ))
+            }),
+        }
+    }
+
+    /// Resolves what the last run left pending by reading the real resources.
+    async fn resolve_pending(&self, decls: &[Declared]) -> Result<()> {
+        let pending: Vec<(String, PendingOp)> =
+            self.doc.lock().await.pending.clone().into_iter().collect();
+        for (key, p) in pending {
+            let urn = key.split('#').next().unwrap_or(&key).to_string();
+            let provider = provider_for(decls, &p.type_name, &urn)?;
+            let cx = self.cx(&urn);
+            match p.op {
+                PendingKind::Create => match provider.find(cx, &p.inputs).await? {
+                    Some(id) => match provider.read(cx, &id, &p.inputs).await? {
+                        Some((inputs, outputs)) => {
+                            let resource = ResourceState {
+                                type_name: p.type_name.clone(),
+                                name: p.name.clone(),
+                                parent: None,
+                                id,
+                                inputs,
+                                outputs,
+                                deps: BTreeSet::new(),
+                                secret_inputs: p.secret_inputs.clone(),
+                                secret_outputs: provider
+                                    .secret_outputs()
+                                    .iter()
+                                    .map(|s| s.to_string())
+                                    .collect(),
+                                protect: false,
+                            };
+                            self.record(Entry::Put { urn: key, resource }).await?;
+                        }
+                        None => self.record(Entry::Resolved { urn: key }).await?,
+                    },
+                    None => self.record(Entry::Resolved { urn: key }).await?,
+                },
+                PendingKind::Update | PendingKind::Delete => {
+                    let id = p.id.clone().unwrap_or_default();
+                    let recorded = self.doc.lock().await.resources.get(&key).cloned();
+                    match (provider.read(cx, &id, &p.inputs).await?, recorded) {
+                        (None, _) => self.record(Entry::Remove { urn: key }).await?,
+                        (Some((inputs, outputs)), Some(mut r)) if p.op == PendingKind::Update => {
+                            r.inputs = inputs;
+                            r.outputs = outputs;
+                            self.record(Entry::Put {
+                                urn: key,
+                                resource: r,
+                            })
+                            .await?;
+                        }
+                        (Some(_), _) => self.record(Entry::Resolved { urn: key }).await?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every recorded resource; records what changed out of band and returns it.
+    async fn refresh(
+        &self,
+        decls: &[Declared],
+        record: bool,
+        parallelism: usize,
+    ) -> Result<(Vec<Drift>, StateDoc)> {
+        let doc = self.doc.lock().await.clone();
+        let sem = Arc::new(Semaphore::new(parallelism));
+        let mut reads = Vec::new();
+        for (urn, r) in &doc.resources {
+            let provider = provider_for(decls, &r.type_name, urn)?;
+            let sem = sem.clone();
+            reads.push(async move {
+                let _permit = sem.acquire().await;
+                let got = provider.read(self.cx(urn), &r.id, &r.inputs).await;
+                (urn, r, got)
+            });
+        }
+        let mut drift = Vec::new();
+        let mut refreshed = doc.clone();
+        for (urn, r, got) in futures::future::join_all(reads).await {
+            match got? {
+                None => {
+                    drift.push(Drift {
+                        urn: urn.clone(),
+                        deleted: true,
+                        diffs: Vec::new(),
+                    });
+                    refreshed.resources.remove(urn);
+                    if record {
+                        self.record(Entry::Remove { urn: urn.clone() }).await?;
+                    }
+                }
+                Some((inputs, outputs)) => {
+                    let diffs = diff_props(
+                        &r.inputs,
+                        &r.secret_inputs,
+                        &inputs,
+                        &r.secret_inputs,
+                        &BTreeSet::new(),
+                        &|_| false,
+                    );
+                    if diffs.is_empty() && outputs == r.outputs {
+                        continue;
+                    }
+                    if !diffs.is_empty() {
+                        drift.push(Drift {
+                            urn: urn.clone(),
+                            deleted: false,
+                            diffs,
+                        });
+                    }
+                    let mut updated = r.clone();
+                    updated.inputs = inputs;
+                    updated.outputs = outputs;
+                    refreshed.resources.insert(urn.clone(), updated.clone());
+                    if record {
+                        self.record(Entry::Put {
+                            urn: urn.clone(),
+                            resource: updated,
+                        })
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok((drift, refreshed))
+    }
+
+    /// Applies one declared resource; returns the step done and its outputs.
+    async fn apply_one(&self, d: &Declared, env: &HashMap<String, Props>) -> Result<(Step, Props)> {
+        let mut r = resolve(d, &MapEnv(env))?;
+        if let Some(name) = r.unknown.iter().next() {
+            return Err(op("apply").internal(
+                &d.name,
+                format!("argument {name:?} is still unknown after its dependencies were applied"),
+            ));
+        }
+        d.provider.check(&d.name, &r.props)?;
+        let old = self.doc.lock().await.resources.get(&d.urn).cloned();
+        let (op_kind, diffs) = decide(d, &mut r, old.as_ref());
+        let cx = self.cx(&d.urn);
+        // An output named like a secret argument carries that argument: secret too.
+        let secret_outputs: BTreeSet<String> = d
+            .provider
+            .secret_outputs()
+            .iter()
+            .map(|s| s.to_string())
+            .chain(r.secret.iter().cloned())
+            .collect();
+        let record_of = |id: String, outputs: Props| ResourceState {
+            type_name: d.provider.type_name().to_string(),
+            name: d.name.clone(),
+            parent: d.parent.clone(),
+            id,
+            inputs: r.props.clone(),
+            outputs,
+            deps: d.deps.clone(),
+            secret_inputs: r.secret.clone(),
+            secret_outputs: secret_outputs.clone(),
+            protect: d.opts.protect,
+        };
+        let pending = |kind: PendingKind,
+                       id: Option<String>,
+                       inputs: &Props,
+                       secret: &BTreeSet<String>| PendingOp {
+            op: kind,
+            type_name: d.provider.type_name().to_string(),
+            name: d.name.clone(),
+            id,
+            inputs: inputs.clone(),
+            secret_inputs: secret.clone(),
+            started: chrono::Utc::now(),
+        };
+        if op_kind != StepOp::Same {
+            self.emit(Event::Started {
+                urn: d.urn.clone(),
+                op: op_kind,
+            });
+        }
+        let outputs = match (op_kind, &old) {
+            (StepOp::Same, Some(old)) => {
+                // Flags such as `protect` may change without touching the resource.
+                if old.protect != d.opts.protect || old.deps != d.deps || old.parent != d.parent {
+                    let mut updated = old.clone();
+                    updated.protect = d.opts.protect;
+                    updated.deps = d.deps.clone();
+                    updated.parent = d.parent.clone();
+                    self.record(Entry::Put {
+                        urn: d.urn.clone(),
+                        resource: updated,
+                    })
+                    .await?;
+                }
+                old.outputs.clone()
+            }
+            (StepOp::Import, _) => {
+                let id = d.opts.import.clone().unwrap_or_default();
+                let (_, outputs) = d.provider.read(cx, &id, &r.props).await?.ok_or_else(|| {
+                    op("import").not_found(&d.name, format!("no resource with id {id:?} to import"))
+                })?;
+                self.record(Entry::Put {
+                    urn: d.urn.clone(),
+                    resource: record_of(id, outputs.clone()),
+                })
+                .await?;
+                outputs
+            }
+            (StepOp::Create, _) => {
+                self.record(Entry::Pending {
+                    urn: d.urn.clone(),
+                    op: pending(PendingKind::Create, None, &r.props, &r.secret),
+                })
+                .await?;
+                let (id, outputs) = self
+                    .timed(d.opts.timeout, &d.urn, d.provider.create(cx, &r.props))
+                    .await?;
+                self.record(Entry::Put {
+                    urn: d.urn.clone(),
+                    resource: record_of(id, outputs.clone()),
+                })
+                .await?;
+                outputs
+            }
+            (StepOp::Update, Some(old)) => {
+                self.record(Entry::Pending {
+                    urn: d.urn.clone(),
+                    op: pending(
+                        PendingKind::Update,
+                        Some(old.id.clone()),
+                        &old.inputs,
+                        &old.secret_inputs,
+                    ),
+                })
+                .await?;
+                let outputs = self
+                    .timed(
+                        d.opts.timeout,
+                        &d.urn,
+                        d.provider.update(cx, &old.id, &old.inputs, &r.props),
+                    )
+                    .await?;
+                self.record(Entry::Put {
+                    urn: d.urn.clone(),
+                    resource: record_of(old.id.clone(), outputs.clone()),
+                })
+                .await?;
+                outputs
+            }
+            (StepOp::Replace, Some(old)) => {
+                if old.protect || d.opts.protect {
+                    return Err(op("replace").denied(&d.name, "the resource is protected; it would have to be replaced (unprotect it first)"));
+                }
+                let old_provider = provider_for(std::slice::from_ref(d), &old.type_name, &d.urn)?;
+                let delete_first = d.opts.delete_before_replace
+                    || d.provider.fixed_name()
+                    || old.type_name != d.provider.type_name();
+                if delete_first {
+                    self.record(Entry::Pending {
+                        urn: d.urn.clone(),
+                        op: pending(
+                            PendingKind::Delete,
+                            Some(old.id.clone()),
+                            &old.inputs,
+                            &old.secret_inputs,
+                        ),
+                    })
+                    .await?;
+                    self.timed(
+                        d.opts.timeout,
+                        &d.urn,
+                        old_provider.delete(cx, &old.id, &old.inputs),
+                    )
+                    .await?;
+                    self.record(Entry::Remove { urn: d.urn.clone() }).await?;
+                    self.record(Entry::Pending {
+                        urn: d.urn.clone(),
+                        op: pending(PendingKind::Create, None, &r.props, &r.secret),
+                    })
+                    .await?;
+                    let (id, outputs) = self
+                        .timed(d.opts.timeout, &d.urn, d.provider.create(cx, &r.props))
+                        .await?;
+                    self.record(Entry::Put {
+                        urn: d.urn.clone(),
+                        resource: record_of(id, outputs.clone()),
+                    })
+                    .await?;
+                    outputs
+                } else {
+                    // Create the new one first, then delete the old one (kept meanwhile as a
+                    // pending delete under `<urn>#replaced`, so a crash does not orphan it).
+                    let replaced = format!("{}#replaced", d.urn);
+                    self.record(Entry::Pending {
+                        urn: replaced.clone(),
+                        op: pending(
+                            PendingKind::Delete,
+                            Some(old.id.clone()),
+                            &old.inputs,
+                            &old.secret_inputs,
+                        ),
+                    })
+                    .await?;
+                    self.record(Entry::Remove { urn: d.urn.clone() }).await?;
+                    self.record(Entry::Pending {
+                        urn: d.urn.clone(),
+                        op: pending(PendingKind::Create, None, &r.props, &r.secret),
+                    })
+                    .await?;
+                    let (id, outputs) = self
+                        .timed(d.opts.timeout, &d.urn, d.provider.create(cx, &r.props))
+                        .await?;
+                    self.record(Entry::Put {
+                        urn: d.urn.clone(),
+                        resource: record_of(id, outputs.clone()),
+                    })
+                    .await?;
+                    self.timed(
+                        d.opts.timeout,
+                        &d.urn,
+                        old_provider.delete(cx, &old.id, &old.inputs),
+                    )
+                    .await?;
+                    self.record(Entry::Resolved { urn: replaced }).await?;
+                    outputs
+                }
+            }
+            (_, None) => {
+                return Err(op("apply").internal(&d.name, "no record of the resource to change"));
+            }
+            (StepOp::Delete | StepOp::Refresh, _) => old.map(|o| o.outputs).unwrap_or_default(),
+        };
+        Ok((step(d, op_kind, diffs), outputs))
+    }
+
+    /// Deletes recorded resources not in `keep`, dependents first, independent ones in
+    /// parallel. Protected resources are refused (with their dependencies kept).
+    async fn delete_unwanted(
+        &self,
+        decls: &[Declared],
+        keep: &BTreeSet<String>,
+        parallelism: usize,
+        steps: &mut Vec<Step>,
+        failures: &mut Vec<(String, Error)>,
+    ) {
+        let sem = Arc::new(Semaphore::new(parallelism));
+        let mut blocked: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let doc = self.doc.lock().await.clone();
+            let doomed: Vec<(&String, &ResourceState)> = doc
+                .resources
+                .iter()
+                .filter(|(u, _)| !keep.contains(*u) && !blocked.contains(*u))
+                .collect();
+            if doomed.is_empty() {
+                return;
+            }
+            // A resource can go once nothing still recorded depends on it.
+            let wave: Vec<(&String, &ResourceState)> = doomed
+                .iter()
+                .filter(|(u, _)| {
+                    !doc.resources.iter().any(|(other, r)| {
+                        other != *u && r.deps.contains(*u) && !blocked.contains(other)
+                    })
+                })
+                .copied()
+                .collect();
+            if wave.is_empty() {
+                // Only resources others (kept or protected) depend on are left.
+                for (u, _) in doomed {
+                    blocked.insert(u.clone());
+                }
+                continue;
+            }
+            let mut tasks = Vec::new();
+            for (urn, r) in wave {
+                let sem = sem.clone();
+                tasks.push(async move {
+                    let _permit = sem.acquire().await;
+                    (urn.clone(), r.clone(), self.delete_one(decls, urn, r).await)
+                });
+            }
+            for (urn, r, outcome) in futures::future::join_all(tasks).await {
+                match outcome {
+                    Ok(()) => steps.push(Step {
+                        urn: urn.clone(),
+                        type_name: r.type_name.clone(),
+                        name: r.name.clone(),
+                        parent: r.parent.clone(),
+                        op: StepOp::Delete,
+                        diffs: Vec::new(),
+                    }),
+                    Err(e) => {
+                        self.emit(Event::Failed {
+                            urn: urn.clone(),
+                            op: StepOp::Delete,
+                            error: e.to_string(),
+                        });
+                        blocked.insert(urn.clone());
+                        // What it depends on stays: deleting it would break it.
+                        for dep in &r.deps {
+                            blocked.insert(dep.clone());
+                        }
+                        failures.push((urn, e));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn delete_one(&self, decls: &[Declared], urn: &str, r: &ResourceState) -> Result<()> {
+        if r.protect {
+            return Err(op("delete").denied(
+                &r.name,
+                "the resource is protected; unprotect it (and run up) before deleting it",
+            ));
+        }
+        let provider = provider_for(decls, &r.type_name, urn)?;
+        self.emit(Event::Started {
+            urn: urn.to_string(),
+            op: StepOp::Delete,
+        });
+        let started = Instant::now();
+        let pending = PendingOp {
+            op: PendingKind::Delete,
+            type_name: r.type_name.clone(),
+            name: r.name.clone(),
+            id: Some(r.id.clone()),
+            inputs: r.inputs.clone(),
+            secret_inputs: r.secret_inputs.clone(),
+            started: chrono::Utc::now(),
+        };
+        self.record(Entry::Pending {
+            urn: urn.to_string(),
+            op: pending,
+        })
+        .await?;
+        provider.delete(self.cx(urn), &r.id, &r.inputs).await?;
+        self.record(Entry::Remove {
+            urn: urn.to_string(),
+        })
+        .await?;
+        self.emit(Event::Finished {
+            urn: urn.to_string(),
+            op: StepOp::Delete,
+            duration: started.elapsed(),
+        });
+        Ok(())
+    }
+}
+
+/// Joins failures into one error naming each.
+fn failed(operation: &'static str, stack: &str, failures: Vec<(String, Error)>) -> Error {
+    let kind = failures
+        .first()
+        .map_or(ErrorKind::Internal, |(_, e)| e.kind());
+    let list: Vec<String> = failures
+        .iter()
+        .map(|(urn, e)| format!("{urn}: {e}"))
+        .collect();
+    Error::new(
+        kind,
+        Service::Stack,
+        operation,
+        format!(
+            "{} step(s) failed; the state records what was done. {}",
+            failures.len(),
+            list.join("; ")
+        ),
+    )
+    .with_resource(stack)
+}
+
+/// Holds the stack's lock for one operation; releases it when the operation ends.
+async fn locked<T, F, Fut>(stack: &Stack, operation: &str, f: F) -> Result<T>
+where
+    F: FnOnce(Arc<Inner>) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let inner = stack.inner.clone();
+    inner
+        .store
+        .lock(&inner.name, &LockHolder::me(operation))
+        .await?;
+    let out = f(inner.clone()).await;
+    let unlocked = inner.store.unlock(&inner.name).await;
+    match (out, unlocked) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+impl Stack {
+    fn declarations(&self) -> (Vec<Declared>, Vec<(String, super::output::Node)>) {
+        let decl = self.decl();
+        (decl.resources.clone(), decl.exports.clone())
+    }
+
+    /// The plan: what `up` would do, with property-level diffs (secrets masked). Reads the
+    /// real resources first unless `Options::no_refresh`; changes nothing.
+    pub async fn preview(&self) -> Result<Plan> {
+        self.preview_with(Options::default()).await
+    }
+
+    /// [`Stack::preview`] with options.
+    pub async fn preview_with(&self, opts: Options) -> Result<Plan> {
+        let (decls, _) = self.declarations();
+        let run = Run::open(self.inner.clone()).await?;
+        let (drift, doc) = if opts.refresh {
+            run.refresh(&decls, false, opts.parallelism).await?
+        } else {
+            (Vec::new(), run.doc.lock().await.clone())
+        };
+        let mut env: HashMap<String, Props> = HashMap::new();
+        let mut steps = Vec::new();
+        for d in &decls {
+            let mut r = resolve(d, &MapEnv(&env))?;
+            if r.unknown.is_empty() {
+                d.provider.check(&d.name, &r.props)?;
+            }
+            let old = doc.resources.get(&d.urn);
+            let (op_kind, diffs) = decide(d, &mut r, old);
+            if let (StepOp::Same, Some(old)) = (op_kind, old) {
+                env.insert(d.urn.clone(), old.outputs.clone());
+            }
+            steps.push(step(d, op_kind, diffs));
+        }
+        let keep: BTreeSet<String> = decls.iter().map(|d| d.urn.clone()).collect();
+        steps.extend(delete_order(&doc, &keep).into_iter().map(|(urn, r)| Step {
+            urn,
+            type_name: r.type_name.clone(),
+            name: r.name.clone(),
+            parent: r.parent.clone(),
+            op: StepOp::Delete,
+            diffs: Vec::new(),
+        }));
+        Ok(Plan {
+            stack: self.inner.name.clone(),
+            steps,
+            drift,
+        })
+    }
+
+    /// Applies the declarations: creates, updates, replaces and deletes in dependency order,
+    /// independent resources in parallel. A failure stops what depends on it; independent
+    /// work goes on; every failure is reported. A second `up` with no change does nothing.
+    pub async fn up(&self) -> Result<Report> {
+        self.up_with(Options::default()).await
+    }
+
+    /// [`Stack::up`] with options.
+    pub async fn up_with(&self, opts: Options) -> Result<Report> {
+        let (decls, exports) = self.declarations();
+        let started = Instant::now();
+        locked(self, "up", |inner| async move {
+            let run = Arc::new(Run::open(inner.clone()).await?);
+            run.resolve_pending(&decls).await?;
+            let drift = if opts.refresh {
+                run.refresh(&decls, true, opts.parallelism).await?.0
+            } else {
+                Vec::new()
+            };
+            let (mut steps, mut failures, env) = apply_graph(&run, &decls, opts.parallelism).await;
+            let keep: BTreeSet<String> = decls.iter().map(|d| d.urn.clone()).collect();
+            if failures.is_empty() {
+                run.delete_unwanted(&decls, &keep, opts.parallelism, &mut steps, &mut failures)
+                    .await;
+            }
+            let outputs = export(&run, &exports, &env).await?;
+            run.compact().await?;
+            let plan = Plan {
+                stack: inner.name.clone(),
+                steps,
+                drift,
+            };
+            if failures.is_empty() {
+                Ok(Report {
+                    plan,
+                    outputs,
+                    duration: started.elapsed(),
+                })
+            } else {
+                Err(failed("up", &inner.name, failures))
+            }
+        })
+        .await
+    }
+
+    /// Deletes every resource of the stack, dependents first. Protected resources are refused
+    /// clearly (and what they depend on is kept).
+    pub async fn destroy(&self) -> Result<Report> {
+        self.destroy_with(Options::default()).await
+    }
+
+    /// [`Stack::destroy`] with options.
+    pub async fn destroy_with(&self, opts: Options) -> Result<Report> {
+        let (decls, _) = self.declarations();
+        let started = Instant::now();
+        locked(self, "destroy", |inner| async move {
+            let run = Run::open(inner.clone()).await?;
+            run.resolve_pending(&decls).await?;
+            let mut steps = Vec::new();
+            let mut failures = Vec::new();
+            run.delete_unwanted(
+                &decls,
+                &BTreeSet::new(),
+                opts.parallelism,
+                &mut steps,
+                &mut failures,
+            )
+            .await;
+            if failures.is_empty() {
+                run.record(Entry::Exports {
+                    exports: Props::new(),
+                    secret: BTreeSet::new(),
+                })
+                .await?;
+            }
+            run.compact().await?;
+            let plan = Plan {
+                stack: inner.name.clone(),
+                steps,
+                drift: Vec::new(),
+            };
+            if failures.is_empty() {
+                Ok(Report {
+                    plan,
+                    outputs: Props::new(),
+                    duration: started.elapsed(),
+                })
+            } else {
+                Err(failed("destroy", &inner.name, failures))
+            }
+        })
+        .await
+    }
+
+    /// Reads every real resource and records what changed out of band (drift), property by
+    /// property; a resource deleted out of band is dropped from the state (the next `up`
+    /// creates it again).
+    pub async fn refresh(&self) -> Result<Report> {
+        let (decls, _) = self.declarations();
+        let started = Instant::now();
+        locked(self, "refresh", |inner| async move {
+            let run = Run::open(inner.clone()).await?;
+            run.resolve_pending(&decls).await?;
+            let (drift, doc) = run
+                .refresh(&decls, true, Options::default().parallelism)
+                .await?;
+            run.compact().await?;
+            Ok(Report {
+                plan: Plan {
+                    stack: inner.name.clone(),
+                    steps: Vec::new(),
+                    drift,
+                },
+                outputs: doc.exports,
+                duration: started.elapsed(),
+            })
+        })
+        .await
+    }
+
+    /// The stack's outputs as of its last `up`, without running the program's declarations.
+    pub async fn outputs(&self) -> Result<Props> {
+        Ok(load_doc(&self.inner, &self.inner.name).await?.exports)
+    }
+
+    /// The saved state (secrets decrypted): what the stack manages.
+    pub async fn state(&self) -> Result<StateDoc> {
+        load_doc(&self.inner, &self.inner.name).await
+    }
+
+    /// Breaks the stack's lock, whoever holds it (after a run died); returns who held it.
+    pub async fn break_lock(&self) -> Result<Option<LockHolder>> {
+        self.inner.store.break_lock(&self.inner.name).await
+    }
+}
+
+/// The order `up` would delete `doc`'s resources that are not in `keep`: dependents first.
+fn delete_order<'a>(
+    doc: &'a StateDoc,
+    keep: &BTreeSet<String>,
+) -> Vec<(String, &'a ResourceState)> {
+    let mut left: Vec<&String> = doc
+        .resources
+        .keys()
+        .filter(|u| !keep.contains(*u))
+        .collect();
+    let mut out = Vec::new();
+    while !left.is_empty() {
+        let (ready, rest): (Vec<&String>, Vec<&String>) = left.iter().partition(|u| {
+            !left
+                .iter()
+                .any(|o| o != *u && doc.resources.get(*o).is_some_and(|r| r.deps.contains(**u)))
+        });
+        if ready.is_empty() {
+            out.extend(
+                rest.iter()
+                    .filter_map(|u| doc.resources.get(*u).map(|r| ((*u).clone(), r))),
+            );
+            break;
+        }
+        out.extend(
+            ready
+                .iter()
+                .filter_map(|u| doc.resources.get(*u).map(|r| ((*u).clone(), r))),
+        );
+        left = rest;
+    }
+    out
+}
+
+/// A finished apply task: the resource's index, the outcome, how long it took.
+type Applied = (usize, Result<(Step, Props)>, Duration);
+
+/// Applies every declared resource in dependency order, `parallelism` at a time. Returns the
+/// steps done, the failures, and the outputs known at the end.
+async fn apply_graph(
+    run: &Arc<Run>,
+    decls: &[Declared],
+    parallelism: usize,
+) -> (
+    Vec<super::plan::Step>,
+    Vec<(String, Error)>,
+    HashMap<String, Props>,
+) {
+    let n = decls.len();
+    let index: HashMap<&str, usize> = decls
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.urn.as_str(), i))
+        .collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut waiting: Vec<usize> = vec![0; n];
+    for (i, d) in decls.iter().enumerate() {
+        for dep in &d.deps {
+            if let Some(&j) = index.get(dep.as_str()) {
+                dependents[j].push(i);
+                waiting[i] += 1;
+            }
+        }
+    }
+    let env: Arc<RwLock<HashMap<String, Props>>> = Arc::default();
+    let sem = Arc::new(Semaphore::new(parallelism));
+    let mut tasks = tokio::task::JoinSet::new();
+    let decls: Arc<Vec<Declared>> = Arc::new(decls.to_vec());
+    let spawn = |tasks: &mut tokio::task::JoinSet<Applied>, i: usize| {
+        let (run, env, sem, decls) = (run.clone(), env.clone(), sem.clone(), decls.clone());
+        tasks.spawn(async move {
+            let _permit = sem.acquire().await;
+            let started = Instant::now();
+            let snapshot = env.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let out = run.apply_one(&decls[i], &snapshot).await;
+            (i, out, started.elapsed())
+        });
+    };
+    for i in (0..n).filter(|i| waiting[*i] == 0) {
+        spawn(&mut tasks, i);
+    }
+    let mut steps = Vec::new();
+    let mut failures = Vec::new();
+    let mut skipped = vec![false; n];
+    while let Some(joined) = tasks.join_next().await {
+        let (i, out, duration) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                failures.push(("(engine)".to_string(), op("up").internal("task", e)));
+                continue;
+            }
+        };
+        let d = &decls[i];
+        match out {
+            Ok((step, outputs)) => {
+                if step.op != StepOp::Same {
+                    run.emit(Event::Finished {
+                        urn: d.urn.clone(),
+                        op: step.op,
+                        duration,
+                    });
+                }
+                env.write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(d.urn.clone(), outputs);
+                steps.push(step);
+                for &j in &dependents[i] {
+                    waiting[j] -= 1;
+                    if waiting[j] == 0 && !skipped[j] {
+                        spawn(&mut tasks, j);
+                    }
+                }
+            }
+            Err(e) => {
+                run.emit(Event::Failed {
+                    urn: d.urn.clone(),
+                    op: StepOp::Update,
+                    error: e.to_string(),
+                });
+                failures.push((d.urn.clone(), e));
+                // Everything downstream is skipped.
+                let mut stack = dependents[i].clone();
+                while let Some(j) = stack.pop() {
+                    if !skipped[j] {
+                        skipped[j] = true;
+                        run.emit(Event::Skipped {
+                            urn: decls[j].urn.clone(),
+                            because: d.urn.clone(),
+                        });
+                        stack.extend(dependents[j].iter().copied());
+                    }
+                }
+            }
+        }
+    }
+    let env = env.read().unwrap_or_else(|e| e.into_inner()).clone();
+    (steps, failures, env)
+}
+
+/// Evaluates and records the stack outputs; an output whose resource failed is left out.
+async fn export(
+    run: &Run,
+    exports: &[(String, super::output::Node)],
+    env: &HashMap<String, Props>,
+) -> Result<Props> {
+    let mut out = Props::new();
+    let mut secret = BTreeSet::new();
+    for (name, node) in exports {
+        if let Ok(Eval::Known(v)) = (node.eval)(&MapEnv(env)) {
+            if node.secret {
+                secret.insert(name.clone());
+            }
+            out.insert(name.clone(), v);
+        }
+    }
+    let current = run.doc.lock().await.exports.clone();
+    if current != out {
+        run.record(Entry::Exports {
+            exports: out.clone(),
+            secret,
+        })
+        .await?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,499 @@
+//! Stacks end to end on the local backend: preview, up, idempotence, updates and
+//! replacements, drift, destroy, protection, locking, secrets, exports and references.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+use mvi::kv::{KeyAttr, KeyType};
+use mvi::stack::resources::{
+    Bucket, BucketArgs, Key, KeyArgs, LogGroup, LogGroupArgs, Noop, NoopArgs, Table, TableArgs,
+};
+use mvi::stack::{FileStore, LockHolder, Options, ResourceOptions, Stack, StateStore, StepOp};
+use mvi::{Cloud, ErrorKind};
+
+struct World {
+    _dir: tempfile::TempDir,
+    cloud: Cloud,
+    stacks: std::path::PathBuf,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = mvi::local::LocalCloud::builder()
+        .root(dir.path().join("cloud"))
+        .seed(3)
+        .build()
+        .await
+        .unwrap();
+    let stacks = dir.path().join("stacks");
+    World {
+        _dir: dir,
+        cloud,
+        stacks,
+    }
+}
+
+impl World {
+    fn stack(&self, name: &str) -> Stack {
+        Stack::new(name, self.cloud.clone(), FileStore::new(&self.stacks)).unwrap()
+    }
+}
+
+/// The program of the shop stack, with a knob for the log retention (an in-place update)
+/// and for the table's sort key (a replacement).
+fn shop(w: &World, retention: u32, sorted: bool) -> Stack {
+    let s = w.stack("shop");
+    let assets = Bucket::new(&s, "assets", BucketArgs::new("shop-assets").force_destroy()).unwrap();
+    let mut table = TableArgs::new("shop-orders", KeyAttr::new("id", KeyType::Str));
+    if sorted {
+        table = table.sort_key(KeyAttr::new("at", KeyType::Number));
+    }
+    Table::new(&s, "orders", table).unwrap();
+    LogGroup::new(
+        &s,
+        "logs",
+        LogGroupArgs::new("/shop/app").retention_days(retention),
+    )
+    .unwrap();
+    // Depends on the bucket through its output.
+    let cfg = Noop::new(
+        &s,
+        "config",
+        NoopArgs::new(assets.name.format("s3://{}/config")),
+    )
+    .unwrap();
+    s.export("bucket", &assets.name).unwrap();
+    s.export("config", &cfg.value).unwrap();
+    s
+}
+
+#[tokio::test]
+async fn preview_up_is_idempotent_then_updates_replaces_and_destroys() {
+    let w = world().await;
+
+    let plan = shop(&w, 7, false).preview().await.unwrap();
+    assert_eq!(plan.count(StepOp::Create), 4, "{plan}");
+    let config = plan.step("config").unwrap();
+    assert!(
+        config
+            .diffs
+            .iter()
+            .any(|d| d.new == mvi::stack::Shown::Unknown),
+        "an output of a resource not created yet is unknown in preview:\n{plan}"
+    );
+    let text = plan.to_string();
+    assert!(
+        text.contains("mvi:blob:Bucket") && text.contains("4 to create"),
+        "{text}"
+    );
+
+    let report = shop(&w, 7, false).up().await.unwrap();
+    assert_eq!(report.plan.count(StepOp::Create), 4);
+    assert_eq!(report.outputs["config"], "s3://shop-assets/config");
+    // Verified through the service APIs, not the state.
+    assert!(
+        w.cloud
+            .blob()
+            .unwrap()
+            .list_buckets()
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.name == "shop-assets")
+    );
+    assert!(
+        w.cloud
+            .kv()
+            .unwrap()
+            .list_tables()
+            .await
+            .unwrap()
+            .contains(&"shop-orders".to_string())
+    );
+
+    // Nothing changed: an empty preview, and an up that does nothing.
+    let again = shop(&w, 7, false).preview().await.unwrap();
+    assert!(again.is_empty(), "{again}");
+    let report = shop(&w, 7, false).up().await.unwrap();
+    assert!(report.plan.is_empty(), "{}", report.plan);
+
+    // Outputs are readable without re-running the program.
+    assert_eq!(
+        w.stack("shop").outputs().await.unwrap()["bucket"],
+        "shop-assets"
+    );
+
+    // Retention changes in place; the sort key forces a replacement.
+    let plan = shop(&w, 14, true).preview().await.unwrap();
+    assert_eq!(plan.step("logs").unwrap().op, StepOp::Update, "{plan}");
+    let orders = plan.step("orders").unwrap();
+    assert_eq!(orders.op, StepOp::Replace, "{plan}");
+    assert!(
+        orders
+            .diffs
+            .iter()
+            .any(|d| d.name == "sort_key" && d.replaces),
+        "{plan}"
+    );
+    shop(&w, 14, true).up().await.unwrap();
+    let groups = w.cloud.logs().unwrap().list_groups().await.unwrap();
+    assert_eq!(
+        groups
+            .iter()
+            .find(|g| g.name == "/shop/app")
+            .unwrap()
+            .retention_days,
+        Some(14)
+    );
+    let table = w
+        .cloud
+        .kv()
+        .unwrap()
+        .describe_table("shop-orders")
+        .await
+        .unwrap();
+    assert!(table.spec.sort_key.is_some());
+
+    // Destroy leaves nothing.
+    let report = shop(&w, 14, true).destroy().await.unwrap();
+    assert_eq!(report.plan.count(StepOp::Delete), 4);
+    assert!(
+        !w.cloud
+            .blob()
+            .unwrap()
+            .list_buckets()
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.name == "shop-assets")
+    );
+    assert!(
+        w.cloud
+            .kv()
+            .unwrap()
+            .list_tables()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        w.cloud
+            .logs()
+            .unwrap()
+            .list_groups()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(w.stack("shop").state().await.unwrap().resources.is_empty());
+}
+
+#[tokio::test]
+async fn drift_is_reported_and_up_heals_it() {
+    let w = world().await;
+    shop(&w, 7, false).up().await.unwrap();
+
+    // Out of band: the bucket is deleted, the retention changed.
+    w.cloud
+        .blob()
+        .unwrap()
+        .delete_bucket("shop-assets")
+        .await
+        .unwrap();
+    w.cloud
+        .logs()
+        .unwrap()
+        .set_retention("/shop/app", Some(30))
+        .await
+        .unwrap();
+
+    let report = w.stack("shop").refresh().await.unwrap();
+    let drift = &report.plan.drift;
+    assert!(
+        drift
+            .iter()
+            .any(|d| d.urn.ends_with("::assets") && d.deleted),
+        "{drift:?}"
+    );
+    let logs = drift
+        .iter()
+        .find(|d| d.urn.ends_with("::logs"))
+        .expect("log drift");
+    assert!(
+        logs.diffs.iter().any(|p| p.name == "retention_days"),
+        "{logs:?}"
+    );
+
+    let plan = shop(&w, 7, false).preview().await.unwrap();
+    assert_eq!(plan.step("assets").unwrap().op, StepOp::Create, "{plan}");
+    assert_eq!(plan.step("logs").unwrap().op, StepOp::Update, "{plan}");
+
+    shop(&w, 7, false).up().await.unwrap();
+    assert!(
+        w.cloud
+            .blob()
+            .unwrap()
+            .list_buckets()
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.name == "shop-assets")
+    );
+    let groups = w.cloud.logs().unwrap().list_groups().await.unwrap();
+    assert_eq!(groups[0].retention_days, Some(7));
+    assert!(shop(&w, 7, false).preview().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn removed_resources_are_deleted_and_protected_ones_refused() {
+    let w = world().await;
+    let s = w.stack("p");
+    Bucket::with(
+        &s,
+        "keep",
+        BucketArgs::new("p-keep"),
+        ResourceOptions::default().protect(),
+    )
+    .unwrap();
+    Bucket::new(&s, "temp", BucketArgs::new("p-temp")).unwrap();
+    s.up().await.unwrap();
+
+    // The program no longer declares "temp": up deletes it.
+    let s = w.stack("p");
+    Bucket::with(
+        &s,
+        "keep",
+        BucketArgs::new("p-keep"),
+        ResourceOptions::default().protect(),
+    )
+    .unwrap();
+    let report = s.up().await.unwrap();
+    assert_eq!(report.plan.count(StepOp::Delete), 1);
+    let names: Vec<String> = w
+        .cloud
+        .blob()
+        .unwrap()
+        .list_buckets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["p-keep"]);
+
+    let err = s.destroy().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("protected"), "{err}");
+    assert_eq!(
+        w.cloud.blob().unwrap().list_buckets().await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_failure_stops_dependents_and_lets_independent_work_finish() {
+    let w = world().await;
+    let s = w.stack("f");
+    // The bucket name is invalid: its create fails at check time.
+    let bad = Bucket::new(&s, "bad", BucketArgs::new("Not_A_Valid_Bucket")).unwrap();
+    Noop::new(&s, "downstream", NoopArgs::new(bad.name.clone())).unwrap();
+    Bucket::new(&s, "good", BucketArgs::new("f-good")).unwrap();
+    let mut events = s.events();
+    let err = s.up().await.unwrap_err();
+    assert!(
+        err.to_string().contains("1 step(s) failed") && err.to_string().contains("bad"),
+        "{err}"
+    );
+    assert!(
+        w.cloud
+            .blob()
+            .unwrap()
+            .list_buckets()
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.name == "f-good")
+    );
+    let state = w.stack("f").state().await.unwrap();
+    assert_eq!(
+        state.resources.len(),
+        1,
+        "only the independent bucket is recorded"
+    );
+    let mut skipped = false;
+    while let Ok(e) = events.try_recv() {
+        if let mvi::stack::Event::Skipped { urn, .. } = e {
+            skipped |= urn.ends_with("::downstream");
+        }
+    }
+    assert!(skipped, "the dependent resource is reported skipped");
+}
+
+#[tokio::test]
+async fn a_second_run_is_refused_while_the_lock_is_held() {
+    let w = world().await;
+    let store = FileStore::new(&w.stacks);
+    let holder = LockHolder {
+        pid: 4242,
+        ..LockHolder::me("up")
+    };
+    store.lock("locked", &holder).await.unwrap();
+    let s = w.stack("locked");
+    Noop::new(&s, "a", NoopArgs::new("x")).unwrap();
+    let err = s.up().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PreconditionFailed);
+    assert!(err.to_string().contains("pid 4242"), "{err}");
+    let broken = s.break_lock().await.unwrap().unwrap();
+    assert_eq!(broken.pid, 4242);
+    s.up().await.unwrap();
+}
+
+#[tokio::test]
+async fn secrets_are_encrypted_in_state_and_masked_in_previews() {
+    let w = world().await;
+    let s = w.stack("sec");
+    let key = Key::new(&s, "k", KeyArgs::new("alias/sec-app")).unwrap();
+    let token = key.id.map(|_| "hunter2-super-secret".to_string()).secret();
+    Noop::new(&s, "holder", NoopArgs::new(token.clone())).unwrap();
+    s.export("token", &token).unwrap();
+    let plan = s.preview().await.unwrap();
+    assert!(!plan.to_string().contains("hunter2"), "{plan}");
+    s.up().await.unwrap();
+
+    // On disk: no plaintext in the snapshot nor the journal.
+    for entry in walk(&w.stacks) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("hunter2"),
+            "plaintext secret in {}",
+            entry.display()
+        );
+    }
+    // Through the API the owner reads it back.
+    assert_eq!(
+        w.stack("sec").outputs().await.unwrap()["token"],
+        "hunter2-super-secret"
+    );
+    let state = w.stack("sec").state().await.unwrap();
+    assert!(!format!("{:?}", w.stack("sec")).contains("hunter2"));
+    assert!(
+        state
+            .resources
+            .values()
+            .any(|r| r.secret_inputs.contains("value"))
+    );
+
+    // A changed secret shows as changed, never its value.
+    let s = w.stack("sec");
+    let key = Key::new(&s, "k", KeyArgs::new("alias/sec-app")).unwrap();
+    Noop::new(
+        &s,
+        "holder",
+        NoopArgs::new(key.id.map(|_| "new-secret-value".to_string()).secret()),
+    )
+    .unwrap();
+    let plan = s.preview().await.unwrap();
+    let text = plan.to_string();
+    assert!(
+        text.contains("[secret]")
+            && !text.contains("new-secret-value")
+            && !text.contains("hunter2"),
+        "{text}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn outputs_cross_stacks_only_through_exports() {
+    let w = world().await;
+    let net = w.stack("network");
+    let b = Bucket::new(&net, "b", BucketArgs::new("net-bucket")).unwrap();
+    net.export("bucket", &b.name).unwrap();
+    net.up().await.unwrap();
+
+    let app = w.stack("app");
+    // Using the other stack's output object directly is refused at declaration.
+    let err = Noop::new(&app, "direct", NoopArgs::new(b.name.clone())).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("another stack"), "{err}");
+    // Through a reference it works.
+    let r = app.reference("network").await.unwrap();
+    let name: mvi::stack::Output<String> = r.output("bucket").unwrap();
+    Noop::new(&app, "via-ref", NoopArgs::new(name)).unwrap();
+    let report = app.up().await.unwrap();
+    assert_eq!(report.plan.count(StepOp::Create), 1);
+    assert!(r.output::<String>("nope").is_err());
+}
+
+#[tokio::test]
+async fn declaration_errors_name_the_resource() {
+    let w = world().await;
+    let s = w.stack("d");
+    Noop::new(&s, "a", NoopArgs::new("x")).unwrap();
+    let err = Noop::new(&s, "a", NoopArgs::new("y")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    assert!(err.to_string().contains("\"a\""), "{err}");
+    let err = Noop::with(
+        &s,
+        "b",
+        NoopArgs::new("y"),
+        ResourceOptions::default().depends_on("d::mvi:test:Noop::zzz"),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(Stack::new("bad name!", w.cloud.clone(), FileStore::new(&w.stacks)).is_err());
+}
+
+#[tokio::test]
+async fn components_group_their_children() {
+    let w = world().await;
+    let s = w.stack("c");
+    let web = s.component("WebService", "web").unwrap();
+    Noop::new(&web, "image", NoopArgs::new("v1")).unwrap();
+    Noop::new(&web, "service", NoopArgs::new("v1")).unwrap();
+    let plan = s.preview().await.unwrap();
+    let step = plan
+        .step("web/image")
+        .expect("children are named under the component");
+    assert!(
+        step.parent
+            .as_deref()
+            .is_some_and(|p| p.contains("mvi:component:WebService::web"))
+    );
+    assert!(
+        plan.to_string().contains("mvi:component:WebService"),
+        "{plan}"
+    );
+    s.up_with(Options::default().no_refresh()).await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_or_corrupt_state_is_refused_and_left_untouched() {
+    let w = world().await;
+    let dir = w.stacks.join("old");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("state.json"),
+        br#"{"version": 99, "stack": "old"}"#,
+    )
+    .unwrap();
+    let s = w.stack("old");
+    Noop::new(&s, "a", NoopArgs::new("x")).unwrap();
+    let err = s.up().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("version 99"), "{err}");
+    std::fs::write(dir.join("state.json"), b"{not json").unwrap();
+    let err = s.up().await.unwrap_err();
+    assert!(err.to_string().contains("not valid JSON"), "{err}");
+    assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), b"{not json");
+}
