@@ -256,6 +256,7 @@ mod vpc {
         fn authorize(group: &str, rule: Rule) -> Result<()>;
         fn revoke(group: &str, rule: Rule) -> Result<()>;
         fn describe_security_group(id: &str) -> Result<SecurityGroupInfo>;
+        fn list_security_groups(vpc: &str) -> Result<Vec<SecurityGroupInfo>>;
         fn delete_security_group(id: &str) -> Result<()>;
     }
 }

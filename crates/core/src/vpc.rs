@@ -110,6 +110,8 @@ pub trait Networks: fmt::Debug + Send + Sync + 'static {
     async fn revoke(&self, group: &str, rule: Rule) -> Result<()>;
     /// Describes a security group.
     async fn describe_security_group(&self, id: &str) -> Result<SecurityGroupInfo>;
+    /// Security groups of a VPC.
+    async fn list_security_groups(&self, vpc: &str) -> Result<Vec<SecurityGroupInfo>>;
     /// Deletes a security group.
     async fn delete_security_group(&self, id: &str) -> Result<()>;
 }

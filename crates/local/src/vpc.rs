@@ -310,6 +310,14 @@ impl Networks for LocalNetworks {
             .ok_or_else(|| op("describe_security_group").not_found(id, "no such security group"))
     }
 
+    async fn list_security_groups(&self, vpc: &str) -> Result<Vec<SecurityGroupInfo>> {
+        let state = self.lock();
+        if !state.vpcs.contains_key(vpc) {
+            return Err(op("list_security_groups").not_found(vpc, "no such VPC"));
+        }
+        Ok(state.groups.values().filter(|g| g.vpc == vpc).cloned().collect())
+    }
+
     async fn delete_security_group(&self, id: &str) -> Result<()> {
         let op = op("delete_security_group");
         self.mutate(op, |s| {
