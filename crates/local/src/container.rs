@@ -1483,3 +1483,58 @@ impl Containers for LocalContainers {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+
+    use super::*;
+
+    /// A program killed with -9 leaves its containers running; the next open finds them by
+    /// their recorded pid and start time and kills them.
+    #[tokio::test]
+    async fn next_open_kills_orphans_of_a_killed_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(orphan.id()).unwrap();
+        let record = PidRecord {
+            pid,
+            start_ticks: process::start_ticks(pid).unwrap(),
+        };
+        // A stale record (same pid, other start time) must not be acted on.
+        let stale = PidRecord {
+            pid: i32::try_from(std::process::id()).unwrap(),
+            start_ticks: 1,
+        };
+        let mut state = State::default();
+        state.pids.insert("ctr-orphan".into(), record);
+        state.pids.insert("ctr-stale".into(), stale);
+        std::fs::create_dir_all(dir.path().join("container")).unwrap();
+        std::fs::write(
+            dir.path().join("container").join(STATE_FILE),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+
+        let cloud = crate::LocalCloud::builder()
+            .root(dir.path())
+            .build()
+            .await
+            .unwrap();
+        let status = orphan.wait().unwrap();
+        assert!(
+            status.code().is_none(),
+            "the orphan was not killed: {status}"
+        );
+        let saved: State = serde_json::from_slice(
+            &std::fs::read(dir.path().join("container").join(STATE_FILE)).unwrap(),
+        )
+        .unwrap();
+        assert!(saved.pids.is_empty(), "{:?}", saved.pids);
+        drop(cloud);
+    }
+}
