@@ -20,6 +20,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod blob;
+pub mod container;
 pub mod crypto;
 pub mod image;
 pub mod kv;
@@ -50,6 +51,9 @@ pub enum Capability {
     KeyDeletion,
     /// Alarms are evaluated by the backend as data arrives and time passes.
     AlarmEvaluation,
+    /// Containers are real processes on this machine: their output, exit codes, health and
+    /// restarts can be observed within seconds.
+    RealProcesses,
 }
 
 /// The capabilities a target declares.
@@ -240,5 +244,6 @@ macro_rules! conformance_tests {
         $crate::vpc_cases!($target);
         $crate::vm_cases!($target);
         $crate::image_cases!($target);
+        $crate::container_cases!($target);
     };
 }

@@ -187,6 +187,17 @@ pub struct ScheduleSpec {
     pub container: ContainerSpec,
 }
 
+impl ScheduleSpec {
+    /// Runs `container` on the cron schedule `cron`, named `name`.
+    pub fn new(name: impl Into<String>, cron: impl Into<String>, container: ContainerSpec) -> Self {
+        ScheduleSpec {
+            name: name.into(),
+            cron: cron.into(),
+            container,
+        }
+    }
+}
+
 /// Container services and tasks.
 #[async_trait]
 pub trait Containers: fmt::Debug + Send + Sync + 'static {

@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod blob;
+pub mod container;
 pub mod crypto;
 pub mod fault;
 pub mod image;
@@ -115,21 +116,33 @@ impl LocalCloudBuilder {
         let ctx = |service| storage::Ctx::new(root, service, sim.clone());
         let networks = Arc::new(vpc::LocalNetworks::open(ctx(Service::Vpc)?).await?);
         let vms = Arc::new(vm::LocalVms::open(ctx(Service::Vm)?, networks.clone()).await?);
+        let crypto: Arc<dyn mvi_core::crypto::Crypto> =
+            Arc::new(crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?);
+        let logs: Arc<dyn mvi_core::log::Logs> =
+            Arc::new(log::LocalLogs::open(ctx(Service::Log)?).await?);
+        let metrics: Arc<dyn mvi_core::metric::Metrics> =
+            Arc::new(metric::LocalMetrics::open(ctx(Service::Metric)?).await?);
+        let images = Arc::new(image::LocalImages::open(ctx(Service::Image)?).await?);
         let cloud = Cloud::new("local")
             .with_blob(Arc::new(blob::LocalBlob::open(ctx(Service::Blob)?).await?))
             .with_kv(Arc::new(kv::LocalKv::open(ctx(Service::Kv)?).await?))
-            .with_crypto(Arc::new(
-                crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?,
-            ))
-            .with_logs(Arc::new(log::LocalLogs::open(ctx(Service::Log)?).await?))
-            .with_metrics(Arc::new(
-                metric::LocalMetrics::open(ctx(Service::Metric)?).await?,
-            ))
-            .with_images(Arc::new(
-                image::LocalImages::open(ctx(Service::Image)?).await?,
-            ))
+            .with_crypto(crypto.clone())
+            .with_logs(logs.clone())
+            .with_metrics(metrics.clone())
+            .with_images(images.clone())
             .with_networks(networks)
-            .with_vms(vms);
+            .with_vms(vms.clone());
+        let containers = container::LocalContainers::open(
+            ctx(Service::Container)?,
+            images,
+            crypto,
+            logs,
+            metrics,
+            vms,
+            cloud.load_balancers().ok().cloned(),
+        )
+        .await?;
+        let cloud = cloud.with_containers(Arc::new(containers));
         Ok(match self.faults {
             Some(faults) => cloud.layer(Arc::new(faults)),
             None => cloud,

@@ -1,0 +1,1540 @@
+//! The local Container service: services, one-off tasks and scheduled tasks as real OS
+//! processes started from images of the local Image service.
+//!
+//! An image is unpacked once per manifest digest into `container/rootfs/<hex>/` (a temporary
+//! directory when the cloud is in memory) and its program runs with its working directory
+//! inside that tree, an environment made of the image's, the spec's, `PORT` (a free loopback
+//! port per replica) and the secrets, decrypted through the Crypto service at each start
+//! (empty encryption context) and given only to the child's environment. Processes are not
+//! isolated: they run as the current user with the host's binaries on `PATH`.
+//!
+//! Each replica has a supervisor task: it places the replica on a simulated VM with spare
+//! capacity ([`placement`]; with no VM at all, replicas run unplaced, as on Fargate), starts
+//! the process in its own process group, sends its output line by line to the Log service
+//! (group `/mvi/containers/<service>`, one stream per replica; tasks go to
+//! `/mvi/tasks/<name>`), samples its CPU and memory into the Metric service (namespace
+//! `mvi/Container`), health-checks it over HTTP, registers it with the load balancer's target
+//! group once ready, and restarts it after a crash with exponential backoff (100 ms doubling
+//! to 30 s, reset once it has stayed up 10 s). A stop deregisters first, then sends SIGTERM to
+//! the group and SIGKILL after a grace period. A VM that stops takes its replicas with it;
+//! they are placed again on the running VMs if capacity allows.
+//!
+//! State (service and schedule definitions, and the pid of every live process) is one JSON
+//! document rewritten atomically. The pids are what makes a `kill -9` of the program safe:
+//! the next open kills every recorded process that still lives (matched by pid and start
+//! time), then starts the declared services again. Dropping the service kills its processes.
+
+mod placement;
+mod process;
+mod rootfs;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use mvi_core::container::{
+    ContainerInstance, ContainerSpec, Containers, InstanceState, ScheduleSpec, ServiceInfo,
+    ServiceSpec, TaskResult,
+};
+use mvi_core::crypto::{Crypto, EncryptionContext};
+use mvi_core::lb::LoadBalancers;
+use mvi_core::log::{LogEvent, Logs};
+use mvi_core::metric::Metrics;
+use mvi_core::{ErrorKind, Op, Result, Service, Timestamp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::image::LocalImages;
+use crate::storage::{Ctx, JsonState, io_error};
+use crate::vm::LocalVms;
+use placement::{Hold, Need};
+use process::{Launch, PidRecord, SecretEnv};
+use rootfs::Resolved;
+
+const STATE_FILE: &str = "state.json";
+/// Replicas of one service at most.
+pub const MAX_REPLICAS: u32 = 100;
+/// First restart delay after a crash.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest restart delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A replica up this long has recovered: its next crash restarts it quickly again.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// Default time between SIGTERM and SIGKILL.
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// How often CPU and memory are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// How often the scheduler looks (in real time) whether a schedule is due (by the sim clock).
+const SCHEDULER_TICK: Duration = Duration::from_millis(200);
+/// The time-out of a scheduled run.
+const SCHEDULED_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How often a replica that found no capacity tries again.
+const PLACEMENT_RETRY: Duration = Duration::from_secs(1);
+/// How long an update waits for a new replica to become ready (beyond its health checks).
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+/// A hook called before a replica's address is registered with its target group, with the
+/// address and the service's security groups (the local load balancer uses it to apply
+/// security group rules to the target).
+pub type TargetSecurityGroupsHook =
+    Arc<dyn Fn(String, Vec<String>) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
+fn op(name: &'static str) -> Op {
+    Op::new(Service::Container, name)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ServiceRecord {
+    spec: ServiceSpec,
+    /// The image resolved at create/update time: restarts and reopens run exactly it.
+    image: Resolved,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ScheduleRecord {
+    spec: ScheduleSpec,
+    /// The schedule is due at its first occurrence after this instant.
+    since: Timestamp,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct State {
+    services: BTreeMap<String, ServiceRecord>,
+    schedules: BTreeMap<String, ScheduleRecord>,
+    /// Every live process (replica or task id → pid), so a restarted program kills orphans.
+    pids: BTreeMap<String, PidRecord>,
+}
+
+/// What one replica runs (shared by the replicas of one service version).
+#[derive(Debug)]
+struct Plan {
+    spec: ServiceSpec,
+    image: Resolved,
+}
+
+#[derive(Debug, Clone)]
+struct Status {
+    state: InstanceState,
+    vm: Option<String>,
+    restarts: u32,
+    started: Option<Timestamp>,
+    pid: i32,
+    registered: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// Stop gracefully and end.
+    Stop,
+    /// The VM died: kill now and be placed again.
+    Evict,
+}
+
+#[derive(Debug)]
+struct Replica {
+    id: String,
+    port: u16,
+    plan: Arc<Plan>,
+    status: Mutex<Status>,
+    control: mpsc::UnboundedSender<Control>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Replica {
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_state(&self, state: InstanceState) {
+        self.status().state = state;
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn serves(&self) -> bool {
+        let c = &self.plan.spec.container;
+        c.port.is_some()
+            || c.health_check.is_some()
+            || self.plan.spec.target_group.is_some()
+            || self.plan.image.config.exposed_port.is_some()
+    }
+
+    fn info(&self) -> ContainerInstance {
+        let s = self.status().clone();
+        ContainerInstance {
+            id: self.id.clone(),
+            state: s.state,
+            vm: s.vm,
+            address: self.serves().then(|| self.address()),
+            restarts: s.restarts,
+            started: s.started,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    services: BTreeMap<String, Vec<Arc<Replica>>>,
+    /// Running tasks: their hold on a VM (if placed) and pid.
+    tasks: BTreeMap<String, (Option<Hold>, i32)>,
+}
+
+impl Live {
+    fn holds(&self) -> Vec<Hold> {
+        let replicas = self.services.iter().flat_map(|(name, rs)| {
+            rs.iter().filter_map(move |r| {
+                let vm = r.status().vm.clone()?;
+                Some(Hold {
+                    vm,
+                    cpu_millis: r.plan.spec.container.cpu_millis,
+                    memory_mib: r.plan.spec.container.memory_mib,
+                    service: Some(name.clone()),
+                })
+            })
+        });
+        replicas
+            .chain(self.tasks.values().filter_map(|(h, _)| h.clone()))
+            .collect()
+    }
+}
+
+struct Inner {
+    ctx: Ctx,
+    images: Arc<LocalImages>,
+    crypto: Arc<dyn Crypto>,
+    logs: Arc<dyn Logs>,
+    metrics: Arc<dyn Metrics>,
+    vms: Arc<LocalVms>,
+    load_balancers: Option<Arc<dyn LoadBalancers>>,
+    security_groups_hook: OnceLock<TargetSecurityGroupsHook>,
+    state: JsonState<State>,
+    rootfs: PathBuf,
+    /// Holds the unpacked images of an in-memory cloud.
+    _rootfs_tmp: Option<tempfile::TempDir>,
+    live: Mutex<Live>,
+    /// Serialises changes of services (create, update, scale, delete).
+    changes: tokio::sync::Mutex<()>,
+    grace: Mutex<Duration>,
+    /// Dropped with the service: every background task sees it close and ends.
+    shutdown: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalContainers")
+            .field("dir", &self.ctx.dir)
+            .field("rootfs", &self.rootfs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Nothing outlives the service: kill every process group it started.
+        let live = self.live.get_mut().unwrap_or_else(|e| e.into_inner());
+        for r in live.services.values().flatten() {
+            process::signal_group(r.status().pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        for (_, pid) in live.tasks.values() {
+            process::signal_group(*pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// The local Container service.
+#[derive(Debug)]
+pub struct LocalContainers {
+    inner: Arc<Inner>,
+}
+
+impl LocalContainers {
+    /// Opens the service: kills processes left by a previous run that was killed, then starts
+    /// the declared services again.
+    pub async fn open(
+        ctx: Ctx,
+        images: Arc<LocalImages>,
+        crypto: Arc<dyn Crypto>,
+        logs: Arc<dyn Logs>,
+        metrics: Arc<dyn Metrics>,
+        vms: Arc<LocalVms>,
+        load_balancers: Option<Arc<dyn LoadBalancers>>,
+    ) -> Result<Self> {
+        let op = op("open");
+        let state: JsonState<State> = JsonState::open(&ctx, op, STATE_FILE)?;
+        let orphans: Vec<(String, PidRecord)> = state
+            .lock()
+            .pids
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (id, record) in &orphans {
+            if process::kill_orphan(record) {
+                tracing::warn!("killed {id} (pid {}), left by a previous run", record.pid);
+            }
+        }
+        if !orphans.is_empty() {
+            state.mutate(op, |s| {
+                s.pids.clear();
+                Ok(())
+            })?;
+        }
+        let (rootfs, tmp) = match &ctx.dir {
+            Some(dir) => (dir.join("rootfs"), None),
+            None => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("mvi-rootfs-")
+                    .tempdir()
+                    .map_err(|e| io_error(op, &std::env::temp_dir(), e))?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+        };
+        std::fs::create_dir_all(&rootfs).map_err(|e| io_error(op, &rootfs, e))?;
+        let inner = Arc::new(Inner {
+            ctx,
+            images,
+            crypto,
+            logs,
+            metrics,
+            vms,
+            load_balancers,
+            security_groups_hook: OnceLock::new(),
+            state,
+            rootfs,
+            _rootfs_tmp: tmp,
+            live: Mutex::default(),
+            changes: tokio::sync::Mutex::new(()),
+            grace: Mutex::new(DEFAULT_GRACE),
+            shutdown: watch::channel(()).0,
+        });
+        tokio::spawn(watch_vms(
+            Arc::downgrade(&inner),
+            inner.vms.subscribe(),
+            inner.shutdown.subscribe(),
+        ));
+        tokio::spawn(run_scheduler(
+            Arc::downgrade(&inner),
+            inner.shutdown.subscribe(),
+        ));
+        let services: Vec<ServiceRecord> = inner.state.lock().services.values().cloned().collect();
+        for record in services {
+            let plan = Arc::new(Plan {
+                spec: record.spec.clone(),
+                image: record.image,
+            });
+            let mut replicas = Vec::new();
+            for _ in 0..record.spec.replicas {
+                // A replica that finds no room now keeps trying (Pending).
+                replicas.push(spawn_replica(&inner, plan.clone(), None)?);
+            }
+            lock(&inner.live)
+                .services
+                .insert(record.spec.name.clone(), replicas);
+        }
+        Ok(LocalContainers { inner })
+    }
+
+    /// Sets the hook called with a replica's address and its service's security groups before
+    /// it is registered with a target group (set once; later calls are ignored).
+    pub fn set_target_security_groups_hook(&self, hook: TargetSecurityGroupsHook) {
+        let _ = self.inner.security_groups_hook.set(hook);
+    }
+
+    /// Sets the time a stopping process gets between SIGTERM and SIGKILL (default 10 s).
+    pub fn set_grace_period(&self, grace: Duration) {
+        *lock(&self.inner.grace) = grace;
+    }
+
+    /// The process id of every live replica and task (for tests of orphan clean-up).
+    pub fn pids(&self) -> Vec<i32> {
+        self.inner
+            .state
+            .lock()
+            .pids
+            .values()
+            .map(|r| r.pid)
+            .collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every change under these locks is a single assignment or insert: a poisoned lock
+    // still guards a consistent value.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---- validation ----
+
+fn validate_name(op: Op, kind: &str, name: &str, max: usize) -> Result<()> {
+    let ok = (1..=max).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(op.invalid(
+            name,
+            format!("a {kind} name is 1–{max} letters, digits, hyphens and underscores"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_container(op: Op, resource: &str, c: &ContainerSpec) -> Result<()> {
+    if c.cpu_millis == 0 || c.memory_mib == 0 {
+        return Err(op.invalid(resource, "cpu_millis and memory_mib must be at least 1"));
+    }
+    let bad_name = |k: &str| k.is_empty() || k.contains('=') || k.contains('\0');
+    for (k, v) in &c.env {
+        if bad_name(k) || v.contains('\0') {
+            return Err(op.invalid(
+                resource,
+                format!("bad environment variable {k:?}: names are non-empty, without '=' or NUL"),
+            ));
+        }
+    }
+    for s in &c.secrets {
+        if bad_name(&s.env) {
+            return Err(op.invalid(resource, format!("bad secret variable name {:?}", s.env)));
+        }
+    }
+    if c.command.iter().any(|a| a.contains('\0')) {
+        return Err(op.invalid(resource, "a command argument holds a NUL byte"));
+    }
+    if let Some(h) = &c.health_check
+        && (!h.path.starts_with('/')
+            || h.interval.is_zero()
+            || h.timeout.is_zero()
+            || h.healthy_threshold == 0
+            || h.unhealthy_threshold == 0)
+    {
+        return Err(op.invalid(
+                resource,
+                "a health check needs a path starting with '/', a non-zero interval and timeout, and thresholds of at least 1",
+            ));
+    }
+    Ok(())
+}
+
+fn parse_cron(op: Op, name: &str, cron: &str) -> Result<croner::Cron> {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(cron)
+        .map_err(|e| {
+            op.invalid(
+                name,
+                format!("bad cron expression {cron:?} (five fields, UTC: `*/5 * * * *`): {e}"),
+            )
+        })
+}
+
+// ---- starting processes ----
+
+impl Inner {
+    fn grace(&self) -> Duration {
+        *lock(&self.grace)
+    }
+
+    /// Builds what to start: unpacks the image, decrypts the secrets, assembles the
+    /// environment.
+    async fn prepare(
+        &self,
+        op: Op,
+        container: &ContainerSpec,
+        image: &Resolved,
+        hostname: &str,
+        port: u16,
+    ) -> Result<Launch> {
+        let rootfs = rootfs::unpack(op, &self.images, &self.rootfs, image).await?;
+        let config = &image.config;
+        let mut argv = config.entrypoint.clone();
+        // As Docker and ECS: a command replaces the image's CMD, after its ENTRYPOINT.
+        if container.command.is_empty() {
+            argv.extend(config.cmd.iter().cloned());
+        } else {
+            argv.extend(container.command.iter().cloned());
+        }
+        let working_dir = match &config.working_dir {
+            Some(wd) => rootfs::inside(&rootfs, wd),
+            None => rootfs.clone(),
+        };
+        let mut env: BTreeMap<String, zeroize::Zeroizing<String>> = BTreeMap::new();
+        env.insert("HOSTNAME".into(), hostname.to_string().into());
+        for (k, v) in config.env.iter().chain(&container.env) {
+            env.insert(k.clone(), v.clone().into());
+        }
+        env.insert("PORT".into(), port.to_string().into());
+        for secret in &container.secrets {
+            let plain = self
+                .crypto
+                .decrypt(&secret.ciphertext, &EncryptionContext::new())
+                .await
+                .map_err(|e| {
+                    op.err(
+                        e.kind(),
+                        &secret.env,
+                        format!("cannot decrypt the secret: {}", e.message()),
+                    )
+                })?;
+            let text = String::from_utf8(plain.plaintext.expose().to_vec())
+                .map_err(|_| op.invalid(&secret.env, "the secret's plaintext is not UTF-8 text"))?;
+            env.insert(secret.env.clone(), text.into());
+        }
+        Ok(Launch {
+            argv,
+            rootfs,
+            working_dir,
+            env: SecretEnv(env),
+        })
+    }
+
+    fn record_pid(&self, id: &str, record: &PidRecord) {
+        let r = self.state.mutate(op("start"), |s| {
+            s.pids.insert(id.to_string(), record.clone());
+            Ok(())
+        });
+        if let Err(e) = r {
+            tracing::warn!("cannot record the pid of {id}: {e}");
+        }
+    }
+
+    fn forget_pid(&self, id: &str) {
+        let r = self.state.mutate(op("stop"), |s| {
+            s.pids.remove(id);
+            Ok(())
+        });
+        if let Err(e) = r {
+            tracing::warn!("cannot forget the pid of {id}: {e}");
+        }
+    }
+
+    async fn ensure_log(&self, group: &str, stream: &str) -> Result<()> {
+        match self.logs.create_group(group, None).await {
+            Err(e) if e.kind() != ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        match self.logs.create_stream(group, stream).await {
+            Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes one line to the service's `events` stream (crashes, restarts, placement).
+    async fn event(&self, service: &str, message: String) {
+        let group = service_group(service);
+        if self.ensure_log(&group, "events").await.is_ok() {
+            let _ = self
+                .logs
+                .put_events(
+                    &group,
+                    "events",
+                    vec![LogEvent::new(self.ctx.sim.now(), message)],
+                )
+                .await;
+        }
+    }
+
+    /// Places `replica` if it has no running VM (and VMs exist).
+    fn ensure_placed(&self, replica: &Replica) -> Result<()> {
+        let running = self.vms.running();
+        let live = lock(&self.live);
+        let current = replica.status().vm.clone();
+        if let Some(vm) = &current
+            && running.iter().any(|v| &v.id == vm)
+        {
+            return Ok(());
+        }
+        replica.status().vm = None;
+        let spec = &replica.plan.spec;
+        let vm = placement::place(
+            op("place"),
+            &replica.id,
+            &running,
+            &live.holds(),
+            Need {
+                cpu_millis: spec.container.cpu_millis,
+                memory_mib: spec.container.memory_mib,
+                service: Some(&spec.name),
+                subnets: &spec.subnets,
+            },
+        )?;
+        // Set while `live` is locked, so the next placement sees this hold.
+        replica.status().vm = vm;
+        drop(live);
+        Ok(())
+    }
+
+    async fn register(&self, replica: &Replica) {
+        let (Some(lbs), Some(group)) = (&self.load_balancers, &replica.plan.spec.target_group)
+        else {
+            return;
+        };
+        if replica.status().registered {
+            return;
+        }
+        if let Some(hook) = self.security_groups_hook.get()
+            && let Err(e) = hook(replica.address(), replica.plan.spec.security_groups.clone()).await
+        {
+            tracing::warn!("security groups of {}: {e}", replica.id);
+        }
+        match lbs.register_targets(group, vec![replica.address()]).await {
+            Ok(()) => replica.status().registered = true,
+            Err(e) => {
+                self.event(
+                    &replica.plan.spec.name,
+                    format!(
+                        "{}: cannot register with target group {group}: {e}",
+                        replica.id
+                    ),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn deregister(&self, replica: &Replica) {
+        let (Some(lbs), Some(group)) = (&self.load_balancers, &replica.plan.spec.target_group)
+        else {
+            return;
+        };
+        if !std::mem::take(&mut replica.status().registered) {
+            return;
+        }
+        if let Err(e) = lbs.deregister_targets(group, vec![replica.address()]).await {
+            tracing::warn!("deregistering {}: {e}", replica.id);
+        }
+    }
+}
+
+fn service_group(service: &str) -> String {
+    format!("/mvi/containers/{service}")
+}
+
+fn task_group(name: &str) -> String {
+    format!("/mvi/tasks/{name}")
+}
+
+/// Creates a replica of `plan` (placed on `vm` if already chosen) and starts its supervisor.
+fn spawn_replica(inner: &Arc<Inner>, plan: Arc<Plan>, vm: Option<String>) -> Result<Arc<Replica>> {
+    let port = process::free_port(op("start"))?;
+    let (control, rx) = mpsc::unbounded_channel();
+    let replica = Arc::new(Replica {
+        id: inner.ctx.sim.id("ctr"),
+        port,
+        plan,
+        status: Mutex::new(Status {
+            state: InstanceState::Pending,
+            vm,
+            restarts: 0,
+            started: None,
+            pid: 0,
+            registered: false,
+        }),
+        control,
+        supervisor: Mutex::new(None),
+    });
+    let handle = tokio::spawn(supervise(
+        Arc::downgrade(inner),
+        replica.clone(),
+        rx,
+        inner.shutdown.subscribe(),
+    ));
+    *lock(&replica.supervisor) = Some(handle);
+    Ok(replica)
+}
+
+/// Stops a replica gracefully and waits until it is gone.
+async fn stop_replica(replica: &Replica) {
+    let _ = replica.control.send(Control::Stop);
+    let handle = lock(&replica.supervisor).take();
+    if let Some(handle) = handle {
+        let _ = handle.await;
+    }
+    replica.set_state(InstanceState::Stopped);
+}
+
+/// Waits until `replica` is ready (running, or healthy if it is health-checked); an error if
+/// it crashes or does not become ready in time.
+async fn wait_ready(replica: &Replica) -> Result<()> {
+    let op = op("update_service");
+    let checked = replica.plan.spec.container.health_check.clone();
+    let wait = READY_WAIT
+        + checked
+            .as_ref()
+            .map(|h| h.interval * (h.healthy_threshold + 1))
+            .unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let s = replica.status().clone();
+        let ready = match checked {
+            Some(_) => s.state == InstanceState::Healthy,
+            None => s.state == InstanceState::Running,
+        };
+        if ready {
+            return Ok(());
+        }
+        if s.restarts > 0 || tokio::time::Instant::now() >= deadline {
+            return Err(op.err(
+                ErrorKind::Unavailable,
+                &replica.id,
+                format!(
+                    "the new replica did not become ready (state {:?}, {} restart(s)); the remaining old replicas keep running",
+                    s.state, s.restarts
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs, watches and restarts one replica until told to stop or the service is dropped.
+async fn supervise(
+    weak: Weak<Inner>,
+    replica: Arc<Replica>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    mut shutdown: watch::Receiver<()>,
+) {
+    let service = replica.plan.spec.name.clone();
+    let group = service_group(&service);
+    let mut backoff = BACKOFF_START;
+    loop {
+        // Place and start, holding the service only for these steps.
+        let started = {
+            let Some(inner) = weak.upgrade() else { return };
+            match inner.ensure_placed(&replica) {
+                Err(e) => Err((e, true)),
+                Ok(()) => {
+                    let op = op("start");
+                    let spec = &replica.plan.spec.container;
+                    let launch = match inner.ensure_log(&group, &replica.id).await {
+                        Ok(()) => {
+                            inner
+                                .prepare(op, spec, &replica.plan.image, &replica.id, replica.port)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    launch
+                        .and_then(|launch| {
+                            process::start(
+                                op,
+                                &launch,
+                                inner.logs.clone(),
+                                inner.ctx.sim.clone(),
+                                group.clone(),
+                                replica.id.clone(),
+                            )
+                        })
+                        .inspect(|running| {
+                            inner.record_pid(&replica.id, &running.record);
+                        })
+                        .map_err(|e| (e, false))
+                }
+            }
+        };
+        let mut running = match started {
+            Ok(r) => r,
+            Err((e, placement)) => {
+                if let Some(inner) = weak.upgrade() {
+                    inner
+                        .event(&service, format!("{}: cannot start: {e}", replica.id))
+                        .await;
+                }
+                let delay = if placement {
+                    replica.set_state(InstanceState::Pending);
+                    PLACEMENT_RETRY
+                } else {
+                    replica.status().restarts += 1;
+                    replica.set_state(InstanceState::BackingOff);
+                    let d = backoff;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    d
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    c = control.recv() => match c {
+                        Some(Control::Evict) => continue,
+                        _ => return,
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        let up_since = tokio::time::Instant::now();
+        {
+            let mut s = replica.status();
+            s.pid = running.record.pid;
+            s.state = InstanceState::Running;
+            s.started = weak.upgrade().map(|i| i.ctx.sim.now());
+        }
+        let helpers = start_helpers(&weak, &replica, running.record.pid).await;
+        enum End {
+            Exited(Option<std::process::ExitStatus>),
+            Stop,
+            Evict,
+            Shutdown,
+        }
+        let end = tokio::select! {
+            status = running.child.wait() => End::Exited(status.ok()),
+            c = control.recv() => match c {
+                Some(Control::Evict) => End::Evict,
+                _ => End::Stop,
+            },
+            _ = shutdown.changed() => End::Shutdown,
+        };
+        for h in helpers {
+            h.abort();
+        }
+        if matches!(end, End::Shutdown) {
+            // The service is gone; Inner's drop kills the group.
+            return;
+        }
+        if let Some(inner) = weak.upgrade() {
+            inner.deregister(&replica).await;
+        }
+        let grace = weak.upgrade().map(|i| i.grace()).unwrap_or_default();
+        let status = match end {
+            End::Stop => process::stop(&mut running, grace).await,
+            End::Evict => process::stop(&mut running, Duration::ZERO).await,
+            End::Exited(status) => {
+                // Whatever the program left behind in its group goes with it.
+                process::signal_group(running.record.pid, nix::sys::signal::Signal::SIGKILL);
+                status
+            }
+            End::Shutdown => None,
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut running.pump).await;
+        replica.status().pid = 0;
+        let Some(inner) = weak.upgrade() else { return };
+        inner.forget_pid(&replica.id);
+        match end {
+            End::Stop | End::Shutdown => {
+                replica.set_state(InstanceState::Stopped);
+                return;
+            }
+            End::Evict => {
+                replica.set_state(InstanceState::Pending);
+                inner
+                    .event(
+                        &service,
+                        format!("{}: its VM stopped; placing it again", replica.id),
+                    )
+                    .await;
+                continue;
+            }
+            End::Exited(_) => {}
+        }
+        if up_since.elapsed() >= STABLE_AFTER {
+            backoff = BACKOFF_START;
+        }
+        let restarts = {
+            let mut s = replica.status();
+            s.restarts += 1;
+            s.state = InstanceState::BackingOff;
+            s.restarts
+        };
+        let how = match status.and_then(|s| s.code()) {
+            Some(code) => format!("exited with code {code}"),
+            None => "was killed by a signal".to_string(),
+        };
+        inner
+            .event(
+                &service,
+                format!(
+                    "{} {how}; restart {restarts} in {} ms",
+                    replica.id,
+                    backoff.as_millis()
+                ),
+            )
+            .await;
+        drop(inner);
+        let delay = backoff;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            c = control.recv() => match c {
+                Some(Control::Evict) => {}
+                _ => { replica.set_state(InstanceState::Stopped); return; }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Starts a running replica's metric sampler and health checker (or registers it with its
+/// target group at once when it has no health check).
+async fn start_helpers(
+    weak: &Weak<Inner>,
+    replica: &Arc<Replica>,
+    pid: i32,
+) -> Vec<JoinHandle<()>> {
+    let Some(inner) = weak.upgrade() else {
+        return Vec::new();
+    };
+    let mut helpers = vec![tokio::spawn(process::sample(
+        pid,
+        SAMPLE_EVERY,
+        replica.plan.spec.container.cpu_millis,
+        inner.metrics.clone(),
+        inner.ctx.sim.clone(),
+        replica.plan.spec.name.clone(),
+        replica.id.clone(),
+    ))];
+    match replica.plan.spec.container.health_check.clone() {
+        None => inner.register(replica).await,
+        Some(check) => helpers.push(tokio::spawn(health_check(
+            weak.clone(),
+            replica.clone(),
+            check,
+        ))),
+    }
+    helpers
+}
+
+/// Checks a replica's health until aborted. Until its first answer it is checked every
+/// 50 ms (at most every interval), so a replica is healthy as soon as it listens.
+async fn health_check(
+    weak: Weak<Inner>,
+    replica: Arc<Replica>,
+    check: mvi_core::container::HealthCheck,
+) {
+    let (mut ok, mut failed, mut answered) = (0u32, 0u32, false);
+    loop {
+        let healthy = process::http_ok(replica.port, &check.path, check.timeout).await;
+        answered |= healthy;
+        if healthy {
+            ok += 1;
+            failed = 0;
+        } else {
+            failed += 1;
+            ok = 0;
+        }
+        let current = replica.status().state;
+        if healthy && ok >= check.healthy_threshold && current != InstanceState::Healthy {
+            replica.set_state(InstanceState::Healthy);
+            if let Some(inner) = weak.upgrade() {
+                inner.register(&replica).await;
+            }
+        } else if !healthy
+            && answered
+            && failed >= check.unhealthy_threshold
+            && current != InstanceState::Unhealthy
+        {
+            replica.set_state(InstanceState::Unhealthy);
+        }
+        let pause = if answered {
+            check.interval
+        } else {
+            check.interval.min(Duration::from_millis(50))
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Evicts the replicas of VMs that are no longer running.
+async fn watch_vms(
+    weak: Weak<Inner>,
+    mut events: tokio::sync::broadcast::Receiver<crate::vm::VmEvent>,
+    mut shutdown: watch::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            e = events.recv() => {
+                if matches!(e, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let running: Vec<String> = inner.vms.running().into_iter().map(|v| v.id).collect();
+        let live = lock(&inner.live);
+        for r in live.services.values().flatten() {
+            let vm = r.status().vm.clone();
+            if let Some(vm) = vm
+                && !running.contains(&vm)
+            {
+                let _ = r.control.send(Control::Evict);
+            }
+        }
+    }
+}
+
+/// Starts the runs of due schedules: every tick (real time), a schedule whose next
+/// occurrence after its last run is not after the simulator's now runs once.
+async fn run_scheduler(weak: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
+    let mut tick = tokio::time::interval(SCHEDULER_TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let now = inner.ctx.sim.now();
+        let schedules: Vec<ScheduleRecord> =
+            inner.state.lock().schedules.values().cloned().collect();
+        for s in schedules {
+            let Ok(cron) = parse_cron(op("schedule"), &s.spec.name, &s.spec.cron) else {
+                continue;
+            };
+            let due = cron
+                .find_next_occurrence(&s.since, false)
+                .is_ok_and(|next| next <= now);
+            if !due {
+                continue;
+            }
+            let name = s.spec.name.clone();
+            let marked = inner.state.mutate(op("schedule"), |st| {
+                if let Some(r) = st.schedules.get_mut(&name) {
+                    r.since = now;
+                }
+                Ok(())
+            });
+            if marked.is_err() {
+                continue;
+            }
+            let task = inner.clone();
+            let spec = s.spec.container.clone();
+            tokio::spawn(async move {
+                match start_task(&task, op("schedule"), &name, &spec).await {
+                    Ok(started) => {
+                        let weak = Arc::downgrade(&task);
+                        drop(task);
+                        let _ = finish_task(weak, started, SCHEDULED_TIMEOUT).await;
+                    }
+                    Err(e) => tracing::warn!("scheduled task {name} did not start: {e}"),
+                }
+            });
+        }
+    }
+}
+
+// ---- tasks ----
+
+struct StartedTask {
+    id: String,
+    group: String,
+    running: process::Running,
+    started: Timestamp,
+    shutdown: watch::Receiver<()>,
+}
+
+async fn start_task(
+    inner: &Arc<Inner>,
+    op: Op,
+    name: &str,
+    spec: &ContainerSpec,
+) -> Result<StartedTask> {
+    validate_name(op, "task", name, 255)?;
+    validate_container(op, name, spec)?;
+    let image = rootfs::resolve(op, &inner.images, &spec.image).await?;
+    let id = inner.ctx.sim.id("task");
+    let hold = {
+        let running = inner.vms.running();
+        let mut live = lock(&inner.live);
+        let vm = placement::place(
+            op,
+            name,
+            &running,
+            &live.holds(),
+            Need {
+                cpu_millis: spec.cpu_millis,
+                memory_mib: spec.memory_mib,
+                service: None,
+                subnets: &[],
+            },
+        )?;
+        let hold = vm.map(|vm| Hold {
+            vm,
+            cpu_millis: spec.cpu_millis,
+            memory_mib: spec.memory_mib,
+            service: None,
+        });
+        live.tasks.insert(id.clone(), (hold.clone(), 0));
+        hold
+    };
+    let _ = hold;
+    let result = async {
+        let group = task_group(name);
+        inner.ensure_log(&group, &id).await?;
+        let port = process::free_port(op)?;
+        let launch = inner.prepare(op, spec, &image, &id, port).await?;
+        let running = process::start(
+            op,
+            &launch,
+            inner.logs.clone(),
+            inner.ctx.sim.clone(),
+            group.clone(),
+            id.clone(),
+        )?;
+        inner.record_pid(&id, &running.record);
+        if let Some(t) = lock(&inner.live).tasks.get_mut(&id) {
+            t.1 = running.record.pid;
+        }
+        Ok(StartedTask {
+            id: id.clone(),
+            group,
+            running,
+            started: inner.ctx.sim.now(),
+            shutdown: inner.shutdown.subscribe(),
+        })
+    }
+    .await;
+    if result.is_err() {
+        lock(&inner.live).tasks.remove(&id);
+    }
+    result
+}
+
+/// Waits for a task (killing it at `timeout`), collects its output, releases its hold.
+async fn finish_task(
+    weak: Weak<Inner>,
+    mut task: StartedTask,
+    timeout: Duration,
+) -> Result<TaskResult> {
+    let op = op("run_task");
+    let waited = tokio::select! {
+        w = tokio::time::timeout(timeout, task.running.child.wait()) => Some(w),
+        _ = task.shutdown.changed() => None,
+    };
+    let pid = task.running.record.pid;
+    let outcome = match waited {
+        Some(Ok(status)) => {
+            process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            Ok(status.ok())
+        }
+        Some(Err(_)) => {
+            process::stop(&mut task.running, Duration::ZERO).await;
+            Err(op.err(
+                ErrorKind::Timeout,
+                &task.id,
+                format!(
+                    "the task ran longer than {timeout:?} and was killed; its output is in {}/{}",
+                    task.group, task.id
+                ),
+            ))
+        }
+        None => Err(op.err(
+            ErrorKind::Unavailable,
+            &task.id,
+            "the container service was closed while the task ran",
+        )),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), &mut task.running.pump).await;
+    let inner = weak.upgrade();
+    if let Some(inner) = &inner {
+        inner.forget_pid(&task.id);
+        lock(&inner.live).tasks.remove(&task.id);
+    }
+    let status = outcome?;
+    Ok(TaskResult {
+        id: task.id.clone(),
+        exit_code: status.and_then(|s| s.code()),
+        log_stream: (task.group.clone(), task.id.clone()),
+        started: task.started,
+        finished: inner.map(|i| i.ctx.sim.now()).unwrap_or(task.started),
+    })
+}
+
+// ---- the trait ----
+
+impl LocalContainers {
+    fn describe(&self, name: &str) -> Option<ServiceInfo> {
+        let spec = self.inner.state.lock().services.get(name)?.spec.clone();
+        let live = lock(&self.inner.live);
+        let instances = live
+            .services
+            .get(name)
+            .map(|rs| rs.iter().map(|r| r.info()).collect())
+            .unwrap_or_default();
+        Some(ServiceInfo { spec, instances })
+    }
+
+    fn check_service(&self, op: Op, spec: &ServiceSpec) -> Result<()> {
+        validate_name(op, "service", &spec.name, 255)?;
+        validate_container(op, &spec.name, &spec.container)?;
+        if spec.replicas > MAX_REPLICAS {
+            return Err(op.invalid(
+                &spec.name,
+                format!("at most {MAX_REPLICAS} replicas per service"),
+            ));
+        }
+        if spec.target_group.is_some() && self.inner.load_balancers.is_none() {
+            return Err(op.invalid(
+                &spec.name,
+                "the service names a target group but this cloud has no load balancer service",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that every secret decrypts before anything starts.
+    async fn check_secrets(&self, op: Op, c: &ContainerSpec) -> Result<()> {
+        for s in &c.secrets {
+            self.inner
+                .crypto
+                .decrypt(&s.ciphertext, &EncryptionContext::new())
+                .await
+                .map_err(|e| {
+                    op.err(
+                        e.kind(),
+                        &s.env,
+                        format!("cannot decrypt the secret: {}", e.message()),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Places `n` new replicas of `plan` all at once (all or none), returning their VMs.
+    fn place_many(&self, op: Op, plan: &Plan, n: u32) -> Result<Vec<Option<String>>> {
+        let running = self.inner.vms.running();
+        let live = lock(&self.inner.live);
+        let mut holds = live.holds();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let vm = placement::place(
+                op,
+                &plan.spec.name,
+                &running,
+                &holds,
+                Need {
+                    cpu_millis: plan.spec.container.cpu_millis,
+                    memory_mib: plan.spec.container.memory_mib,
+                    service: Some(&plan.spec.name),
+                    subnets: &plan.spec.subnets,
+                },
+            )?;
+            if let Some(vm) = &vm {
+                holds.push(Hold {
+                    vm: vm.clone(),
+                    cpu_millis: plan.spec.container.cpu_millis,
+                    memory_mib: plan.spec.container.memory_mib,
+                    service: Some(plan.spec.name.clone()),
+                });
+            }
+            out.push(vm);
+        }
+        Ok(out)
+    }
+
+    /// Starts `n` replicas of `plan` on `vms`, adding them to the service.
+    fn add_replicas(&self, plan: &Arc<Plan>, vms: Vec<Option<String>>) -> Result<()> {
+        for vm in vms {
+            let r = spawn_replica(&self.inner, plan.clone(), vm)?;
+            lock(&self.inner.live)
+                .services
+                .entry(plan.spec.name.clone())
+                .or_default()
+                .push(r);
+        }
+        Ok(())
+    }
+
+    fn replicas(&self, name: &str) -> Vec<Arc<Replica>> {
+        lock(&self.inner.live)
+            .services
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn remove_replica(&self, name: &str, id: &str) {
+        if let Some(rs) = lock(&self.inner.live).services.get_mut(name) {
+            rs.retain(|r| r.id != id);
+        }
+    }
+
+    fn no_service(op: Op, name: &str) -> mvi_core::Error {
+        op.not_found(name, "no such service")
+    }
+}
+
+#[async_trait]
+impl Containers for LocalContainers {
+    async fn create_service(&self, spec: ServiceSpec) -> Result<ServiceInfo> {
+        let op = op("create_service");
+        self.check_service(op, &spec)?;
+        let _changes = self.inner.changes.lock().await;
+        if self.inner.state.lock().services.contains_key(&spec.name) {
+            return Err(op.already_exists(&spec.name, "the service exists"));
+        }
+        let image = rootfs::resolve(op, &self.inner.images, &spec.container.image).await?;
+        self.check_secrets(op, &spec.container).await?;
+        let plan = Arc::new(Plan {
+            spec: spec.clone(),
+            image: image.clone(),
+        });
+        let vms = self.place_many(op, &plan, spec.replicas)?;
+        self.inner.state.mutate(op, |s| {
+            s.services.insert(
+                spec.name.clone(),
+                ServiceRecord {
+                    spec: spec.clone(),
+                    image,
+                },
+            );
+            Ok(())
+        })?;
+        lock(&self.inner.live)
+            .services
+            .insert(spec.name.clone(), Vec::new());
+        self.add_replicas(&plan, vms)?;
+        self.describe(&spec.name)
+            .ok_or_else(|| Self::no_service(op, &spec.name))
+    }
+
+    async fn update_service(&self, spec: ServiceSpec) -> Result<ServiceInfo> {
+        let op = op("update_service");
+        self.check_service(op, &spec)?;
+        let _changes = self.inner.changes.lock().await;
+        if !self.inner.state.lock().services.contains_key(&spec.name) {
+            return Err(Self::no_service(op, &spec.name));
+        }
+        let image = rootfs::resolve(op, &self.inner.images, &spec.container.image).await?;
+        self.check_secrets(op, &spec.container).await?;
+        self.inner.state.mutate(op, |s| {
+            s.services.insert(
+                spec.name.clone(),
+                ServiceRecord {
+                    spec: spec.clone(),
+                    image: image.clone(),
+                },
+            );
+            Ok(())
+        })?;
+        let plan = Arc::new(Plan {
+            spec: spec.clone(),
+            image,
+        });
+        // Replace the old replicas one by one: start a new one, wait until it is ready, stop
+        // an old one. Without room for one more, the old one goes first.
+        let old = self.replicas(&spec.name);
+        let mut kept = 0u32;
+        for r in old {
+            if kept >= spec.replicas {
+                self.remove_replica(&spec.name, &r.id);
+                stop_replica(&r).await;
+                continue;
+            }
+            let vms = match self.place_many(op, &plan, 1) {
+                Ok(vms) => vms,
+                Err(_) => {
+                    self.remove_replica(&spec.name, &r.id);
+                    stop_replica(&r).await;
+                    self.place_many(op, &plan, 1)?
+                }
+            };
+            self.add_replicas(&plan, vms)?;
+            let new = self.replicas(&spec.name).last().cloned();
+            if let Some(new) = new {
+                wait_ready(&new).await?;
+            }
+            self.remove_replica(&spec.name, &r.id);
+            stop_replica(&r).await;
+            kept += 1;
+        }
+        if kept < spec.replicas {
+            let vms = self.place_many(op, &plan, spec.replicas - kept)?;
+            self.add_replicas(&plan, vms)?;
+        }
+        self.describe(&spec.name)
+            .ok_or_else(|| Self::no_service(op, &spec.name))
+    }
+
+    async fn scale_service(&self, name: &str, replicas: u32) -> Result<ServiceInfo> {
+        let op = op("scale_service");
+        if replicas > MAX_REPLICAS {
+            return Err(op.invalid(name, format!("at most {MAX_REPLICAS} replicas per service")));
+        }
+        let _changes = self.inner.changes.lock().await;
+        let record = self
+            .inner
+            .state
+            .lock()
+            .services
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Self::no_service(op, name))?;
+        let current = self.replicas(name);
+        let have = u32::try_from(current.len()).unwrap_or(u32::MAX);
+        let mut spec = record.spec.clone();
+        spec.replicas = replicas;
+        if replicas > have {
+            // New replicas run the service's current definition.
+            let plan = current.last().map(|r| r.plan.clone()).unwrap_or_else(|| {
+                Arc::new(Plan {
+                    spec: spec.clone(),
+                    image: record.image.clone(),
+                })
+            });
+            let vms = self.place_many(op, &plan, replicas - have)?;
+            self.inner.state.mutate(op, |s| {
+                if let Some(r) = s.services.get_mut(name) {
+                    r.spec.replicas = replicas;
+                }
+                Ok(())
+            })?;
+            self.add_replicas(&plan, vms)?;
+        } else {
+            self.inner.state.mutate(op, |s| {
+                if let Some(r) = s.services.get_mut(name) {
+                    r.spec.replicas = replicas;
+                }
+                Ok(())
+            })?;
+            // The newest go first.
+            let surplus: Vec<Arc<Replica>> = current.into_iter().skip(replicas as usize).collect();
+            for r in &surplus {
+                self.remove_replica(name, &r.id);
+            }
+            futures::future::join_all(surplus.iter().map(|r| stop_replica(r))).await;
+        }
+        self.describe(name)
+            .ok_or_else(|| Self::no_service(op, name))
+    }
+
+    async fn describe_service(&self, name: &str) -> Result<ServiceInfo> {
+        self.describe(name)
+            .ok_or_else(|| Self::no_service(op("describe_service"), name))
+    }
+
+    async fn list_services(&self) -> Result<Vec<ServiceInfo>> {
+        let names: Vec<String> = self.inner.state.lock().services.keys().cloned().collect();
+        Ok(names.iter().filter_map(|n| self.describe(n)).collect())
+    }
+
+    async fn delete_service(&self, name: &str) -> Result<()> {
+        let op = op("delete_service");
+        let _changes = self.inner.changes.lock().await;
+        if !self.inner.state.lock().services.contains_key(name) {
+            return Err(Self::no_service(op, name));
+        }
+        let replicas = lock(&self.inner.live)
+            .services
+            .remove(name)
+            .unwrap_or_default();
+        futures::future::join_all(replicas.iter().map(|r| stop_replica(r))).await;
+        self.inner.state.mutate(op, |s| {
+            s.services.remove(name);
+            Ok(())
+        })
+    }
+
+    async fn run_task(
+        &self,
+        name: &str,
+        spec: ContainerSpec,
+        timeout: Duration,
+    ) -> Result<TaskResult> {
+        let op = op("run_task");
+        if timeout.is_zero() {
+            return Err(op.invalid(name, "the time-out must be positive"));
+        }
+        self.check_secrets(op, &spec).await?;
+        let started = start_task(&self.inner, op, name, &spec).await?;
+        finish_task(Arc::downgrade(&self.inner), started, timeout).await
+    }
+
+    async fn put_schedule(&self, spec: ScheduleSpec) -> Result<()> {
+        let op = op("put_schedule");
+        validate_name(op, "schedule", &spec.name, 64)?;
+        parse_cron(op, &spec.name, &spec.cron)?;
+        validate_container(op, &spec.name, &spec.container)?;
+        rootfs::parse_reference(op, &spec.container.image)?;
+        let now = self.inner.ctx.sim.now();
+        self.inner.state.mutate(op, |s| {
+            s.schedules.insert(
+                spec.name.clone(),
+                ScheduleRecord {
+                    spec: spec.clone(),
+                    since: now,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<()> {
+        let op = op("delete_schedule");
+        self.inner.state.mutate(op, |s| {
+            s.schedules
+                .remove(name)
+                .map(|_| ())
+                .ok_or_else(|| op.not_found(name, "no such schedule"))
+        })
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<ScheduleSpec>> {
+        Ok(self
+            .inner
+            .state
+            .lock()
+            .schedules
+            .values()
+            .map(|s| s.spec.clone())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+
+    use super::*;
+
+    /// A program killed with -9 leaves its containers running; the next open finds them by
+    /// their recorded pid and start time and kills them.
+    #[tokio::test]
+    async fn next_open_kills_orphans_of_a_killed_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(orphan.id()).unwrap();
+        let record = PidRecord {
+            pid,
+            start_ticks: process::start_ticks(pid).unwrap(),
+        };
+        // A stale record (same pid, other start time) must not be acted on.
+        let stale = PidRecord {
+            pid: i32::try_from(std::process::id()).unwrap(),
+            start_ticks: 1,
+        };
+        let mut state = State::default();
+        state.pids.insert("ctr-orphan".into(), record);
+        state.pids.insert("ctr-stale".into(), stale);
+        std::fs::create_dir_all(dir.path().join("container")).unwrap();
+        std::fs::write(
+            dir.path().join("container").join(STATE_FILE),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+
+        let cloud = crate::LocalCloud::builder()
+            .root(dir.path())
+            .build()
+            .await
+            .unwrap();
+        let status = orphan.wait().unwrap();
+        assert!(
+            status.code().is_none(),
+            "the orphan was not killed: {status}"
+        );
+        let saved: State = serde_json::from_slice(
+            &std::fs::read(dir.path().join("container").join(STATE_FILE)).unwrap(),
+        )
+        .unwrap();
+        assert!(saved.pids.is_empty(), "{:?}", saved.pids);
+        drop(cloud);
+    }
+}
