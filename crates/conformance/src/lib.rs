@@ -23,6 +23,7 @@ pub mod blob;
 pub mod crypto;
 pub mod image;
 pub mod kv;
+pub mod lb;
 pub mod log;
 pub mod metric;
 pub mod vm;
@@ -50,6 +51,9 @@ pub enum Capability {
     KeyDeletion,
     /// Alarms are evaluated by the backend as data arrives and time passes.
     AlarmEvaluation,
+    /// Listeners carry real traffic to targets on this machine and health checks really run
+    /// (the local simulator; not an AWS endpoint the test's loopback backends cannot reach).
+    RealTraffic,
 }
 
 /// The capabilities a target declares.
@@ -240,5 +244,6 @@ macro_rules! conformance_tests {
         $crate::vpc_cases!($target);
         $crate::vm_cases!($target);
         $crate::image_cases!($target);
+        $crate::lb_cases!($target);
     };
 }

@@ -18,6 +18,7 @@ pub mod blob;
 pub mod crypto;
 pub mod image;
 pub mod kv;
+pub mod lb;
 pub mod log;
 pub mod metric;
 pub mod sim;
@@ -106,16 +107,25 @@ impl LocalCloudBuilder {
         let ctx = |service| storage::Ctx::new(root, service, sim.clone());
         let networks = Arc::new(vpc::LocalNetworks::open(ctx(Service::Vpc)?).await?);
         let vms = Arc::new(vm::LocalVms::open(ctx(Service::Vm)?, networks.clone()).await?);
+        let logs: Arc<log::LocalLogs> = Arc::new(log::LocalLogs::open(ctx(Service::Log)?).await?);
+        let metrics: Arc<metric::LocalMetrics> =
+            Arc::new(metric::LocalMetrics::open(ctx(Service::Metric)?).await?);
+        let lbs = lb::LocalLoadBalancers::open(
+            ctx(Service::LoadBalancer)?,
+            networks.clone(),
+            metrics.clone(),
+            logs.clone(),
+        )
+        .await?;
         let cloud = Cloud::new("local")
             .with_blob(Arc::new(blob::LocalBlob::open(ctx(Service::Blob)?).await?))
             .with_kv(Arc::new(kv::LocalKv::open(ctx(Service::Kv)?).await?))
             .with_crypto(Arc::new(
                 crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?,
             ))
-            .with_logs(Arc::new(log::LocalLogs::open(ctx(Service::Log)?).await?))
-            .with_metrics(Arc::new(
-                metric::LocalMetrics::open(ctx(Service::Metric)?).await?,
-            ))
+            .with_logs(logs)
+            .with_metrics(metrics)
+            .with_load_balancers(Arc::new(lbs))
             .with_images(Arc::new(
                 image::LocalImages::open(ctx(Service::Image)?).await?,
             ))

@@ -50,6 +50,7 @@ impl Target for Local {
             Capability::CryptoAudit,
             Capability::KeyDeletion,
             Capability::AlarmEvaluation,
+            Capability::RealTraffic,
         ]
         .into();
         if self.dir.is_some() {
