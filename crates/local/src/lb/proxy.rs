@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::balance::{InFlight, Weighted};
-use super::telemetry::{Outcome, Telemetry};
+use super::telemetry::{Access, Outcome, Telemetry, What};
 use crate::sim::Sim;
 
 /// The pooled client that forwards requests to targets.
@@ -136,18 +136,14 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
+    let path = req.uri().path_and_query().cloned();
     let weighted = rt.weighted();
     let Some(group) = weighted.pick() else {
         return own_answer(
             rt,
             peer,
-            &method,
-            &path,
+            method,
+            path,
             StatusCode::SERVICE_UNAVAILABLE,
             "no target group of this listener has a weight above 0".into(),
         );
@@ -157,28 +153,21 @@ async fn forward(
             "no healthy target in target group {} (none registered, or all draining or blocked)",
             group.spec.name
         );
-        return own_answer(
-            rt,
-            peer,
-            &method,
-            &path,
-            StatusCode::SERVICE_UNAVAILABLE,
-            why,
-        );
+        return own_answer(rt, peer, method, path, StatusCode::SERVICE_UNAVAILABLE, why);
     };
     let guard = InFlight::new(target.clone());
     let mut parts = hyper::http::uri::Parts::default();
     parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
     parts.authority = Some(target.authority.clone());
-    parts.path_and_query = req.uri().path_and_query().cloned();
+    parts.path_and_query = path.clone();
     match Uri::from_parts(parts) {
         Ok(uri) => *req.uri_mut() = uri,
         Err(_) => {
             return own_answer(
                 rt,
                 peer,
-                &method,
-                &path,
+                method,
+                path,
                 StatusCode::BAD_REQUEST,
                 "the request target cannot be forwarded".into(),
             );
@@ -195,12 +184,17 @@ async fn forward(
         Ok(resp) => {
             let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
             let status = resp.status();
-            let line = access_line(peer, &target.addr, us, status, &method, &path);
             rt.telemetry.record(
                 Outcome::Target(status.as_u16(), us),
-                rt.port,
-                rt.sim.now(),
-                line,
+                Access {
+                    at: rt.sim.now(),
+                    port: rt.port,
+                    peer,
+                    target: Some(target.clone()),
+                    us,
+                    status: status.as_u16(),
+                    what: What::Http(method, path),
+                },
             );
             let (mut parts, body) = resp.into_parts();
             parts.headers.remove(header::CONNECTION);
@@ -215,7 +209,7 @@ async fn forward(
         Err(e) => {
             drop(guard);
             let why = format!("target {} did not answer: {e}", target.addr);
-            own_answer(rt, peer, &method, &path, StatusCode::BAD_GATEWAY, why)
+            own_answer(rt, peer, method, path, StatusCode::BAD_GATEWAY, why)
         }
     }
 }
@@ -224,14 +218,23 @@ async fn forward(
 fn own_answer(
     rt: &ListenerRt,
     peer: SocketAddr,
-    method: &hyper::Method,
-    path: &str,
+    method: hyper::Method,
+    path: Option<hyper::http::uri::PathAndQuery>,
     status: StatusCode,
     why: String,
 ) -> Response<ProxyBody> {
-    let line = access_line(peer, "-", 0, status, method, path);
-    rt.telemetry
-        .record(Outcome::Elb(status.as_u16()), rt.port, rt.sim.now(), line);
+    rt.telemetry.record(
+        Outcome::Elb(status.as_u16()),
+        Access {
+            at: rt.sim.now(),
+            port: rt.port,
+            peer,
+            target: None,
+            us: 0,
+            status: status.as_u16(),
+            what: What::Http(method, path),
+        },
+    );
     let body = format!(
         "{} {}: load balancer {}: {why}\n",
         status.as_u16(),
@@ -245,22 +248,6 @@ fn own_answer(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
-}
-
-/// `client target seconds status "METHOD path"`, in the spirit of ELB's access log.
-fn access_line(
-    peer: SocketAddr,
-    target: &str,
-    us: u64,
-    status: StatusCode,
-    method: &hyper::Method,
-    path: &str,
-) -> String {
-    format!(
-        "{peer} {target} {:.6} {} \"{method} {path} HTTP/1.1\"",
-        us as f64 / 1e6,
-        status.as_u16()
-    )
 }
 
 /// A target's response body that keeps the request counted in flight until it is sent.
@@ -295,9 +282,10 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, rt: Arc<ListenerRt>) {
     let start = Instant::now();
     let weighted = rt.weighted();
     let Some(target) = weighted.pick().and_then(|g| g.pick()) else {
-        let line = format!("{peer} - 0.000000 - \"TCP\" no healthy target");
-        rt.telemetry
-            .record(Outcome::Elb(503), rt.port, rt.sim.now(), line);
+        rt.telemetry.record(
+            Outcome::Elb(503),
+            tcp_access(&rt, peer, None, 0, "no healthy target".into()),
+        );
         return;
     };
     let _guard = InFlight::new(target.clone());
@@ -305,9 +293,8 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, rt: Arc<ListenerRt>) {
     let mut upstream = match upstream {
         Ok(Ok(s)) => s,
         Ok(Err(_)) | Err(_) => {
-            let line = format!("{peer} {} 0.000000 - \"TCP\" connect failed", target.addr);
-            rt.telemetry
-                .record(Outcome::Elb(502), rt.port, rt.sim.now(), line);
+            let a = tcp_access(&rt, peer, Some(target.clone()), 0, "connect failed".into());
+            rt.telemetry.record(Outcome::Elb(502), a);
             return;
         }
     };
@@ -315,11 +302,25 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, rt: Arc<ListenerRt>) {
     let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     let (up, down) = result.unwrap_or((0, 0));
-    let line = format!(
-        "{peer} {} {:.6} - \"TCP\" {up} bytes in, {down} bytes out",
-        target.addr,
-        us as f64 / 1e6
-    );
+    let note = format!("{up} bytes in, {down} bytes out");
     rt.telemetry
-        .record(Outcome::Flow, rt.port, rt.sim.now(), line);
+        .record(Outcome::Flow, tcp_access(&rt, peer, Some(target), us, note));
+}
+
+fn tcp_access(
+    rt: &ListenerRt,
+    peer: SocketAddr,
+    target: Option<Arc<super::balance::TargetRt>>,
+    us: u64,
+    note: String,
+) -> Access {
+    Access {
+        at: rt.sim.now(),
+        port: rt.port,
+        peer,
+        target,
+        us,
+        status: 0,
+        what: What::Tcp(note),
+    }
 }

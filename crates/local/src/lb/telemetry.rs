@@ -42,7 +42,53 @@ pub(crate) struct Telemetry {
     response_us: AtomicU64,
     responses: AtomicU64,
     dropped: AtomicU64,
-    lines: Mutex<Vec<(u16, LogEvent)>>,
+    lines: Mutex<Vec<Access>>,
+}
+
+/// One access line's facts, formatted only at flush time so the request path stays cheap.
+#[derive(Debug)]
+pub(crate) struct Access {
+    /// When.
+    pub at: Timestamp,
+    /// The listener's port (the log stream).
+    pub port: u16,
+    /// The client.
+    pub peer: std::net::SocketAddr,
+    /// The target that answered, if one did.
+    pub target: Option<std::sync::Arc<super::balance::TargetRt>>,
+    /// Time to the target's response head, in microseconds.
+    pub us: u64,
+    /// HTTP status (0 for TCP).
+    pub status: u16,
+    /// `GET /path` for HTTP, or what happened to a TCP connection.
+    pub what: What,
+}
+
+/// The request part of an access line.
+#[derive(Debug)]
+pub(crate) enum What {
+    /// An HTTP request.
+    Http(hyper::Method, Option<hyper::http::uri::PathAndQuery>),
+    /// A TCP connection and a note on it.
+    Tcp(String),
+}
+
+impl Access {
+    /// `client target seconds status "METHOD path HTTP/1.1"`, in the spirit of ELB's log.
+    fn line(&self) -> String {
+        let target = self.target.as_ref().map(|t| t.addr.as_str()).unwrap_or("-");
+        let secs = self.us as f64 / 1e6;
+        match &self.what {
+            What::Http(method, path) => {
+                let path = path.as_ref().map(|p| p.as_str()).unwrap_or("/");
+                format!(
+                    "{} {target} {secs:.6} {} \"{method} {path} HTTP/1.1\"",
+                    self.peer, self.status
+                )
+            }
+            What::Tcp(note) => format!("{} {target} {secs:.6} - \"TCP\" {note}", self.peer),
+        }
+    }
 }
 
 /// Where a request's answer came from.
@@ -58,7 +104,7 @@ pub(crate) enum Outcome {
 
 impl Telemetry {
     /// Counts one request (or TCP connection) and keeps its access line.
-    pub fn record(&self, outcome: Outcome, port: u16, at: Timestamp, line: String) {
+    pub fn record(&self, outcome: Outcome, access: Access) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Outcome::Target(status, us) => {
@@ -77,7 +123,7 @@ impl Telemetry {
         }
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         if lines.len() < MAX_LINES {
-            lines.push((port, LogEvent::new(at, line)));
+            lines.push(access);
         } else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -122,8 +168,11 @@ impl Telemetry {
             );
         }
         let mut by_port: BTreeMap<u16, Vec<LogEvent>> = BTreeMap::new();
-        for (port, event) in lines {
-            by_port.entry(port).or_default().push(event);
+        for a in lines {
+            by_port
+                .entry(a.port)
+                .or_default()
+                .push(LogEvent::new(a.at, a.line()));
         }
         let group = log_group(lb);
         for (port, events) in by_port {
