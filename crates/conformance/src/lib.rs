@@ -24,6 +24,7 @@ pub mod container;
 pub mod crypto;
 pub mod image;
 pub mod kv;
+pub mod lb;
 pub mod log;
 pub mod metric;
 pub mod vm;
@@ -54,6 +55,9 @@ pub enum Capability {
     /// Containers are real processes on this machine: their output, exit codes, health and
     /// restarts can be observed within seconds.
     RealProcesses,
+    /// Listeners carry real traffic to targets on this machine and health checks really run
+    /// (the local simulator; not an AWS endpoint the test's loopback backends cannot reach).
+    RealTraffic,
 }
 
 /// The capabilities a target declares.
@@ -245,5 +249,6 @@ macro_rules! conformance_tests {
         $crate::vm_cases!($target);
         $crate::image_cases!($target);
         $crate::container_cases!($target);
+        $crate::lb_cases!($target);
     };
 }

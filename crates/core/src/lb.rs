@@ -46,6 +46,21 @@ pub struct TargetGroupSpec {
     pub deregistration_delay: std::time::Duration,
 }
 
+impl TargetGroupSpec {
+    /// A group named `name` of `protocol` targets: the default health check, round robin, and
+    /// a 300 s deregistration delay (ELBv2's defaults).
+    pub fn new(name: impl Into<String>, protocol: Protocol) -> Self {
+        TargetGroupSpec {
+            name: name.into(),
+            protocol,
+            vpc: None,
+            health_check: HealthCheck::default(),
+            algorithm: Algorithm::RoundRobin,
+            deregistration_delay: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
 /// A listener forwarding to target groups by weight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerSpec {
@@ -69,6 +84,18 @@ pub struct LoadBalancerSpec {
     pub security_groups: Vec<String>,
     /// Listeners.
     pub listeners: Vec<ListenerSpec>,
+}
+
+impl LoadBalancerSpec {
+    /// A load balancer named `name` with `listeners`, no subnets and no security groups.
+    pub fn new(name: impl Into<String>, listeners: Vec<ListenerSpec>) -> Self {
+        LoadBalancerSpec {
+            name: name.into(),
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+            listeners,
+        }
+    }
 }
 
 /// A load balancer.

@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod fault;
 pub mod image;
 pub mod kv;
+pub mod lb;
 pub mod log;
 pub mod metric;
 pub mod sim;
@@ -123,12 +124,22 @@ impl LocalCloudBuilder {
         let metrics: Arc<dyn mvi_core::metric::Metrics> =
             Arc::new(metric::LocalMetrics::open(ctx(Service::Metric)?).await?);
         let images = Arc::new(image::LocalImages::open(ctx(Service::Image)?).await?);
+        let lbs = Arc::new(
+            lb::LocalLoadBalancers::open(
+                ctx(Service::LoadBalancer)?,
+                networks.clone(),
+                metrics.clone(),
+                logs.clone(),
+            )
+            .await?,
+        );
         let cloud = Cloud::new("local")
             .with_blob(Arc::new(blob::LocalBlob::open(ctx(Service::Blob)?).await?))
             .with_kv(Arc::new(kv::LocalKv::open(ctx(Service::Kv)?).await?))
             .with_crypto(crypto.clone())
             .with_logs(logs.clone())
             .with_metrics(metrics.clone())
+            .with_load_balancers(lbs.clone())
             .with_images(images.clone())
             .with_networks(networks)
             .with_vms(vms.clone());
@@ -142,6 +153,18 @@ impl LocalCloudBuilder {
             cloud.load_balancers().ok().cloned(),
         )
         .await?;
+        // Replicas behind a load balancer carry their service's security groups, which the
+        // load balancer checks before forwarding to them.
+        let lb_for_hook = Arc::downgrade(&lbs);
+        containers.set_target_security_groups_hook(Arc::new(move |target, groups| {
+            let lbs = lb_for_hook.upgrade();
+            Box::pin(async move {
+                match lbs {
+                    Some(lbs) => lbs.set_target_security_groups(&target, groups),
+                    None => Ok(()),
+                }
+            })
+        }));
         let cloud = cloud.with_containers(Arc::new(containers));
         Ok(match self.faults {
             Some(faults) => cloud.layer(Arc::new(faults)),

@@ -51,6 +51,7 @@ impl Target for Local {
             Capability::KeyDeletion,
             Capability::AlarmEvaluation,
             Capability::RealProcesses,
+            Capability::RealTraffic,
         ]
         .into();
         if self.dir.is_some() {

@@ -1,0 +1,210 @@
+//! Per-request metrics and access lines, batched off the hot path.
+//!
+//! A request only bumps a few atomic counters and pushes one formatted line into a buffer;
+//! a task per load balancer hands the totals to the Metric service and the lines to the Log
+//! service once a second. Response times are sent as the second's mean (one data point per
+//! second, not one per request), so statistics over a minute average per-second means.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mvi_core::log::LogEvent;
+use mvi_core::metric::{Datum, Unit};
+use mvi_core::{ErrorKind, Logs, Metrics, Timestamp};
+
+/// The Metric namespace the load balancers report in.
+pub(crate) const NAMESPACE: &str = "mvi/LoadBalancer";
+
+/// Access lines kept per flush; beyond this they are counted as dropped, so a flood of
+/// requests cannot grow memory without bound.
+const MAX_LINES: usize = 20_000;
+
+/// Events per `put_events` call.
+const LOG_BATCH: usize = 1_000;
+
+/// The log group of load balancer `lb`.
+pub(crate) fn log_group(lb: &str) -> String {
+    format!("/mvi/lb/{lb}")
+}
+
+/// The access-log stream of a listener.
+pub(crate) fn log_stream(port: u16) -> String {
+    format!("listener-{port}")
+}
+
+/// What a load balancer's listeners accumulated since the last flush.
+#[derive(Debug, Default)]
+pub(crate) struct Telemetry {
+    requests: AtomicU64,
+    target_5xx: AtomicU64,
+    elb_5xx: AtomicU64,
+    response_us: AtomicU64,
+    responses: AtomicU64,
+    dropped: AtomicU64,
+    lines: Mutex<Vec<Access>>,
+}
+
+/// One access line's facts, formatted only at flush time so the request path stays cheap.
+#[derive(Debug)]
+pub(crate) struct Access {
+    /// When.
+    pub at: Timestamp,
+    /// The listener's port (the log stream).
+    pub port: u16,
+    /// The client.
+    pub peer: std::net::SocketAddr,
+    /// The target that answered, if one did.
+    pub target: Option<std::sync::Arc<super::balance::TargetRt>>,
+    /// Time to the target's response head, in microseconds.
+    pub us: u64,
+    /// HTTP status (0 for TCP).
+    pub status: u16,
+    /// `GET /path` for HTTP, or what happened to a TCP connection.
+    pub what: What,
+}
+
+/// The request part of an access line.
+#[derive(Debug)]
+pub(crate) enum What {
+    /// An HTTP request.
+    Http(hyper::Method, Option<hyper::http::uri::PathAndQuery>),
+    /// A TCP connection and a note on it.
+    Tcp(String),
+}
+
+impl Access {
+    /// `client target seconds status "METHOD path HTTP/1.1"`, in the spirit of ELB's log.
+    fn line(&self) -> String {
+        let target = self.target.as_ref().map(|t| t.addr.as_str()).unwrap_or("-");
+        let secs = self.us as f64 / 1e6;
+        match &self.what {
+            What::Http(method, path) => {
+                let path = path.as_ref().map(|p| p.as_str()).unwrap_or("/");
+                format!(
+                    "{} {target} {secs:.6} {} \"{method} {path} HTTP/1.1\"",
+                    self.peer, self.status
+                )
+            }
+            What::Tcp(note) => format!("{} {target} {secs:.6} - \"TCP\" {note}", self.peer),
+        }
+    }
+}
+
+/// Where a request's answer came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    /// The target answered with this status after this many microseconds.
+    Target(u16, u64),
+    /// A TCP connection was relayed to a target.
+    Flow,
+    /// The load balancer answered itself with this status (no target, target unreachable).
+    Elb(u16),
+}
+
+impl Telemetry {
+    /// Counts one request (or TCP connection) and keeps its access line.
+    pub fn record(&self, outcome: Outcome, access: Access) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Outcome::Target(status, us) => {
+                if status >= 500 {
+                    self.target_5xx.fetch_add(1, Ordering::Relaxed);
+                }
+                self.response_us.fetch_add(us, Ordering::Relaxed);
+                self.responses.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Flow => {}
+            Outcome::Elb(status) => {
+                if status >= 500 {
+                    self.elb_5xx.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() < MAX_LINES {
+            lines.push(access);
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends what accumulated to the Metric and Log services. Failures are logged with
+    /// `tracing` and the batch is dropped: telemetry must never stop traffic.
+    pub async fn flush(&self, lb: &str, now: Timestamp, metrics: &dyn Metrics, logs: &dyn Logs) {
+        let requests = self.requests.swap(0, Ordering::Relaxed);
+        let target_5xx = self.target_5xx.swap(0, Ordering::Relaxed);
+        let elb_5xx = self.elb_5xx.swap(0, Ordering::Relaxed);
+        let response_us = self.response_us.swap(0, Ordering::Relaxed);
+        let responses = self.responses.swap(0, Ordering::Relaxed);
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap_or_else(|e| e.into_inner()));
+        if requests > 0 {
+            let count = |name: &str, v: u64| {
+                Datum::new(name, v as f64, now)
+                    .dimension("LoadBalancer", lb)
+                    .unit(Unit::Count)
+            };
+            let mut data = vec![
+                count("RequestCount", requests),
+                count("HTTPCode_Target_5XX_Count", target_5xx),
+                count("HTTPCode_ELB_5XX_Count", elb_5xx),
+            ];
+            if responses > 0 {
+                let mean_ms = response_us as f64 / responses as f64 / 1000.0;
+                data.push(
+                    Datum::new("TargetResponseTime", mean_ms, now)
+                        .dimension("LoadBalancer", lb)
+                        .unit(Unit::Milliseconds),
+                );
+            }
+            if let Err(e) = metrics.put_data(NAMESPACE, data).await {
+                tracing::warn!("load balancer {lb}: cannot put metrics: {e}");
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                "load balancer {lb}: {dropped} access lines dropped (over {MAX_LINES}/s)"
+            );
+        }
+        let mut by_port: BTreeMap<u16, Vec<LogEvent>> = BTreeMap::new();
+        for a in lines {
+            by_port
+                .entry(a.port)
+                .or_default()
+                .push(LogEvent::new(a.at, a.line()));
+        }
+        let group = log_group(lb);
+        for (port, events) in by_port {
+            let stream = log_stream(port);
+            for chunk in events.chunks(LOG_BATCH) {
+                let mut result = logs.put_events(&group, &stream, chunk.to_vec()).await;
+                if result
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::NotFound)
+                {
+                    // The group or stream was deleted by someone: make them again once.
+                    ensure_log_stream(logs, &group, &stream).await;
+                    result = logs.put_events(&group, &stream, chunk.to_vec()).await;
+                }
+                if let Err(e) = result {
+                    tracing::warn!("load balancer {lb}: cannot put access lines: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Makes the log group and stream if they do not exist yet.
+pub(crate) async fn ensure_log_stream(logs: &dyn Logs, group: &str, stream: &str) {
+    if let Err(e) = logs.create_group(group, None).await
+        && e.kind() != ErrorKind::AlreadyExists
+    {
+        tracing::warn!("cannot create log group {group}: {e}");
+    }
+    if let Err(e) = logs.create_stream(group, stream).await
+        && e.kind() != ErrorKind::AlreadyExists
+    {
+        tracing::warn!("cannot create log stream {group}/{stream}: {e}");
+    }
+}
