@@ -21,6 +21,7 @@
 
 pub mod blob;
 pub mod crypto;
+pub mod database;
 pub mod image;
 pub mod kv;
 pub mod log;
@@ -50,6 +51,9 @@ pub enum Capability {
     KeyDeletion,
     /// Alarms are evaluated by the backend as data arrives and time passes.
     AlarmEvaluation,
+    /// Each database instance is a real server: connections work, and a snapshot restore
+    /// carries the data (RDS on moto has no server behind its endpoints).
+    RealDatabase,
 }
 
 /// The capabilities a target declares.
@@ -240,5 +244,6 @@ macro_rules! conformance_tests {
         $crate::vpc_cases!($target);
         $crate::vm_cases!($target);
         $crate::image_cases!($target);
+        $crate::database_cases!($target);
     };
 }

@@ -11,11 +11,12 @@
 //! Everything lives under one state root directory (default `.mvi/`) and survives a restart
 //! of the process; `in_memory()` keeps it in memory instead, for tests. Each service keeps its
 //! state in its own subdirectory named after the service (`blob/`, `kv/`, `crypto/`, `log/`,
-//! `metric/`).
+//! `metric/`, `database/`).
 #![deny(missing_docs)]
 
 pub mod blob;
 pub mod crypto;
+pub mod database;
 pub mod image;
 pub mod kv;
 pub mod log;
@@ -106,12 +107,13 @@ impl LocalCloudBuilder {
         let ctx = |service| storage::Ctx::new(root, service, sim.clone());
         let networks = Arc::new(vpc::LocalNetworks::open(ctx(Service::Vpc)?).await?);
         let vms = Arc::new(vm::LocalVms::open(ctx(Service::Vm)?, networks.clone()).await?);
+        let crypto = Arc::new(crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?);
+        let databases = database::LocalDatabases::open(ctx(Service::Database)?, crypto.clone());
         let cloud = Cloud::new("local")
             .with_blob(Arc::new(blob::LocalBlob::open(ctx(Service::Blob)?).await?))
             .with_kv(Arc::new(kv::LocalKv::open(ctx(Service::Kv)?).await?))
-            .with_crypto(Arc::new(
-                crypto::LocalCrypto::open(ctx(Service::Crypto)?).await?,
-            ))
+            .with_crypto(crypto)
+            .with_databases(Arc::new(databases.await?))
             .with_logs(Arc::new(log::LocalLogs::open(ctx(Service::Log)?).await?))
             .with_metrics(Arc::new(
                 metric::LocalMetrics::open(ctx(Service::Metric)?).await?,

@@ -50,12 +50,22 @@ impl Target for Local {
             Capability::CryptoAudit,
             Capability::KeyDeletion,
             Capability::AlarmEvaluation,
+            Capability::RealDatabase,
         ]
         .into();
         if self.dir.is_some() {
             caps.insert(Capability::Reopen);
         }
         caps
+    }
+}
+
+impl Drop for Local {
+    /// Stops any database server a failed case left running under the state root.
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            mvi_local::database::purge(dir.path());
+        }
     }
 }
 
