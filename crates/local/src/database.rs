@@ -116,7 +116,9 @@ pub struct LocalDatabases {
     crypto: Arc<dyn Crypto>,
     state: JsonState<State>,
     /// The installation, or why there is none (reported by every operation that needs it).
-    pg: std::result::Result<Pg, Error>,
+    /// Looked up on first need (it runs `postgres --version`), so opening a cloud that
+    /// never uses a database costs nothing here.
+    pg: std::sync::OnceLock<std::result::Result<Pg, Error>>,
     clusters: PathBuf,
     snapshots: PathBuf,
     /// In memory mode: the folder holding clusters and snapshots, removed on drop.
@@ -139,12 +141,6 @@ impl LocalDatabases {
     pub async fn open(ctx: Ctx, crypto: Arc<dyn Crypto>) -> Result<Self> {
         let o = op("open");
         let state: JsonState<State> = JsonState::open(&ctx, o, STATE_FILE)?;
-        let pg = Install::find(o).and_then(|install| {
-            Ok(Pg {
-                install,
-                run_as: RunAs::detect(o)?,
-            })
-        });
         let (temp, clusters, snapshots) = match &ctx.dir {
             None => {
                 let temp = tempfile::Builder::new()
@@ -158,9 +154,10 @@ impl LocalDatabases {
             }
             Some(dir) => {
                 let recorded = state.lock().clusters.clone();
-                let clusters = match (recorded, &pg) {
+                let run_as = RunAs::detect(o);
+                let clusters = match (recorded, &run_as) {
                     (Some(p), _) => p,
-                    (None, Ok(pg)) if !pg.run_as.can_traverse(dir) => {
+                    (None, Ok(run_as)) if !run_as.can_traverse(dir) => {
                         let outside = tempfile::Builder::new()
                             .prefix("mvi-db-")
                             .tempdir()
@@ -186,7 +183,7 @@ impl LocalDatabases {
             sim: ctx.sim.clone(),
             crypto,
             state,
-            pg,
+            pg: std::sync::OnceLock::new(),
             clusters,
             snapshots,
             temp,
@@ -215,7 +212,7 @@ impl LocalDatabases {
     }
 
     fn pg(&self, o: Op) -> Result<&Pg> {
-        self.pg.as_ref().map_err(|e| {
+        self.pg.get_or_init(find).as_ref().map_err(|e| {
             Error::new(e.kind(), Service::Database, o.operation, e.message())
                 .with_resource("postgresql")
         })
@@ -225,7 +222,14 @@ impl LocalDatabases {
     /// finished, and every instance is reattached or started.
     async fn recover(&self) -> Result<()> {
         let o = op("open");
-        let Ok(pg) = self.pg.as_ref() else {
+        let nothing_to_do = {
+            let s = self.state.lock();
+            s.databases.is_empty() && s.snapshots.values().all(|s| s.ready)
+        };
+        if nothing_to_do {
+            return Ok(());
+        }
+        let Ok(pg) = self.pg(o) else {
             return Ok(());
         };
         let instances: Vec<Instance> = self.state.lock().databases.values().cloned().collect();
@@ -591,7 +595,8 @@ impl Drop for LocalDatabases {
         if self.temp.is_none() {
             return;
         }
-        let Ok(pg) = self.pg.as_ref() else {
+        // Never looked up: no server was started.
+        let Some(Ok(pg)) = self.pg.get() else {
             return;
         };
         let dirs: Vec<PathBuf> = self
@@ -618,13 +623,7 @@ pub fn purge(root: &Path) {
     let Ok(state) = serde_json::from_slice::<State>(&bytes) else {
         return;
     };
-    let o = op("purge");
-    let Ok(pg) = Install::find(o).and_then(|install| {
-        Ok(Pg {
-            install,
-            run_as: RunAs::detect(o)?,
-        })
-    }) else {
+    let Ok(pg) = find() else {
         return;
     };
     for inst in state.databases.values() {
@@ -634,6 +633,15 @@ pub fn purge(root: &Path) {
     if let Some(outside) = state.clusters {
         std::fs::remove_dir_all(outside).ok();
     }
+}
+
+/// Finds PostgreSQL and the user to run it as.
+fn find() -> Result<Pg> {
+    let o = op("open");
+    Ok(Pg {
+        install: Install::find(o)?,
+        run_as: RunAs::detect(o)?,
+    })
 }
 
 /// Immediate shutdown, synchronously (for `Drop`), and removal of the socket folder.

@@ -158,6 +158,16 @@ impl Install {
     /// Finds the binaries: `initdb` on PATH, then `pg_config --bindir`, then the highest
     /// version under /usr/lib/postgresql.
     pub fn find(op: Op) -> Result<Self> {
+        let usable = |bin: &Path| -> Option<Install> {
+            let complete = ["initdb", "pg_ctl", "postgres"]
+                .iter()
+                .all(|p| bin.join(p).is_file());
+            let major = complete.then(|| server_major(&bin.join("postgres")))??;
+            Some(Install {
+                bin: bin.to_path_buf(),
+                major,
+            })
+        };
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(path) = std::env::var_os("PATH") {
             for dir in std::env::split_paths(&path) {
@@ -176,6 +186,13 @@ impl Install {
                 }
             }
         }
+        // Stop at the first usable one: each lookup runs a program.
+        for bin in &candidates {
+            if let Some(found) = usable(bin) {
+                return Ok(found);
+            }
+        }
+        candidates.clear();
         if let Ok(out) = std::process::Command::new("pg_config")
             .arg("--bindir")
             .stderr(Stdio::null())
@@ -199,15 +216,9 @@ impl Install {
         versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
         candidates.extend(versioned.into_iter().map(|(_, p)| p));
 
-        for bin in candidates {
-            let complete = ["initdb", "pg_ctl", "postgres"]
-                .iter()
-                .all(|p| bin.join(p).is_file());
-            if !complete {
-                continue;
-            }
-            if let Some(major) = server_major(&bin.join("postgres")) {
-                return Ok(Install { bin, major });
+        for bin in &candidates {
+            if let Some(found) = usable(bin) {
+                return Ok(found);
             }
         }
         Err(op.err(
