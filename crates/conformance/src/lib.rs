@@ -22,6 +22,7 @@
 pub mod blob;
 pub mod container;
 pub mod crypto;
+pub mod database;
 pub mod image;
 pub mod kv;
 pub mod lb;
@@ -58,6 +59,9 @@ pub enum Capability {
     /// Listeners carry real traffic to targets on this machine and health checks really run
     /// (the local simulator; not an AWS endpoint the test's loopback backends cannot reach).
     RealTraffic,
+    /// Each database instance is a real server: connections work, and a snapshot restore
+    /// carries the data (RDS on moto has no server behind its endpoints).
+    RealDatabase,
 }
 
 /// The capabilities a target declares.
@@ -250,5 +254,6 @@ macro_rules! conformance_tests {
         $crate::image_cases!($target);
         $crate::container_cases!($target);
         $crate::lb_cases!($target);
+        $crate::database_cases!($target);
     };
 }

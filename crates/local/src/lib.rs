@@ -11,12 +11,13 @@
 //! Everything lives under one state root directory (default `.mvi/`) and survives a restart
 //! of the process; `in_memory()` keeps it in memory instead, for tests. Each service keeps its
 //! state in its own subdirectory named after the service (`blob/`, `kv/`, `crypto/`, `log/`,
-//! `metric/`).
+//! `metric/`, `database/`).
 #![deny(missing_docs)]
 
 pub mod blob;
 pub mod container;
 pub mod crypto;
+pub mod database;
 pub mod fault;
 pub mod image;
 pub mod kv;
@@ -133,10 +134,14 @@ impl LocalCloudBuilder {
             )
             .await?,
         );
+        let databases = Arc::new(
+            database::LocalDatabases::open(ctx(Service::Database)?, crypto.clone()).await?,
+        );
         let cloud = Cloud::new("local")
             .with_blob(Arc::new(blob::LocalBlob::open(ctx(Service::Blob)?).await?))
             .with_kv(Arc::new(kv::LocalKv::open(ctx(Service::Kv)?).await?))
             .with_crypto(crypto.clone())
+            .with_databases(databases)
             .with_logs(logs.clone())
             .with_metrics(metrics.clone())
             .with_load_balancers(lbs.clone())

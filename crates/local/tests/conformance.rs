@@ -52,12 +52,22 @@ impl Target for Local {
             Capability::AlarmEvaluation,
             Capability::RealProcesses,
             Capability::RealTraffic,
+            Capability::RealDatabase,
         ]
         .into();
         if self.dir.is_some() {
             caps.insert(Capability::Reopen);
         }
         caps
+    }
+}
+
+impl Drop for Local {
+    /// Stops any database server a failed case left running under the state root.
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            mvi_local::database::purge(dir.path());
+        }
     }
 }
 
