@@ -1,23 +1,35 @@
-//! Quickstart: the five data services of the local backend, end to end.
+//! Quickstart: a whole web app on the local simulator, the "Minimum Viable Infrastructure" way.
 //!
 //! ```text
-//! cargo run --example quickstart             # state under .mvi/ (kept between runs)
-//! cargo run --example quickstart -- --memory # state in memory only
+//! cargo run --example quickstart            # bring it up, use it, tear it down
+//! cargo run --example quickstart -- --keep  # ... and keep serving until Ctrl-C
 //! ```
 //!
-//! It stores a page in Blob, counts visits in KV with optimistic concurrency, keeps the app's
-//! secret encrypted with Crypto (envelope encryption), writes and filters Log events, records
-//! request latencies in Metric and watches them with an alarm. Run it twice: the state from
-//! the first run is still there (the visit counter goes on).
+//! It brings up a VPC with subnets in two zones, two VMs, an image built from
+//! `examples/webapp`, a PostgreSQL database, a container service of two replicas (the
+//! database URL and an app secret given as encrypted secrets) behind an HTTP load balancer,
+//! records the release in KV and Blob, then sends requests through the load balancer, shows
+//! the app's logs and the load balancer's metrics, and shuts everything down cleanly.
+//! State lives under `.mvi/quickstart` (started afresh on every run).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mvi::crypto::{AuditQuery, CreateKey, EncryptionContext};
-use mvi::kv::{Condition, Key, KeyAttr, KeyType, PutItem, TableSpec, Value};
-use mvi::log::{FilterEvents, LogEvent};
-use mvi::metric::{AlarmSpec, Comparison, Datum, GetStatistics, MetricId, Statistic, Unit};
+use mvi::container::{ContainerSpec, HealthCheck, InstanceState, SecretRef, ServiceSpec};
+use mvi::crypto::{CreateKey, EncryptionContext};
+use mvi::database::DatabaseSpec;
+use mvi::image::{ImageConfig, build_from_dir};
+use mvi::kv::{KeyAttr, KeyType, TableSpec};
+use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec, TargetHealth};
+use mvi::log::FilterEvents;
+use mvi::metric::{GetStatistics, MetricId, Statistic};
 use mvi::prelude::*;
-use mvi::{ErrorKind, Result, item};
+use mvi::vm::VmSpec;
+use mvi::vpc::{Direction, Peer, Rule};
+use mvi::{Error, ErrorKind, Result, item};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ROOT: &str = ".mvi/quickstart";
 
 #[tokio::main]
 async fn main() {
@@ -27,188 +39,357 @@ async fn main() {
     }
 }
 
-/// Treats "already exists" as success, so the quickstart can run again on the same state.
-fn exists_ok<T>(r: Result<T>) -> Result<()> {
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+fn failed(what: &str, why: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        mvi::Service::Backend,
+        "quickstart",
+        format!("{what}: {why}"),
+    )
+}
+
+/// Starts from an empty state root: a previous run that was killed may have left processes
+/// and database servers behind; opening its root finds and stops them first.
+async fn fresh_root(root: &Path) -> Result<()> {
+    if root.exists() {
+        drop(mvi::local::LocalCloud::builder().root(root).build().await?);
+        mvi::local::database::purge(root);
+        std::fs::remove_dir_all(root).map_err(|e| failed("cannot clear the state root", e))?;
     }
+    Ok(())
 }
 
 async fn run() -> Result<()> {
     let started = Instant::now();
-    let memory = std::env::args().any(|a| a == "--memory");
-    let builder = mvi::local::LocalCloud::builder().seed(42);
-    let cloud = if memory {
-        println!("state: in memory");
-        builder.in_memory().build().await?
-    } else {
-        println!("state: .mvi/ (delete it to start over)");
-        builder.root(".mvi").build().await?
-    };
-
-    // Crypto: one managed key; the app's secret is kept only as ciphertext.
-    let crypto = cloud.crypto()?;
-    let key = match crypto.describe_key("alias/quickstart").await {
-        Ok(k) => k,
-        Err(e) if e.is_not_found() => {
-            crypto
-                .create_key(CreateKey::new("quickstart app secrets").alias("alias/quickstart"))
-                .await?
-        }
-        Err(e) => return Err(e),
-    };
-    let context: EncryptionContext = [("app".to_string(), "quickstart".to_string())].into();
-    let secret = crypto
-        .encrypt(&key.id, b"s3cr3t-api-token", &context)
+    let root = Path::new(ROOT);
+    fresh_root(root).await?;
+    let cloud = mvi::local::LocalCloud::builder()
+        .root(root)
+        .seed(42)
+        .build()
         .await?;
-    let back = crypto.decrypt(&secret, &context).await?;
-    println!(
-        "crypto: key {} (v{}), secret encrypted to {} bytes, decrypts: {}",
-        key.id,
-        key.versions,
-        secret.len(),
-        back.plaintext.expose() == b"s3cr3t-api-token"
-    );
+    let outcome = app(&cloud, started).await;
+    // Shut down cleanly whether or not the app came up: nothing is left running.
+    let teardown = teardown(&cloud).await;
+    println!("[{:>6.0?}] everything shut down", started.elapsed());
+    outcome.and(teardown)
+}
 
-    // Blob: the site's page, and the encrypted secret beside it.
-    let blob = cloud.blob()?;
-    exists_ok(blob.create_bucket("quickstart-site").await)?;
-    let page = blob
-        .put_object(
-            mvi::blob::PutObject::new("quickstart-site", "index.html", "<h1>Hello from mvi</h1>")
-                .content_type("text/html"),
-        )
-        .await?;
-    blob.put("quickstart-site", "secrets/api-token.enc", secret.clone())
-        .await?;
-    let listed = blob.list_all("quickstart-site", "").await?;
-    println!(
-        "blob: put index.html ({} bytes, etag {}), bucket holds {} objects",
-        page.size,
-        page.etag,
-        listed.len()
-    );
+async fn app(cloud: &mvi::Cloud, started: Instant) -> Result<()> {
+    let keep = std::env::args().any(|a| a == "--keep");
+    let step = |what: &str| println!("[{:>6.0?}] {what}", started.elapsed());
 
-    // KV: a visit counter, incremented with a conditional write (optimistic concurrency).
-    let kv = cloud.kv()?;
-    exists_ok(
-        kv.create_table(TableSpec::new(
-            "quickstart-visits",
-            KeyAttr::new("page", KeyType::Str),
-        ))
-        .await,
-    )?;
-    let visits = increment(kv.as_ref(), "/index.html").await?;
-    println!("kv: /index.html visited {visits} time(s) (across runs)");
-
-    // Log: app events, then a filter for errors.
-    let logs = cloud.logs()?;
-    exists_ok(logs.create_group("/quickstart/app", Some(7)).await)?;
-    let stream = format!("run-{visits}");
-    logs.create_stream("/quickstart/app", &stream).await?;
-    let now = chrono::Utc::now();
-    logs.put_events(
-        "/quickstart/app",
-        &stream,
-        vec![
-            LogEvent::new(now, "INFO served /index.html"),
-            LogEvent::new(now, "ERROR upstream timed out"),
-            LogEvent::new(now, "INFO served /index.html"),
-        ],
+    // Network: a VPC, a subnet per zone, a group for the load balancer and one for the app.
+    let net = cloud.networks()?;
+    let vpc = net.create_vpc("10.0.0.0/16", Default::default()).await?;
+    let zones = net.list_zones().await?;
+    let mut subnets = Vec::new();
+    for (i, zone) in zones.iter().take(2).enumerate() {
+        subnets.push(
+            net.create_subnet(&vpc.id, &format!("10.0.{i}.0/24"), zone, true)
+                .await?,
+        );
+    }
+    let lb_sg = net.create_security_group(&vpc.id, "quickstart-lb").await?;
+    let app_sg = net.create_security_group(&vpc.id, "quickstart-app").await?;
+    net.authorize(
+        &app_sg.id,
+        Rule {
+            direction: Direction::Ingress,
+            from_port: 1024,
+            to_port: 65535,
+            peer: Peer::Group(lb_sg.id.clone()),
+        },
     )
     .await?;
-    let errors = logs
-        .filter_events(FilterEvents::new("/quickstart/app", "ERROR").streams([stream.as_str()]))
-        .await?;
-    println!(
-        "log: 3 events written to /quickstart/app/{stream}; filter \"ERROR\" found {}: {:?}",
-        errors.items.len(),
-        errors.items.iter().map(|r| &r.message).collect::<Vec<_>>()
-    );
+    step(&format!(
+        "network: {} with subnets in {} and {}",
+        vpc.cidr, subnets[0].zone, subnets[1].zone
+    ));
 
-    // Metric: request latencies, their percentiles, and an alarm on the p99. The points are
-    // stamped a minute ago so they fall in the last complete minute, which the alarm reads.
-    let metrics = cloud.metrics()?;
-    let minute_ago = now - chrono::Duration::seconds(60);
-    let latency = MetricId::new("Quickstart/Web", "Latency").dimension("Page", "/index.html");
-    let points: Vec<Datum> = (1..=100)
-        .map(|i| {
-            Datum::new("Latency", f64::from(i), minute_ago)
-                .dimension("Page", "/index.html")
-                .unit(Unit::Milliseconds)
-        })
-        .collect();
-    metrics.put_data("Quickstart/Web", points).await?;
-    let stats = metrics
+    // Two VMs, one per zone: the replicas are placed on them.
+    let vms = cloud.vms()?;
+    for (i, s) in subnets.iter().enumerate() {
+        let vm = vms
+            .run_instance(VmSpec::new(
+                format!("quickstart-{i}"),
+                "t3.medium",
+                "ami-local",
+                &s.id,
+            ))
+            .await?;
+        step(&format!(
+            "vm: {} ({}, {} vCPU) in {}",
+            vm.id, vm.spec.size, vm.vcpus, vm.zone
+        ));
+    }
+
+    // The app's image, built from examples/webapp.
+    let images = cloud.images()?;
+    images.create_repository("quickstart/web").await?;
+    let app_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+    let config = ImageConfig::new(["python3", "app.py"])
+        .port(8080)
+        .working_dir("/");
+    let digest = build_from_dir(
+        images.as_ref(),
+        "quickstart/web",
+        &app_dir,
+        &config,
+        Some("v1"),
+    )
+    .await?;
+    step(&format!("image: quickstart/web:v1 = {}", &digest[..19]));
+
+    // The database, and the secrets the app gets: encrypted, decrypted only into its env.
+    let db = cloud
+        .databases()?
+        .create_database(DatabaseSpec::postgres("quickstart-db"))
+        .await?;
+    let creds = cloud.databases()?.credentials("quickstart-db").await?;
+    step(&format!(
+        "database: {} at {} (password kept encrypted)",
+        db.spec.name, db.endpoint
+    ));
+    let crypto = cloud.crypto()?;
+    let key = crypto
+        .create_key(CreateKey::new("quickstart app secrets").alias("alias/quickstart"))
+        .await?;
+    let none = EncryptionContext::new();
+    let secrets = vec![
+        SecretRef {
+            env: "DATABASE_URL".into(),
+            ciphertext: crypto
+                .encrypt(&key.id, creds.url().expose().as_bytes(), &none)
+                .await?,
+        },
+        SecretRef {
+            env: "APP_SECRET".into(),
+            ciphertext: crypto.encrypt(&key.id, b"s3cr3t-api-token", &none).await?,
+        },
+    ];
+
+    // The load balancer and its target group.
+    let lbs = cloud.load_balancers()?;
+    let mut tg = TargetGroupSpec::new("quickstart-web", Protocol::Http);
+    tg.health_check = HealthCheck {
+        path: "/healthz".into(),
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(150),
+        healthy_threshold: 1,
+        unhealthy_threshold: 2,
+    };
+    lbs.create_target_group(tg).await?;
+    let listener = ListenerSpec {
+        protocol: Protocol::Http,
+        port: 0,
+        forward: vec![("quickstart-web".into(), 1)],
+    };
+    let mut lb_spec = LoadBalancerSpec::new("quickstart", vec![listener]);
+    lb_spec.security_groups = vec![lb_sg.id.clone()];
+    lb_spec.subnets = subnets.iter().map(|s| s.id.clone()).collect();
+    let lb = lbs.create_load_balancer(lb_spec).await?;
+    let url = lb
+        .urls
+        .first()
+        .cloned()
+        .ok_or_else(|| failed("load balancer", "no listener URL"))?;
+    step(&format!("load balancer: {url}"));
+
+    // Two replicas of the app behind it.
+    let mut container = ContainerSpec::new("quickstart/web:v1");
+    container.secrets = secrets;
+    container.health_check = Some(HealthCheck {
+        path: "/healthz".into(),
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(150),
+        healthy_threshold: 1,
+        unhealthy_threshold: 3,
+    });
+    let mut service = ServiceSpec::new("web", container, 2);
+    service.target_group = Some("quickstart-web".into());
+    service.security_groups = vec![app_sg.id.clone()];
+    service.subnets = subnets.iter().map(|s| s.id.clone()).collect();
+    cloud.containers()?.create_service(service).await?;
+    wait_until("two healthy targets", Duration::from_secs(30), || async {
+        let health = lbs.target_health("quickstart-web").await?;
+        Ok(health
+            .iter()
+            .filter(|t| t.health == TargetHealth::Healthy)
+            .count()
+            == 2)
+    })
+    .await?;
+    let (status, body) = http_get(&url, "/").await?;
+    step(&format!(
+        "first request through the load balancer: {status} {body}"
+    ));
+    let cold_start = started.elapsed();
+
+    // Requests through the load balancer reach both replicas, the database and the secret.
+    for path in ["/", "/", "/db", "/secret"] {
+        let (status, body) = http_get(&url, path).await?;
+        println!("  GET {path:<8} -> {status} {body}");
+    }
+    for r in cloud.containers()?.describe_service("web").await?.instances {
+        let state = if r.state == InstanceState::Healthy {
+            "healthy"
+        } else {
+            "not healthy"
+        };
+        println!(
+            "  replica {} on {} at {} is {state}",
+            r.id,
+            r.vm.unwrap_or_default(),
+            r.address.unwrap_or_default()
+        );
+    }
+
+    // The release, recorded in KV and Blob.
+    let kv = cloud.kv()?;
+    kv.create_table(TableSpec::new(
+        "quickstart-releases",
+        KeyAttr::new("release", KeyType::Str),
+    ))
+    .await?;
+    kv.put(
+        "quickstart-releases",
+        item! { "release" => "v1", "image" => digest.as_str(), "url" => url.as_str() },
+    )
+    .await?;
+    let blob = cloud.blob()?;
+    blob.create_bucket("quickstart-artifacts").await?;
+    blob.put(
+        "quickstart-artifacts",
+        "releases/v1.json",
+        format!("{{\"image\":\"{digest}\",\"url\":\"{url}\"}}"),
+    )
+    .await?;
+    step("release v1 recorded in KV (quickstart-releases) and Blob (quickstart-artifacts)");
+
+    // Logs and metrics flowed meanwhile.
+    tokio::time::sleep(Duration::from_millis(1200)).await; // one flush of the batched logs and metrics
+    let lines = cloud
+        .logs()?
+        .filter_events(FilterEvents::new("/mvi/containers/web", "GET").limit(5))
+        .await?;
+    println!("  app logs (/mvi/containers/web, \"GET\"):");
+    for line in &lines.items {
+        println!("    [{}] {}", line.stream, line.message);
+    }
+    let now = chrono::Utc::now();
+    let requests = cloud
+        .metrics()?
         .get_statistics(GetStatistics::new(
-            latency.clone(),
-            now - chrono::Duration::minutes(2),
+            MetricId::new("mvi/LoadBalancer", "RequestCount")
+                .dimension("LoadBalancer", "quickstart"),
+            now - chrono::Duration::minutes(5),
             now + chrono::Duration::minutes(1),
-            Duration::from_secs(3600),
-            [Statistic::SampleCount, Statistic::P50, Statistic::P99],
+            Duration::from_secs(600),
+            [Statistic::Sum],
         ))
         .await?;
-    for dp in &stats {
-        println!(
-            "metric: {latency}: count {:?}, p50 {:?} ms, p99 {:?} ms",
-            dp.get(Statistic::SampleCount),
-            dp.get(Statistic::P50),
-            dp.get(Statistic::P99)
-        );
-    }
-    metrics
-        .put_alarm(AlarmSpec::new(
-            "quickstart-slow-p99",
-            latency,
-            Statistic::P99,
-            Comparison::GreaterThan,
-            250.0,
-            Duration::from_secs(60),
-            1,
-        ))
-        .await?;
-    for alarm in metrics.describe_alarms(Some("quickstart-")).await? {
-        println!(
-            "metric: alarm {} is {:?} ({})",
-            alarm.spec.name, alarm.state, alarm.reason
-        );
+    let total: f64 = requests.iter().filter_map(|d| d.get(Statistic::Sum)).sum();
+    println!("  load balancer metric RequestCount: {total}");
+    println!("cold start to first request through the load balancer: {cold_start:.2?}");
+
+    if keep {
+        println!("serving {url} until Ctrl-C ...");
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| failed("waiting for Ctrl-C", e))?;
     }
 
-    let audit = crypto
-        .audit_events(AuditQuery::key(&key.id).limit(5))
-        .await?;
-    println!("crypto: last {} audit events of the key:", audit.len());
-    for e in audit {
-        println!(
-            "  {} {} {:?} {:?}",
-            e.time.format("%H:%M:%S%.3f"),
-            e.principal,
-            e.operation,
-            e.outcome
-        );
-    }
-    println!("done in {:.0?}", started.elapsed());
     Ok(())
 }
 
-/// Adds one to a page's counter: read, then write only if nobody changed it in between.
-async fn increment(kv: &dyn Kv, page: &str) -> Result<i64> {
-    loop {
-        let current = kv.get_item("quickstart-visits", Key::new(page)).await?;
-        let (count, condition) = match current.as_ref().and_then(|i| i.get("count")) {
-            Some(Value::Int(n)) => (*n, Condition::equals("count", *n)),
-            _ => (0, Condition::NotExists),
-        };
-        let next = item! { "page" => page, "count" => count + 1 };
-        match kv
-            .put_item(PutItem::new("quickstart-visits", next).condition(condition))
-            .await
-        {
-            Ok(()) => return Ok(count + 1),
-            Err(e) if e.kind() == ErrorKind::PreconditionFailed => continue,
-            Err(e) => return Err(e),
-        }
+/// Deletes what the quickstart made, whatever got made; what is already gone is fine.
+async fn teardown(cloud: &mvi::Cloud) -> Result<()> {
+    let gone = |r: Result<()>| match r {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    gone(cloud.containers()?.delete_service("web").await)?;
+    gone(
+        cloud
+            .load_balancers()?
+            .delete_load_balancer("quickstart")
+            .await,
+    )?;
+    gone(
+        cloud
+            .load_balancers()?
+            .delete_target_group("quickstart-web")
+            .await,
+    )?;
+    gone(cloud.databases()?.delete_database("quickstart-db").await)?;
+    let vms = cloud.vms()?;
+    for vm in vms.list_instances().await? {
+        vms.terminate_instance(&vm.id).await?;
     }
+    let net = cloud.networks()?;
+    for vpc in net.list_vpcs().await? {
+        for g in net.list_security_groups(&vpc.id).await? {
+            // The app's group refers to the load balancer's: revoke before deleting.
+            for rule in g.rules.clone() {
+                net.revoke(&g.id, rule).await?;
+            }
+        }
+        for g in net.list_security_groups(&vpc.id).await? {
+            net.delete_security_group(&g.id).await?;
+        }
+        for s in net.list_subnets(&vpc.id).await? {
+            net.delete_subnet(&s.id).await?;
+        }
+        net.delete_vpc(&vpc.id).await?;
+    }
+    Ok(())
+}
+
+/// Polls `check` until it holds or `limit` passes.
+async fn wait_until<F, Fut>(what: &str, limit: Duration, check: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await? {
+        if Instant::now() > deadline {
+            return Err(failed(what, format!("not reached within {limit:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// A plain HTTP/1.1 GET (the example keeps its dependencies to mvi and tokio).
+async fn http_get(url: &str, path: &str) -> Result<(u16, String)> {
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(host).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let out = tokio::time::timeout(Duration::from_secs(15), io)
+        .await
+        .map_err(|_| failed("GET", "timed out"))?
+        .map_err(|e| failed("GET", e))?;
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Ok((status, body))
 }

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages (PostgreSQL, python3)"
+./scripts/setup.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -16,8 +19,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (unit, conformance on the local backend in memory and on disk, end to end)"
 cargo test --workspace --locked
 
-step "quickstart (in memory)"
-cargo run --quiet --locked --example quickstart -- --memory
+step "examples: the data services (in memory), and the quickstart app stack"
+cargo run --quiet --locked --example data_services -- --memory
+cargo run --quiet --locked --example quickstart
 
 echo
 echo "all tests passed"

@@ -112,7 +112,12 @@ impl LocalCloudBuilder {
         let root = if self.in_memory {
             None
         } else {
-            Some(self.root.unwrap_or_else(|| PathBuf::from(".mvi")))
+            // Absolute, since processes the simulator starts (containers, PostgreSQL) run in
+            // other working directories and as other users.
+            let root = self.root.unwrap_or_else(|| PathBuf::from(".mvi"));
+            let op = mvi_core::Op::new(Service::Backend, "open");
+            std::fs::create_dir_all(&root).map_err(|e| storage::io_error(op, &root, e))?;
+            Some(std::fs::canonicalize(&root).map_err(|e| storage::io_error(op, &root, e))?)
         };
         let root = root.as_deref();
         let ctx = |service| storage::Ctx::new(root, service, sim.clone());
