@@ -37,14 +37,47 @@ use mvi_core::{Clock, Cloud, Result, Service, SystemClock};
 pub use fault::{FaultRule, Faults};
 pub use sim::Sim;
 
-/// The local backend.
-#[derive(Debug)]
-pub struct LocalCloud;
+/// The local backend: the [`Cloud`] handle, plus the simulator-only controls of the
+/// services that have them (fault injection on VMs, process ids of containers, stopping
+/// database servers). Get it from [`LocalCloudBuilder::build_local`].
+#[derive(Debug, Clone)]
+pub struct LocalCloud {
+    cloud: Cloud,
+    vms: Arc<vm::LocalVms>,
+    containers: Arc<container::LocalContainers>,
+    databases: Arc<database::LocalDatabases>,
+    load_balancers: Arc<lb::LocalLoadBalancers>,
+}
 
 impl LocalCloud {
     /// A builder: state root `.mvi/` in the working directory, a random seed, the system clock.
     pub fn builder() -> LocalCloudBuilder {
         LocalCloudBuilder::default()
+    }
+
+    /// Every service, behind the traits.
+    pub fn cloud(&self) -> &Cloud {
+        &self.cloud
+    }
+
+    /// The VM service: `crash_instance`, `fail_zone`, `restore_zone`, `subscribe`.
+    pub fn vms(&self) -> &Arc<vm::LocalVms> {
+        &self.vms
+    }
+
+    /// The container service: process ids, grace period.
+    pub fn containers(&self) -> &Arc<container::LocalContainers> {
+        &self.containers
+    }
+
+    /// The database service: `shutdown` of its servers.
+    pub fn databases(&self) -> &Arc<database::LocalDatabases> {
+        &self.databases
+    }
+
+    /// The load balancer service.
+    pub fn load_balancers(&self) -> &Arc<lb::LocalLoadBalancers> {
+        &self.load_balancers
     }
 }
 
@@ -98,8 +131,14 @@ impl LocalCloudBuilder {
         self
     }
 
-    /// Opens every service.
+    /// Opens every service and returns the [`Cloud`] handle.
     pub async fn build(self) -> Result<Cloud> {
+        Ok(self.build_local().await?.cloud)
+    }
+
+    /// Opens every service and returns the local handle (the `Cloud` and the simulator's
+    /// own controls, such as fault injection on VMs).
+    pub async fn build_local(self) -> Result<LocalCloud> {
         let seed = self.seed.unwrap_or_else(rand::random);
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let principal = self.principal.unwrap_or_else(|| {
@@ -146,7 +185,7 @@ impl LocalCloudBuilder {
             .with_blob(Arc::new(blob::LocalBlob::open(ctx(Service::Blob)?).await?))
             .with_kv(Arc::new(kv::LocalKv::open(ctx(Service::Kv)?).await?))
             .with_crypto(crypto.clone())
-            .with_databases(databases)
+            .with_databases(databases.clone())
             .with_logs(logs.clone())
             .with_metrics(metrics.clone())
             .with_load_balancers(lbs.clone())
@@ -159,7 +198,7 @@ impl LocalCloudBuilder {
             crypto,
             logs,
             metrics,
-            vms,
+            vms.clone(),
             cloud.load_balancers().ok().cloned(),
         )
         .await?;
@@ -175,10 +214,17 @@ impl LocalCloudBuilder {
                 }
             })
         }));
-        let cloud = cloud.with_containers(Arc::new(containers));
-        Ok(match self.faults {
-            Some(faults) => cloud.layer(Arc::new(faults)),
-            None => cloud,
+        let containers = Arc::new(containers);
+        let cloud = cloud.with_containers(containers.clone());
+        Ok(LocalCloud {
+            cloud: match self.faults {
+                Some(faults) => cloud.layer(Arc::new(faults)),
+                None => cloud,
+            },
+            vms,
+            containers,
+            databases,
+            load_balancers: lbs,
         })
     }
 }
