@@ -497,3 +497,54 @@ async fn unknown_or_corrupt_state_is_refused_and_left_untouched() {
     assert!(err.to_string().contains("not valid JSON"), "{err}");
     assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), b"{not json");
 }
+
+#[tokio::test]
+async fn state_can_live_in_the_blob_service() {
+    use mvi::stack::BlobStore;
+    let w = world().await;
+    let blob = w.cloud.blob().unwrap().clone();
+    blob.create_bucket("mvi-state").await.unwrap();
+    let store = std::sync::Arc::new(BlobStore::new(blob.clone(), "mvi-state", "stacks/"));
+    let declare = || {
+        let s = Stack::with_store("remote", w.cloud.clone(), store.clone()).unwrap();
+        let b = Bucket::new(&s, "data", BucketArgs::new("remote-data")).unwrap();
+        Noop::new(
+            &s,
+            "token",
+            NoopArgs::new(b.name.map(|_| "remote-secret-token".to_string()).secret()),
+        )
+        .unwrap();
+        s
+    };
+    declare().up().await.unwrap();
+    let saved = mvi::BlobExt::get(blob.as_ref(), "mvi-state", "stacks/remote/state.json")
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&saved);
+    assert!(
+        text.contains("remote-data") && !text.contains("remote-secret-token"),
+        "{text}"
+    );
+    assert!(declare().preview().await.unwrap().is_empty());
+
+    // The lock is a create-only object: a second holder is refused, naming the first.
+    let holder = LockHolder {
+        pid: 777,
+        ..LockHolder::me("up")
+    };
+    store.lock("remote", &holder).await.unwrap();
+    let err = declare().up().await.unwrap_err();
+    assert!(err.to_string().contains("pid 777"), "{err}");
+    declare().break_lock().await.unwrap();
+    declare().destroy().await.unwrap();
+    assert!(
+        !w.cloud
+            .blob()
+            .unwrap()
+            .list_buckets()
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.name == "remote-data")
+    );
+}
