@@ -6,7 +6,7 @@
 //! resource (a create is looked for with [`Provider::find`]), so it converges with no orphan
 //! and no duplicate.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -230,12 +230,26 @@ pub(super) async fn load_doc(inner: &Inner, stack: &str) -> Result<StateDoc> {
     Ok(doc)
 }
 
+/// The providers of the declared resource types, by type name.
+struct Providers(HashMap<&'static str, Arc<dyn Provider>>);
+
+impl Providers {
+    fn of(decls: &[Declared]) -> Self {
+        let mut map = HashMap::new();
+        for d in decls {
+            map.entry(d.provider.type_name())
+                .or_insert_with(|| d.provider.clone());
+        }
+        Providers(map)
+    }
+}
+
 /// The provider of a recorded resource type: the declared one, or a built-in type.
-fn provider_for(decls: &[Declared], type_name: &str, urn: &str) -> Result<Arc<dyn Provider>> {
-    decls
-        .iter()
-        .find(|d| d.provider.type_name() == type_name)
-        .map(|d| d.provider.clone())
+fn provider_for(providers: &Providers, type_name: &str, urn: &str) -> Result<Arc<dyn Provider>> {
+    providers
+        .0
+        .get(type_name)
+        .cloned()
         .or_else(|| resources::builtin(type_name))
         .ok_or_else(|| {
             op("load_state").err(
@@ -277,24 +291,37 @@ impl Run {
     }
 
     /// Applies `entry` to the state and saves it durably before returning.
+    ///
+    /// Journaled entries of concurrent steps are appended without holding the state's lock,
+    /// so the store can make them durable together (one sync for several); they concern
+    /// different resources (one resource's entries come from one task, in order), so their
+    /// order in the journal does not matter.
     async fn record(&self, entry: Entry) -> Result<()> {
-        let sealed = self.sealer.seal_entry(&entry).await?;
-        let mut doc = self.doc.lock().await;
-        doc.apply(entry);
         let store = &self.inner.store;
         if store.journaled() {
-            let bytes = serde_json::to_vec(&sealed)
-                .map_err(|e| op("save_state").internal(&doc.stack, e))?;
-            store.append(&doc.stack, &[bytes]).await
+            let bytes = if self.sealer.has_secrets(&entry) {
+                serde_json::to_vec(&self.sealer.seal_entry(&entry).await?)
+            } else {
+                serde_json::to_vec(&entry)
+            }
+            .map_err(|e| op("save_state").internal(&self.inner.name, e))?;
+            self.doc.lock().await.apply(entry);
+            store.append(&self.inner.name, &[bytes]).await
         } else {
+            let mut doc = self.doc.lock().await;
+            doc.apply(entry);
             self.save_snapshot(&doc).await
         }
     }
 
     async fn save_snapshot(&self, doc: &StateDoc) -> Result<()> {
-        let sealed = self.sealer.seal_doc(doc).await?;
-        let bytes = serde_json::to_vec_pretty(&sealed)
-            .map_err(|e| op("save_state").internal(&doc.stack, e))?;
+        // Sealing copies the document: only worth it when it holds secrets.
+        let bytes = if Sealer::doc_has_secrets(doc) {
+            serde_json::to_vec_pretty(&self.sealer.seal_doc(doc).await?)
+        } else {
+            serde_json::to_vec_pretty(doc)
+        }
+        .map_err(|e| op("save_state").internal(&doc.stack, e))?;
         self.inner.store.snapshot(&doc.stack, &bytes).await
     }
 
@@ -326,9 +353,10 @@ impl Run {
     async fn resolve_pending(&self, decls: &[Declared]) -> Result<()> {
         let pending: Vec<(String, PendingOp)> =
             self.doc.lock().await.pending.clone().into_iter().collect();
+        let providers = Providers::of(decls);
         for (key, p) in pending {
             let urn = key.split('#').next().unwrap_or(&key).to_string();
-            let provider = provider_for(decls, &p.type_name, &urn)?;
+            let provider = provider_for(&providers, &p.type_name, &urn)?;
             let cx = self.cx(&urn);
             match p.op {
                 PendingKind::Create => match provider.find(cx, &p.inputs).await? {
@@ -388,8 +416,9 @@ impl Run {
         let doc = self.doc.lock().await.clone();
         let sem = Arc::new(Semaphore::new(parallelism));
         let mut reads = Vec::new();
+        let providers = Providers::of(decls);
         for (urn, r) in &doc.resources {
-            let provider = provider_for(decls, &r.type_name, urn)?;
+            let provider = provider_for(&providers, &r.type_name, urn)?;
             let sem = sem.clone();
             reads.push(async move {
                 let _permit = sem.acquire().await;
@@ -572,7 +601,11 @@ impl Run {
                 if old.protect || d.opts.protect {
                     return Err(op("replace").denied(&d.name, "the resource is protected; it would have to be replaced (unprotect it first)"));
                 }
-                let old_provider = provider_for(std::slice::from_ref(d), &old.type_name, &d.urn)?;
+                let old_provider = provider_for(
+                    &Providers::of(std::slice::from_ref(d)),
+                    &old.type_name,
+                    &d.urn,
+                )?;
                 let delete_first = d.opts.delete_before_replace
                     || d.provider.fixed_name()
                     || old.type_name != d.provider.type_name();
@@ -665,40 +698,47 @@ impl Run {
         failures: &mut Vec<(String, Error)>,
     ) {
         let sem = Arc::new(Semaphore::new(parallelism));
+        let providers = Providers::of(decls);
         let mut blocked: BTreeSet<String> = BTreeSet::new();
         loop {
-            let doc = self.doc.lock().await.clone();
-            let doomed: Vec<(&String, &ResourceState)> = doc
-                .resources
-                .iter()
-                .filter(|(u, _)| !keep.contains(*u) && !blocked.contains(*u))
-                .collect();
-            if doomed.is_empty() {
-                return;
-            }
-            // A resource can go once nothing still recorded depends on it.
-            let wave: Vec<(&String, &ResourceState)> = doomed
-                .iter()
-                .filter(|(u, _)| {
-                    !doc.resources.iter().any(|(other, r)| {
-                        other != *u && r.deps.contains(*u) && !blocked.contains(other)
-                    })
-                })
-                .copied()
-                .collect();
-            if wave.is_empty() {
-                // Only resources others (kept or protected) depend on are left.
-                for (u, _) in doomed {
-                    blocked.insert(u.clone());
+            let wave: Vec<(String, ResourceState)> = {
+                let doc = self.doc.lock().await;
+                // A resource can go once nothing still recorded depends on it (a resource
+                // whose delete failed or was refused still holds what it depends on).
+                let held: HashSet<&String> = doc
+                    .resources
+                    .iter()
+                    .flat_map(|(other, r)| r.deps.iter().filter(move |d| *d != other))
+                    .collect();
+                let doomed: Vec<(&String, &ResourceState)> = doc
+                    .resources
+                    .iter()
+                    .filter(|(u, _)| !keep.contains(*u) && !blocked.contains(*u))
+                    .collect();
+                if doomed.is_empty() {
+                    return;
                 }
-                continue;
-            }
+                let wave: Vec<(String, ResourceState)> = doomed
+                    .iter()
+                    .filter(|(u, _)| !held.contains(u))
+                    .map(|(u, r)| ((*u).clone(), (*r).clone()))
+                    .collect();
+                if wave.is_empty() {
+                    // Only resources others (kept or protected) depend on are left.
+                    for (u, _) in doomed {
+                        blocked.insert(u.clone());
+                    }
+                    continue;
+                }
+                wave
+            };
             let mut tasks = Vec::new();
             for (urn, r) in wave {
-                let sem = sem.clone();
+                let (sem, providers) = (sem.clone(), &providers);
                 tasks.push(async move {
                     let _permit = sem.acquire().await;
-                    (urn.clone(), r.clone(), self.delete_one(decls, urn, r).await)
+                    let outcome = self.delete_one(providers, &urn, &r).await;
+                    (urn, r, outcome)
                 });
             }
             for (urn, r, outcome) in futures::future::join_all(tasks).await {
@@ -729,14 +769,14 @@ impl Run {
         }
     }
 
-    async fn delete_one(&self, decls: &[Declared], urn: &str, r: &ResourceState) -> Result<()> {
+    async fn delete_one(&self, providers: &Providers, urn: &str, r: &ResourceState) -> Result<()> {
         if r.protect {
             return Err(op("delete").denied(
                 &r.name,
                 "the resource is protected; unprotect it (and run up) before deleting it",
             ));
         }
-        let provider = provider_for(decls, &r.type_name, urn)?;
+        let provider = provider_for(providers, &r.type_name, urn)?;
         self.emit(Event::Started {
             urn: urn.to_string(),
             op: StepOp::Delete,
@@ -999,7 +1039,8 @@ impl Stack {
     }
 }
 
-/// The order `up` would delete `doc`'s resources that are not in `keep`: dependents first.
+/// The order `up` would delete `doc`'s resources that are not in `keep`: dependents first,
+/// in waves (each in URN order) of resources no other doomed resource still depends on.
 fn delete_order<'a>(
     doc: &'a StateDoc,
     keep: &BTreeSet<String>,
@@ -1009,13 +1050,29 @@ fn delete_order<'a>(
         .keys()
         .filter(|u| !keep.contains(*u))
         .collect();
+    // How many doomed resources (other than itself) depend on each.
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    for u in &left {
+        for d in doc.resources.get(*u).into_iter().flat_map(|r| &r.deps) {
+            if d != *u && !keep.contains(d) && doc.resources.contains_key(d) {
+                *held.entry(d.as_str()).or_default() += 1;
+            }
+        }
+    }
     let mut out = Vec::new();
     while !left.is_empty() {
-        let (ready, rest): (Vec<&String>, Vec<&String>) = left.iter().partition(|u| {
-            !left
-                .iter()
-                .any(|o| o != *u && doc.resources.get(*o).is_some_and(|r| r.deps.contains(**u)))
-        });
+        let (ready, rest): (Vec<&String>, Vec<&String>) = left
+            .iter()
+            .partition(|u| held.get(u.as_str()).is_none_or(|n| *n == 0));
+        for u in &ready {
+            for d in doc.resources.get(*u).into_iter().flat_map(|r| &r.deps) {
+                if d != *u
+                    && let Some(n) = held.get_mut(d.as_str())
+                {
+                    *n -= 1;
+                }
+            }
+        }
         if ready.is_empty() {
             out.extend(
                 rest.iter()
@@ -1072,8 +1129,17 @@ async fn apply_graph(
         tasks.spawn(async move {
             let _permit = sem.acquire().await;
             let started = Instant::now();
-            let snapshot = env.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let out = run.apply_one(&decls[i], &snapshot).await;
+            // Only the outputs of its dependencies: copying all known outputs for every
+            // resource made a large apply quadratic.
+            let d = &decls[i];
+            let known: HashMap<String, Props> = {
+                let env = env.read().unwrap_or_else(|e| e.into_inner());
+                d.deps
+                    .iter()
+                    .filter_map(|u| env.get(u).map(|p| (u.clone(), p.clone())))
+                    .collect()
+            };
+            let out = run.apply_one(d, &known).await;
             (i, out, started.elapsed())
         });
     };
