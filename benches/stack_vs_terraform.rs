@@ -176,27 +176,35 @@ fn engine_figures(tf_n: usize) {
         let t = Instant::now();
         let report = s.up().await.expect("up");
         println!("apply_ms {}", timed(t.elapsed()));
+        eprintln!("after up of 1k: VmHWM {} KiB", vm_hwm_kib());
         assert_eq!(report.plan.count(StepOp::Create), APPLY_N);
 
         // Preview of an in-sync stack, at Terraform's size and at 10,000.
+        drop(s);
         let s = program("small", tf_n);
         let t = Instant::now();
         s.up().await.expect("up");
+        drop(s);
         println!("apply_small_ms {}", timed(t.elapsed()));
         let s = program("small", tf_n);
         let t = Instant::now();
         let plan = s.preview().await.expect("preview");
         println!("preview_small_ms {}", timed(t.elapsed()));
+        eprintln!("after small: VmHWM {} KiB", vm_hwm_kib());
         assert!(plan.is_empty() && plan.steps.len() == tf_n, "{plan}");
 
+        drop(s);
         let s = program("big", PREVIEW_N);
         let t = Instant::now();
         s.up().await.expect("up");
+        drop(s);
         println!("apply_big_ms {}", timed(t.elapsed()));
+        eprintln!("after up of 10k: VmHWM {} KiB", vm_hwm_kib());
         let s = program("big", PREVIEW_N);
         let t = Instant::now();
         let plan = s.preview().await.expect("preview");
         println!("preview_ms {}", timed(t.elapsed()));
+        eprintln!("after preview of 10k: VmHWM {} KiB", vm_hwm_kib());
         assert!(plan.is_empty() && plan.steps.len() == PREVIEW_N);
 
         // The state of 10,000 resources: load, and save as the engine does.

@@ -407,52 +407,75 @@ impl Run {
     }
 
     /// Reads every recorded resource; records what changed out of band and returns it.
+    /// Without `record` (a preview), the run's state is moved into the result, not copied:
+    /// the run is not used afterwards.
     async fn refresh(
         &self,
         decls: &[Declared],
         record: bool,
         parallelism: usize,
     ) -> Result<(Vec<Drift>, StateDoc)> {
-        let doc = self.doc.lock().await.clone();
-        let sem = Arc::new(Semaphore::new(parallelism));
-        let mut reads = Vec::new();
+        use futures::StreamExt as _;
+        let doc = if record {
+            self.doc.lock().await.clone()
+        } else {
+            let mut guard = self.doc.lock().await;
+            std::mem::replace(&mut *guard, StateDoc::empty(&self.inner.name))
+        };
+        let mut reads = Vec::with_capacity(doc.resources.len());
         let providers = Providers::of(decls);
         for (urn, r) in &doc.resources {
             let provider = provider_for(&providers, &r.type_name, urn)?;
-            let sem = sem.clone();
             reads.push(async move {
-                let _permit = sem.acquire().await;
-                let got = provider.read(self.cx(urn), &r.id, &r.inputs).await;
-                (urn, r, got)
+                // Only what changed is kept (the read of an in-sync resource is dropped here).
+                let changed = match provider.read(self.cx(urn), &r.id, &r.inputs).await? {
+                    None => Some((urn.clone(), None)),
+                    Some((inputs, outputs)) => {
+                        let diffs = diff_props(
+                            &r.inputs,
+                            &r.secret_inputs,
+                            &inputs,
+                            &r.secret_inputs,
+                            &BTreeSet::new(),
+                            &|_| false,
+                        );
+                        if diffs.is_empty() && outputs == r.outputs {
+                            None
+                        } else {
+                            let mut updated = r.clone();
+                            updated.inputs = inputs;
+                            updated.outputs = outputs;
+                            Some((urn.clone(), Some((updated, diffs))))
+                        }
+                    }
+                };
+                Ok::<_, Error>(changed)
             });
         }
+        // At most `parallelism` reads at once, results in URN order.
+        let changes: Vec<Result<_>> = futures::stream::iter(reads)
+            .buffered(parallelism.max(1))
+            .collect()
+            .await;
         let mut drift = Vec::new();
-        let mut refreshed = doc.clone();
-        for (urn, r, got) in futures::future::join_all(reads).await {
-            match got? {
+        let mut refreshed = doc;
+        for change in changes {
+            let Some((urn, change)) = change? else {
+                continue;
+            };
+            match change {
                 None => {
                     drift.push(Drift {
                         urn: urn.clone(),
                         deleted: true,
                         diffs: Vec::new(),
                     });
-                    refreshed.resources.remove(urn);
+                    refreshed.resources.remove(&urn);
                     if record {
-                        self.record(Entry::Remove { urn: urn.clone() }).await?;
+                        self.record(Entry::Remove { urn }).await?;
                     }
                 }
-                Some((inputs, outputs)) => {
-                    let diffs = diff_props(
-                        &r.inputs,
-                        &r.secret_inputs,
-                        &inputs,
-                        &r.secret_inputs,
-                        &BTreeSet::new(),
-                        &|_| false,
-                    );
-                    if diffs.is_empty() && outputs == r.outputs {
-                        continue;
-                    }
+                Some((updated, diffs)) => {
                     if !diffs.is_empty() {
                         drift.push(Drift {
                             urn: urn.clone(),
@@ -460,13 +483,10 @@ impl Run {
                             diffs,
                         });
                     }
-                    let mut updated = r.clone();
-                    updated.inputs = inputs;
-                    updated.outputs = outputs;
                     refreshed.resources.insert(urn.clone(), updated.clone());
                     if record {
                         self.record(Entry::Put {
-                            urn: urn.clone(),
+                            urn,
                             resource: updated,
                         })
                         .await?;
@@ -1121,13 +1141,15 @@ async fn apply_graph(
         }
     }
     let env: Arc<RwLock<HashMap<String, Props>>> = Arc::default();
-    let sem = Arc::new(Semaphore::new(parallelism));
     let mut tasks = tokio::task::JoinSet::new();
     let decls: Arc<Vec<Declared>> = Arc::new(decls.to_vec());
+    // Ready resources wait here, not as spawned tasks: at most `parallelism` run at once,
+    // so a large apply holds a few tasks in memory, not one per resource.
+    let mut ready: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    let parallelism = parallelism.max(1);
     let spawn = |tasks: &mut tokio::task::JoinSet<Applied>, i: usize| {
-        let (run, env, sem, decls) = (run.clone(), env.clone(), sem.clone(), decls.clone());
+        let (run, env, decls) = (run.clone(), env.clone(), decls.clone());
         tasks.spawn(async move {
-            let _permit = sem.acquire().await;
             let started = Instant::now();
             // Only the outputs of its dependencies: copying all known outputs for every
             // resource made a large apply quadratic.
@@ -1143,13 +1165,19 @@ async fn apply_graph(
             (i, out, started.elapsed())
         });
     };
-    for i in (0..n).filter(|i| waiting[*i] == 0) {
-        spawn(&mut tasks, i);
-    }
+    ready.extend((0..n).filter(|i| waiting[*i] == 0));
     let mut steps = Vec::new();
     let mut failures = Vec::new();
     let mut skipped = vec![false; n];
-    while let Some(joined) = tasks.join_next().await {
+    loop {
+        while tasks.len() < parallelism
+            && let Some(i) = ready.pop_front()
+        {
+            spawn(&mut tasks, i);
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
         let (i, out, duration) = match joined {
             Ok(v) => v,
             Err(e) => {
@@ -1174,7 +1202,7 @@ async fn apply_graph(
                 for &j in &dependents[i] {
                     waiting[j] -= 1;
                     if waiting[j] == 0 && !skipped[j] {
-                        spawn(&mut tasks, j);
+                        ready.push_back(j);
                     }
                 }
             }
