@@ -6,7 +6,7 @@
 //! resource (a create is looked for with [`Provider::find`]), so it converges with no orphan
 //! and no duplicate.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -230,12 +230,26 @@ pub(super) async fn load_doc(inner: &Inner, stack: &str) -> Result<StateDoc> {
     Ok(doc)
 }
 
+/// The providers of the declared resource types, by type name.
+struct Providers(HashMap<&'static str, Arc<dyn Provider>>);
+
+impl Providers {
+    fn of(decls: &[Declared]) -> Self {
+        let mut map = HashMap::new();
+        for d in decls {
+            map.entry(d.provider.type_name())
+                .or_insert_with(|| d.provider.clone());
+        }
+        Providers(map)
+    }
+}
+
 /// The provider of a recorded resource type: the declared one, or a built-in type.
-fn provider_for(decls: &[Declared], type_name: &str, urn: &str) -> Result<Arc<dyn Provider>> {
-    decls
-        .iter()
-        .find(|d| d.provider.type_name() == type_name)
-        .map(|d| d.provider.clone())
+fn provider_for(providers: &Providers, type_name: &str, urn: &str) -> Result<Arc<dyn Provider>> {
+    providers
+        .0
+        .get(type_name)
+        .cloned()
         .or_else(|| resources::builtin(type_name))
         .ok_or_else(|| {
             op("load_state").err(
@@ -277,24 +291,37 @@ impl Run {
     }
 
     /// Applies `entry` to the state and saves it durably before returning.
+    ///
+    /// Journaled entries of concurrent steps are appended without holding the state's lock,
+    /// so the store can make them durable together (one sync for several); they concern
+    /// different resources (one resource's entries come from one task, in order), so their
+    /// order in the journal does not matter.
     async fn record(&self, entry: Entry) -> Result<()> {
-        let sealed = self.sealer.seal_entry(&entry).await?;
-        let mut doc = self.doc.lock().await;
-        doc.apply(entry);
         let store = &self.inner.store;
         if store.journaled() {
-            let bytes = serde_json::to_vec(&sealed)
-                .map_err(|e| op("save_state").internal(&doc.stack, e))?;
-            store.append(&doc.stack, &[bytes]).await
+            let bytes = if self.sealer.has_secrets(&entry) {
+                serde_json::to_vec(&self.sealer.seal_entry(&entry).await?)
+            } else {
+                serde_json::to_vec(&entry)
+            }
+            .map_err(|e| op("save_state").internal(&self.inner.name, e))?;
+            self.doc.lock().await.apply(entry);
+            store.append(&self.inner.name, &[bytes]).await
         } else {
+            let mut doc = self.doc.lock().await;
+            doc.apply(entry);
             self.save_snapshot(&doc).await
         }
     }
 
     async fn save_snapshot(&self, doc: &StateDoc) -> Result<()> {
-        let sealed = self.sealer.seal_doc(doc).await?;
-        let bytes = serde_json::to_vec_pretty(&sealed)
-            .map_err(|e| op("save_state").internal(&doc.stack, e))?;
+        // Sealing copies the document: only worth it when it holds secrets.
+        let bytes = if Sealer::doc_has_secrets(doc) {
+            serde_json::to_vec_pretty(&self.sealer.seal_doc(doc).await?)
+        } else {
+            serde_json::to_vec_pretty(doc)
+        }
+        .map_err(|e| op("save_state").internal(&doc.stack, e))?;
         self.inner.store.snapshot(&doc.stack, &bytes).await
     }
 
@@ -326,9 +353,10 @@ impl Run {
     async fn resolve_pending(&self, decls: &[Declared]) -> Result<()> {
         let pending: Vec<(String, PendingOp)> =
             self.doc.lock().await.pending.clone().into_iter().collect();
+        let providers = Providers::of(decls);
         for (key, p) in pending {
             let urn = key.split('#').next().unwrap_or(&key).to_string();
-            let provider = provider_for(decls, &p.type_name, &urn)?;
+            let provider = provider_for(&providers, &p.type_name, &urn)?;
             let cx = self.cx(&urn);
             match p.op {
                 PendingKind::Create => match provider.find(cx, &p.inputs).await? {
@@ -379,51 +407,75 @@ impl Run {
     }
 
     /// Reads every recorded resource; records what changed out of band and returns it.
+    /// Without `record` (a preview), the run's state is moved into the result, not copied:
+    /// the run is not used afterwards.
     async fn refresh(
         &self,
         decls: &[Declared],
         record: bool,
         parallelism: usize,
     ) -> Result<(Vec<Drift>, StateDoc)> {
-        let doc = self.doc.lock().await.clone();
-        let sem = Arc::new(Semaphore::new(parallelism));
-        let mut reads = Vec::new();
+        use futures::StreamExt as _;
+        let doc = if record {
+            self.doc.lock().await.clone()
+        } else {
+            let mut guard = self.doc.lock().await;
+            std::mem::replace(&mut *guard, StateDoc::empty(&self.inner.name))
+        };
+        let mut reads = Vec::with_capacity(doc.resources.len());
+        let providers = Providers::of(decls);
         for (urn, r) in &doc.resources {
-            let provider = provider_for(decls, &r.type_name, urn)?;
-            let sem = sem.clone();
+            let provider = provider_for(&providers, &r.type_name, urn)?;
             reads.push(async move {
-                let _permit = sem.acquire().await;
-                let got = provider.read(self.cx(urn), &r.id, &r.inputs).await;
-                (urn, r, got)
+                // Only what changed is kept (the read of an in-sync resource is dropped here).
+                let changed = match provider.read(self.cx(urn), &r.id, &r.inputs).await? {
+                    None => Some((urn.clone(), None)),
+                    Some((inputs, outputs)) => {
+                        let diffs = diff_props(
+                            &r.inputs,
+                            &r.secret_inputs,
+                            &inputs,
+                            &r.secret_inputs,
+                            &BTreeSet::new(),
+                            &|_| false,
+                        );
+                        if diffs.is_empty() && outputs == r.outputs {
+                            None
+                        } else {
+                            let mut updated = r.clone();
+                            updated.inputs = inputs;
+                            updated.outputs = outputs;
+                            Some((urn.clone(), Some((updated, diffs))))
+                        }
+                    }
+                };
+                Ok::<_, Error>(changed)
             });
         }
+        // At most `parallelism` reads at once, results in URN order.
+        let changes: Vec<Result<_>> = futures::stream::iter(reads)
+            .buffered(parallelism.max(1))
+            .collect()
+            .await;
         let mut drift = Vec::new();
-        let mut refreshed = doc.clone();
-        for (urn, r, got) in futures::future::join_all(reads).await {
-            match got? {
+        let mut refreshed = doc;
+        for change in changes {
+            let Some((urn, change)) = change? else {
+                continue;
+            };
+            match change {
                 None => {
                     drift.push(Drift {
                         urn: urn.clone(),
                         deleted: true,
                         diffs: Vec::new(),
                     });
-                    refreshed.resources.remove(urn);
+                    refreshed.resources.remove(&urn);
                     if record {
-                        self.record(Entry::Remove { urn: urn.clone() }).await?;
+                        self.record(Entry::Remove { urn }).await?;
                     }
                 }
-                Some((inputs, outputs)) => {
-                    let diffs = diff_props(
-                        &r.inputs,
-                        &r.secret_inputs,
-                        &inputs,
-                        &r.secret_inputs,
-                        &BTreeSet::new(),
-                        &|_| false,
-                    );
-                    if diffs.is_empty() && outputs == r.outputs {
-                        continue;
-                    }
+                Some((updated, diffs)) => {
                     if !diffs.is_empty() {
                         drift.push(Drift {
                             urn: urn.clone(),
@@ -431,13 +483,10 @@ impl Run {
                             diffs,
                         });
                     }
-                    let mut updated = r.clone();
-                    updated.inputs = inputs;
-                    updated.outputs = outputs;
                     refreshed.resources.insert(urn.clone(), updated.clone());
                     if record {
                         self.record(Entry::Put {
-                            urn: urn.clone(),
+                            urn,
                             resource: updated,
                         })
                         .await?;
@@ -572,7 +621,11 @@ impl Run {
                 if old.protect || d.opts.protect {
                     return Err(op("replace").denied(&d.name, "the resource is protected; it would have to be replaced (unprotect it first)"));
                 }
-                let old_provider = provider_for(std::slice::from_ref(d), &old.type_name, &d.urn)?;
+                let old_provider = provider_for(
+                    &Providers::of(std::slice::from_ref(d)),
+                    &old.type_name,
+                    &d.urn,
+                )?;
                 let delete_first = d.opts.delete_before_replace
                     || d.provider.fixed_name()
                     || old.type_name != d.provider.type_name();
@@ -665,40 +718,47 @@ impl Run {
         failures: &mut Vec<(String, Error)>,
     ) {
         let sem = Arc::new(Semaphore::new(parallelism));
+        let providers = Providers::of(decls);
         let mut blocked: BTreeSet<String> = BTreeSet::new();
         loop {
-            let doc = self.doc.lock().await.clone();
-            let doomed: Vec<(&String, &ResourceState)> = doc
-                .resources
-                .iter()
-                .filter(|(u, _)| !keep.contains(*u) && !blocked.contains(*u))
-                .collect();
-            if doomed.is_empty() {
-                return;
-            }
-            // A resource can go once nothing still recorded depends on it.
-            let wave: Vec<(&String, &ResourceState)> = doomed
-                .iter()
-                .filter(|(u, _)| {
-                    !doc.resources.iter().any(|(other, r)| {
-                        other != *u && r.deps.contains(*u) && !blocked.contains(other)
-                    })
-                })
-                .copied()
-                .collect();
-            if wave.is_empty() {
-                // Only resources others (kept or protected) depend on are left.
-                for (u, _) in doomed {
-                    blocked.insert(u.clone());
+            let wave: Vec<(String, ResourceState)> = {
+                let doc = self.doc.lock().await;
+                // A resource can go once nothing still recorded depends on it (a resource
+                // whose delete failed or was refused still holds what it depends on).
+                let held: HashSet<&String> = doc
+                    .resources
+                    .iter()
+                    .flat_map(|(other, r)| r.deps.iter().filter(move |d| *d != other))
+                    .collect();
+                let doomed: Vec<(&String, &ResourceState)> = doc
+                    .resources
+                    .iter()
+                    .filter(|(u, _)| !keep.contains(*u) && !blocked.contains(*u))
+                    .collect();
+                if doomed.is_empty() {
+                    return;
                 }
-                continue;
-            }
+                let wave: Vec<(String, ResourceState)> = doomed
+                    .iter()
+                    .filter(|(u, _)| !held.contains(u))
+                    .map(|(u, r)| ((*u).clone(), (*r).clone()))
+                    .collect();
+                if wave.is_empty() {
+                    // Only resources others (kept or protected) depend on are left.
+                    for (u, _) in doomed {
+                        blocked.insert(u.clone());
+                    }
+                    continue;
+                }
+                wave
+            };
             let mut tasks = Vec::new();
             for (urn, r) in wave {
-                let sem = sem.clone();
+                let (sem, providers) = (sem.clone(), &providers);
                 tasks.push(async move {
                     let _permit = sem.acquire().await;
-                    (urn.clone(), r.clone(), self.delete_one(decls, urn, r).await)
+                    let outcome = self.delete_one(providers, &urn, &r).await;
+                    (urn, r, outcome)
                 });
             }
             for (urn, r, outcome) in futures::future::join_all(tasks).await {
@@ -729,14 +789,14 @@ impl Run {
         }
     }
 
-    async fn delete_one(&self, decls: &[Declared], urn: &str, r: &ResourceState) -> Result<()> {
+    async fn delete_one(&self, providers: &Providers, urn: &str, r: &ResourceState) -> Result<()> {
         if r.protect {
             return Err(op("delete").denied(
                 &r.name,
                 "the resource is protected; unprotect it (and run up) before deleting it",
             ));
         }
-        let provider = provider_for(decls, &r.type_name, urn)?;
+        let provider = provider_for(providers, &r.type_name, urn)?;
         self.emit(Event::Started {
             urn: urn.to_string(),
             op: StepOp::Delete,
@@ -999,7 +1059,8 @@ impl Stack {
     }
 }
 
-/// The order `up` would delete `doc`'s resources that are not in `keep`: dependents first.
+/// The order `up` would delete `doc`'s resources that are not in `keep`: dependents first,
+/// in waves (each in URN order) of resources no other doomed resource still depends on.
 fn delete_order<'a>(
     doc: &'a StateDoc,
     keep: &BTreeSet<String>,
@@ -1009,13 +1070,29 @@ fn delete_order<'a>(
         .keys()
         .filter(|u| !keep.contains(*u))
         .collect();
+    // How many doomed resources (other than itself) depend on each.
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    for u in &left {
+        for d in doc.resources.get(*u).into_iter().flat_map(|r| &r.deps) {
+            if d != *u && !keep.contains(d) && doc.resources.contains_key(d) {
+                *held.entry(d.as_str()).or_default() += 1;
+            }
+        }
+    }
     let mut out = Vec::new();
     while !left.is_empty() {
-        let (ready, rest): (Vec<&String>, Vec<&String>) = left.iter().partition(|u| {
-            !left
-                .iter()
-                .any(|o| o != *u && doc.resources.get(*o).is_some_and(|r| r.deps.contains(**u)))
-        });
+        let (ready, rest): (Vec<&String>, Vec<&String>) = left
+            .iter()
+            .partition(|u| held.get(u.as_str()).is_none_or(|n| *n == 0));
+        for u in &ready {
+            for d in doc.resources.get(*u).into_iter().flat_map(|r| &r.deps) {
+                if d != *u
+                    && let Some(n) = held.get_mut(d.as_str())
+                {
+                    *n -= 1;
+                }
+            }
+        }
         if ready.is_empty() {
             out.extend(
                 rest.iter()
@@ -1064,26 +1141,43 @@ async fn apply_graph(
         }
     }
     let env: Arc<RwLock<HashMap<String, Props>>> = Arc::default();
-    let sem = Arc::new(Semaphore::new(parallelism));
     let mut tasks = tokio::task::JoinSet::new();
     let decls: Arc<Vec<Declared>> = Arc::new(decls.to_vec());
+    // Ready resources wait here, not as spawned tasks: at most `parallelism` run at once,
+    // so a large apply holds a few tasks in memory, not one per resource.
+    let mut ready: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    let parallelism = parallelism.max(1);
     let spawn = |tasks: &mut tokio::task::JoinSet<Applied>, i: usize| {
-        let (run, env, sem, decls) = (run.clone(), env.clone(), sem.clone(), decls.clone());
+        let (run, env, decls) = (run.clone(), env.clone(), decls.clone());
         tasks.spawn(async move {
-            let _permit = sem.acquire().await;
             let started = Instant::now();
-            let snapshot = env.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let out = run.apply_one(&decls[i], &snapshot).await;
+            // Only the outputs of its dependencies: copying all known outputs for every
+            // resource made a large apply quadratic.
+            let d = &decls[i];
+            let known: HashMap<String, Props> = {
+                let env = env.read().unwrap_or_else(|e| e.into_inner());
+                d.deps
+                    .iter()
+                    .filter_map(|u| env.get(u).map(|p| (u.clone(), p.clone())))
+                    .collect()
+            };
+            let out = run.apply_one(d, &known).await;
             (i, out, started.elapsed())
         });
     };
-    for i in (0..n).filter(|i| waiting[*i] == 0) {
-        spawn(&mut tasks, i);
-    }
+    ready.extend((0..n).filter(|i| waiting[*i] == 0));
     let mut steps = Vec::new();
     let mut failures = Vec::new();
     let mut skipped = vec![false; n];
-    while let Some(joined) = tasks.join_next().await {
+    loop {
+        while tasks.len() < parallelism
+            && let Some(i) = ready.pop_front()
+        {
+            spawn(&mut tasks, i);
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
         let (i, out, duration) = match joined {
             Ok(v) => v,
             Err(e) => {
@@ -1108,7 +1202,7 @@ async fn apply_graph(
                 for &j in &dependents[i] {
                     waiting[j] -= 1;
                     if waiting[j] == 0 && !skipped[j] {
-                        spawn(&mut tasks, j);
+                        ready.push_back(j);
                     }
                 }
             }

@@ -128,6 +128,8 @@ pub(crate) struct Declared {
 pub(crate) struct Declarations {
     pub resources: Vec<Declared>,
     pub index: BTreeMap<String, usize>,
+    /// The declared resources' full names (unique in the stack).
+    pub names: BTreeSet<String>,
     /// URNs of the declared components (groups of resources shown as one node).
     pub components: Vec<String>,
     pub exports: Vec<(String, Node)>,
@@ -280,7 +282,7 @@ impl Stack {
             .map(|(k, _)| *k)
             .collect();
         let mut decl = self.decl();
-        if decl.index.contains_key(&urn) || decl.resources.iter().any(|r| r.name == full) {
+        if decl.index.contains_key(&urn) || decl.names.contains(&full) {
             return Err(op.already_exists(
                 &full,
                 "a resource with this name is already declared in the stack",
@@ -305,6 +307,7 @@ impl Stack {
         }
         let i = decl.resources.len();
         decl.index.insert(urn.clone(), i);
+        decl.names.insert(full.clone());
         decl.resources.push(Declared {
             urn: urn.clone(),
             name: full,

@@ -287,6 +287,26 @@ impl Sealer {
         Ok(out)
     }
 
+    /// Whether the entry holds a secret value (else sealing would copy it unchanged).
+    pub(crate) fn has_secrets(&self, e: &Entry) -> bool {
+        match e {
+            Entry::Put { resource, .. } => resource_has_secrets(resource),
+            Entry::Pending { op, .. } => props_have_secrets(&op.inputs, &op.secret_inputs),
+            Entry::Exports { exports, secret } => props_have_secrets(exports, secret),
+            Entry::Remove { .. } | Entry::Resolved { .. } => false,
+        }
+    }
+
+    /// Whether the state holds a secret value (else sealing would copy it unchanged).
+    pub(crate) fn doc_has_secrets(doc: &StateDoc) -> bool {
+        doc.resources.values().any(resource_has_secrets)
+            || doc
+                .pending
+                .values()
+                .any(|p| props_have_secrets(&p.inputs, &p.secret_inputs))
+            || props_have_secrets(&doc.exports, &doc.secret_exports)
+    }
+
     /// A copy of the entry with its secrets encrypted.
     pub(crate) async fn seal_entry(&self, e: &Entry) -> Result<Entry> {
         Ok(match e {
@@ -339,6 +359,15 @@ impl Sealer {
     }
 }
 
+fn props_have_secrets(props: &Props, secret: &BTreeSet<String>) -> bool {
+    secret.iter().any(|name| props.contains_key(name))
+}
+
+fn resource_has_secrets(r: &ResourceState) -> bool {
+    props_have_secrets(&r.inputs, &r.secret_inputs)
+        || props_have_secrets(&r.outputs, &r.secret_outputs)
+}
+
 /// Parses a stored snapshot and its journal into a state, refusing unknown versions and
 /// corrupt documents with a clear error.
 pub(crate) fn decode(
@@ -346,9 +375,15 @@ pub(crate) fn decode(
     snapshot: Option<&[u8]>,
     journal: &[Vec<u8>],
 ) -> Result<StateDoc> {
-    let mut doc = match snapshot {
-        None => StateDoc::empty(stack),
-        Some(bytes) => {
+    // The common case in one pass, straight into the document; anything unexpected goes
+    // the slow way below, for a precise error.
+    let fast = snapshot
+        .and_then(|bytes| serde_json::from_slice::<StateDoc>(bytes).ok())
+        .filter(|doc| doc.version == STATE_VERSION && doc.stack == stack);
+    let mut doc = match (fast, snapshot) {
+        (Some(doc), _) => doc,
+        (None, None) => StateDoc::empty(stack),
+        (None, Some(bytes)) => {
             let v: Value = serde_json::from_slice(bytes).map_err(|e| {
                 op("load_state").err(
                     ErrorKind::Internal,

@@ -86,7 +86,9 @@ pub trait StateStore: fmt::Debug + Send + Sync + 'static {
     async fn load(&self, stack: &str) -> Result<(Option<Vec<u8>>, Vec<Vec<u8>>)>;
     /// Whether [`StateStore::append`] is supported (else every step saves a snapshot).
     fn journaled(&self) -> bool;
-    /// Appends journal entries durably (one step's worth).
+    /// Appends journal entries durably (one step's worth). Called concurrently for
+    /// independent steps: a store may make several appends durable at once (group commit),
+    /// but returns from each only once its entries are durable.
     async fn append(&self, stack: &str, entries: &[Vec<u8>]) -> Result<()>;
     /// Replaces the snapshot with `doc`, durably and atomically, and empties the journal.
     async fn snapshot(&self, stack: &str, doc: &[u8]) -> Result<()>;
@@ -96,8 +98,47 @@ pub trait StateStore: fmt::Debug + Send + Sync + 'static {
 #[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
-    journals:
-        std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::Mutex<RecordFile>>>>,
+    journals: std::sync::Mutex<std::collections::HashMap<String, Arc<Journal>>>,
+}
+
+/// A stack's journal file, with group commit: concurrent appends write their records one
+/// after the other, and one `fdatasync` makes every record written before it durable, so
+/// an append that finds its record already synced by another returns without syncing.
+#[derive(Debug)]
+struct Journal {
+    /// The file, and how many appends were written to it.
+    file: std::sync::Mutex<(RecordFile, u64)>,
+    /// How many appends are known durable; held while syncing, so syncs queue up.
+    synced: std::sync::Mutex<u64>,
+}
+
+impl Journal {
+    fn new(file: RecordFile) -> Arc<Self> {
+        Arc::new(Journal {
+            file: std::sync::Mutex::new((file, 0)),
+            synced: std::sync::Mutex::new(0),
+        })
+    }
+
+    /// Appends framed records and returns once they are durable.
+    fn append(&self, op: Op, framed: &[u8]) -> Result<()> {
+        let mine = {
+            let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+            f.0.append_framed(op, framed)?;
+            f.1 += 1;
+            f.1
+        };
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *synced >= mine {
+            // Another append's sync, started after this write, covered it.
+            return Ok(());
+        }
+        let f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let upto = f.1;
+        f.0.sync(op)?;
+        *synced = upto;
+        Ok(())
+    }
 }
 
 impl FileStore {
@@ -115,7 +156,7 @@ impl FileStore {
         Ok(dir)
     }
 
-    fn journal(&self, stack: &str) -> Result<Arc<std::sync::Mutex<RecordFile>>> {
+    fn journal(&self, stack: &str) -> Result<Arc<Journal>> {
         let mut journals = self.journals.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(j) = journals.get(stack) {
             return Ok(j.clone());
@@ -124,7 +165,7 @@ impl FileStore {
         let file = RecordFile::open(op("open_state"), &path, false, |_| {
             Ok(crate::records::Replay::Applied)
         })?;
-        let j = Arc::new(std::sync::Mutex::new(file));
+        let j = Journal::new(file);
         journals.insert(stack.to_string(), j.clone());
         Ok(j)
     }
@@ -198,7 +239,7 @@ impl StateStore for FileStore {
         self.journals
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(stack.to_string(), Arc::new(std::sync::Mutex::new(file)));
+            .insert(stack.to_string(), Journal::new(file));
         Ok((snapshot, entries))
     }
 
@@ -213,13 +254,9 @@ impl StateStore for FileStore {
             crate::records::frame(op("save_state"), stack, &mut buf, e)?;
         }
         let op = op("save_state");
-        tokio::task::spawn_blocking(move || {
-            let mut j = journal.lock().unwrap_or_else(|e| e.into_inner());
-            j.append_framed(op, &buf)?;
-            j.sync(op)
-        })
-        .await
-        .map_err(|e| op.internal(stack, e))?
+        tokio::task::spawn_blocking(move || journal.append(op, &buf))
+            .await
+            .map_err(|e| op.internal(stack, e))?
     }
 
     async fn snapshot(&self, stack: &str, doc: &[u8]) -> Result<()> {
@@ -228,8 +265,8 @@ impl StateStore for FileStore {
         let op = op("save_state");
         crate::records::atomic_write(op, &path, doc)?;
         let journal = self.journal(stack)?;
-        let mut j = journal.lock().unwrap_or_else(|e| e.into_inner());
-        j.clear(op)
+        let mut f = journal.file.lock().unwrap_or_else(|e| e.into_inner());
+        f.0.clear(op)
     }
 }
 
