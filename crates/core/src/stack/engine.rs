@@ -542,6 +542,24 @@ impl Run {
             secret_inputs: secret.clone(),
             started: chrono::Utc::now(),
         };
+        // A create, bracketed by journal entries: pending (durable before the provider is
+        // called, so a crash leaves a trace the next run resolves), then the result.
+        let create = async || -> Result<Props> {
+            self.record(Entry::Pending {
+                urn: d.urn.clone(),
+                op: pending(PendingKind::Create, None, &r.props, &r.secret),
+            })
+            .await?;
+            let (id, outputs) = self
+                .timed(d.opts.timeout, &d.urn, d.provider.create(cx, &r.props))
+                .await?;
+            self.record(Entry::Put {
+                urn: d.urn.clone(),
+                resource: record_of(id, outputs.clone()),
+            })
+            .await?;
+            Ok(outputs)
+        };
         if op_kind != StepOp::Same {
             self.emit(Event::Started {
                 urn: d.urn.clone(),
@@ -576,22 +594,7 @@ impl Run {
                 .await?;
                 outputs
             }
-            (StepOp::Create, _) => {
-                self.record(Entry::Pending {
-                    urn: d.urn.clone(),
-                    op: pending(PendingKind::Create, None, &r.props, &r.secret),
-                })
-                .await?;
-                let (id, outputs) = self
-                    .timed(d.opts.timeout, &d.urn, d.provider.create(cx, &r.props))
-                    .await?;
-                self.record(Entry::Put {
-                    urn: d.urn.clone(),
-                    resource: record_of(id, outputs.clone()),
-                })
-                .await?;
-                outputs
-            }
+            (StepOp::Create, _) => create().await?,
             (StepOp::Update, Some(old)) => {
                 self.record(Entry::Pending {
                     urn: d.urn.clone(),
@@ -647,20 +650,7 @@ impl Run {
                     )
                     .await?;
                     self.record(Entry::Remove { urn: d.urn.clone() }).await?;
-                    self.record(Entry::Pending {
-                        urn: d.urn.clone(),
-                        op: pending(PendingKind::Create, None, &r.props, &r.secret),
-                    })
-                    .await?;
-                    let (id, outputs) = self
-                        .timed(d.opts.timeout, &d.urn, d.provider.create(cx, &r.props))
-                        .await?;
-                    self.record(Entry::Put {
-                        urn: d.urn.clone(),
-                        resource: record_of(id, outputs.clone()),
-                    })
-                    .await?;
-                    outputs
+                    create().await?
                 } else {
                     // Create the new one first, then delete the old one (kept meanwhile as a
                     // pending delete under `<urn>#replaced`, so a crash does not orphan it).
@@ -676,19 +666,7 @@ impl Run {
                     })
                     .await?;
                     self.record(Entry::Remove { urn: d.urn.clone() }).await?;
-                    self.record(Entry::Pending {
-                        urn: d.urn.clone(),
-                        op: pending(PendingKind::Create, None, &r.props, &r.secret),
-                    })
-                    .await?;
-                    let (id, outputs) = self
-                        .timed(d.opts.timeout, &d.urn, d.provider.create(cx, &r.props))
-                        .await?;
-                    self.record(Entry::Put {
-                        urn: d.urn.clone(),
-                        resource: record_of(id, outputs.clone()),
-                    })
-                    .await?;
+                    let outputs = create().await?;
                     self.timed(
                         d.opts.timeout,
                         &d.urn,
