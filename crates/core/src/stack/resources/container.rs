@@ -291,12 +291,6 @@ impl Resource for ContainerServiceResource {
                 format!("{k:?} is in both \"env\" and \"secret_env\""),
             ));
         }
-        if a.target_group.is_some() && a.port.is_none() {
-            return Err(op.invalid(
-                &a.name,
-                "property \"port\" is needed to register with a target group",
-            ));
-        }
         Ok(())
     }
 
