@@ -151,8 +151,9 @@ async fn network_stack_up_update_replace_and_destroy() {
         .find(|d| d.name == "size");
     assert!(size.is_some_and(|d| d.replaces), "{plan}");
     assert_eq!(plan.count(StepOp::Update), 1, "{plan}");
-    // The preview cannot know yet that the updated group keeps its id, so vm-0 (which
-    // names it) shows as a possible replacement; `up` finds it unchanged.
+    // An update in place keeps the group's id, which the preview knows: vm-0, which names
+    // the group, is unchanged.
+    assert_eq!(plan.step("vm-0").unwrap().op, StepOp::Same, "{plan}");
     let report = network(&w, &zones, 443, "t3.medium").up().await.unwrap();
     let ops: Vec<(String, StepOp)> = report
         .plan

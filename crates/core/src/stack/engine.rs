@@ -71,11 +71,35 @@ pub struct Report {
     pub duration: Duration,
 }
 
+/// Outputs of applied resources: a property they lack is null.
 struct MapEnv<'a>(&'a HashMap<String, Props>);
 
 impl Env for MapEnv<'_> {
-    fn outputs(&self, urn: &str) -> Option<&Props> {
-        self.0.get(urn)
+    fn output(&self, urn: &str, prop: &str) -> Eval {
+        match self.0.get(urn) {
+            Some(outputs) => Eval::Known(outputs.get(prop).cloned().unwrap_or(Value::Null)),
+            None => Eval::Unknown,
+        }
+    }
+}
+
+/// What a preview knows: every output of unchanged resources, and the stable outputs (an id,
+/// a name) of resources that will be updated in place; everything else is unknown.
+#[derive(Default)]
+struct PreviewEnv {
+    same: HashMap<String, Props>,
+    updated: HashMap<String, Props>,
+}
+
+impl Env for PreviewEnv {
+    fn output(&self, urn: &str, prop: &str) -> Eval {
+        if let Some(outputs) = self.same.get(urn) {
+            return Eval::Known(outputs.get(prop).cloned().unwrap_or(Value::Null));
+        }
+        match self.updated.get(urn).and_then(|o| o.get(prop)) {
+            Some(v) => Eval::Known(v.clone()),
+            None => Eval::Unknown,
+        }
     }
 }
 
@@ -871,17 +895,31 @@ impl Stack {
         } else {
             (Vec::new(), run.doc.lock().await.clone())
         };
-        let mut env: HashMap<String, Props> = HashMap::new();
+        let mut env = PreviewEnv::default();
         let mut steps = Vec::new();
         for d in &decls {
-            let mut r = resolve(d, &MapEnv(&env))?;
+            let mut r = resolve(d, &env)?;
             if r.unknown.is_empty() {
                 d.provider.check(&d.name, &r.props)?;
             }
             let old = doc.resources.get(&d.urn);
             let (op_kind, diffs) = decide(d, &mut r, old);
-            if let (StepOp::Same, Some(old)) = (op_kind, old) {
-                env.insert(d.urn.clone(), old.outputs.clone());
+            match (op_kind, old) {
+                (StepOp::Same, Some(old)) => {
+                    env.same.insert(d.urn.clone(), old.outputs.clone());
+                }
+                (StepOp::Update, Some(old)) => {
+                    let stable = d.provider.stable_outputs();
+                    let kept = old
+                        .outputs
+                        .iter()
+                        .filter(|(k, _)| stable.contains(&k.as_str()));
+                    env.updated.insert(
+                        d.urn.clone(),
+                        kept.map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    );
+                }
+                _ => {}
             }
             steps.push(step(d, op_kind, diffs));
         }

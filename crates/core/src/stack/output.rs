@@ -20,8 +20,9 @@ pub type Props = serde_json::Map<String, Value>;
 
 /// What an output evaluates against: the outputs of resources known so far.
 pub(crate) trait Env: Sync {
-    /// The outputs of `urn`, if known (applied, or unchanged in state).
-    fn outputs(&self, urn: &str) -> Option<&Props>;
+    /// The output `prop` of resource `urn`: known (applied, or unchanged in state), or not
+    /// known yet.
+    fn output(&self, urn: &str, prop: &str) -> Eval;
 }
 
 /// The value of an output, or the fact that it is not known yet.
@@ -103,12 +104,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Output<T> {
             stack,
             deps: [urn.to_string()].into(),
             secret,
-            eval: Arc::new(move |env: &dyn Env| {
-                Ok(match env.outputs(&key) {
-                    Some(outputs) => Eval::Known(outputs.get(prop).cloned().unwrap_or(Value::Null)),
-                    None => Eval::Unknown,
-                })
-            }),
+            eval: Arc::new(move |env: &dyn Env| Ok(env.output(&key, prop))),
         })
     }
 

@@ -37,6 +37,9 @@ pub trait Resource: Send + Sync + 'static {
     const REPLACE_ON: &'static [&'static str];
     /// Output properties that are secret.
     const SECRET_OUTPUTS: &'static [&'static str] = &[];
+    /// Output properties an in-place update never changes (so a preview knows them while
+    /// the resource is updated, and its dependents do not look changed).
+    const STABLE_OUTPUTS: &'static [&'static str] = &["id", "name"];
     /// Whether the resource keeps a name its arguments fix (so a replacement must delete the
     /// old one before creating the new one, or the names would collide).
     const FIXED_NAME: bool = true;
@@ -91,6 +94,8 @@ pub trait Provider: Send + Sync + 'static {
     fn secret_outputs(&self) -> &'static [&'static str];
     /// Whether a replacement must delete first.
     fn fixed_name(&self) -> bool;
+    /// See [`Resource::STABLE_OUTPUTS`].
+    fn stable_outputs(&self) -> &'static [&'static str];
     /// See [`Resource::check`].
     fn check(&self, urn: &str, args: &Props) -> Result<()>;
     /// See [`Resource::create`].
@@ -152,6 +157,9 @@ impl<R: Resource> Provider for Erased<R> {
     }
     fn fixed_name(&self) -> bool {
         R::FIXED_NAME
+    }
+    fn stable_outputs(&self) -> &'static [&'static str] {
+        R::STABLE_OUTPUTS
     }
     fn check(&self, urn: &str, args: &Props) -> Result<()> {
         R::check(&decode("check", urn, "the arguments", args)?)
