@@ -19,9 +19,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (unit, conformance on the local backend in memory and on disk, end to end)"
 cargo test --workspace --locked
 
-step "examples: the data services (in memory), and the quickstart app stack"
+step "examples: the data services (in memory), the quickstart stack, the same app as a script"
 cargo run --quiet --locked --example data_services -- --memory
 cargo run --quiet --locked --example quickstart
+cargo run --quiet --locked --example app_script
 
 echo
 echo "all tests passed"

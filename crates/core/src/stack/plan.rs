@@ -179,7 +179,7 @@ impl fmt::Display for Plan {
                 writeln!(f, "     {ty:<32} {name}")?;
             }
             let indent = if s.parent.is_some() { "  " } else { "" };
-            let info = if s.diffs.is_empty() {
+            let info = if s.diffs.is_empty() || !matches!(s.op, StepOp::Update | StepOp::Replace) {
                 String::new()
             } else {
                 let names: Vec<String> = s
@@ -198,7 +198,9 @@ impl fmt::Display for Plan {
                 s.op.word(),
                 info
             )?;
-            if s.op != StepOp::Same {
+            // Property lines for changes to existing resources; a create lists its
+            // properties only in the step's `diffs` (as `pulumi preview` without --diff).
+            if matches!(s.op, StepOp::Update | StepOp::Replace) {
                 for d in &s.diffs {
                     writeln!(
                         f,

@@ -299,7 +299,8 @@ impl Resource for ContainerServiceResource {
         args: &ContainerServiceSpecArgs,
     ) -> Result<(String, ContainerServiceOutputs)> {
         let spec = service_spec(cx, args).await?;
-        let info = cx.cloud.containers()?.create_service(spec).await?;
+        cx.cloud.containers()?.create_service(spec).await?;
+        let info = steady(cx, &args.name, args.replicas).await?;
         Ok((args.name.clone(), service_outputs(&info)))
     }
 
@@ -362,7 +363,7 @@ impl Resource for ContainerServiceResource {
             replicas: new.replicas,
             ..old.clone()
         } == *new;
-        let mut info = if only_replicas {
+        let info = if only_replicas {
             containers.scale_service(id, new.replicas).await?
         } else {
             containers
@@ -370,13 +371,51 @@ impl Resource for ContainerServiceResource {
                 .await?
         };
         if info.spec.replicas != new.replicas {
-            info = containers.scale_service(id, new.replicas).await?;
+            containers.scale_service(id, new.replicas).await?;
         }
-        Ok(service_outputs(&info))
+        Ok(service_outputs(&steady(cx, id, new.replicas).await?))
     }
 
     async fn delete(cx: Cx<'_>, id: &str, _: &ContainerServiceSpecArgs) -> Result<()> {
         gone_ok(cx.cloud.containers()?.delete_service(id).await)
+    }
+}
+
+/// How long a create or update waits for the service to reach a steady state.
+const STEADY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Waits until `replicas` replicas of the service are up (healthy, when it has a health
+/// check), as ECS's "services stable" waiter: dependents (and the program) then find it
+/// serving. A replica crash-looping past the time limit is a Timeout naming the service.
+async fn steady(cx: Cx<'_>, name: &str, replicas: u32) -> Result<ServiceInfo> {
+    use crate::container::InstanceState::{Healthy, Running};
+    let containers = cx.cloud.containers()?;
+    let deadline = std::time::Instant::now() + STEADY_TIMEOUT;
+    loop {
+        let info = containers.describe_service(name).await?;
+        let wanted = if info.spec.container.health_check.is_some() {
+            &[Healthy][..]
+        } else {
+            &[Running, Healthy][..]
+        };
+        let up = info
+            .instances
+            .iter()
+            .filter(|i| wanted.contains(&i.state))
+            .count();
+        if up >= replicas as usize {
+            return Ok(info);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(
+                crate::error::Op::new(crate::error::Service::Stack, "create").err(
+                    crate::error::ErrorKind::Timeout,
+                    name,
+                    format!("only {up} of {replicas} replica(s) came up within {STEADY_TIMEOUT:?}"),
+                ),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
 
