@@ -315,7 +315,12 @@ impl Networks for LocalNetworks {
         if !state.vpcs.contains_key(vpc) {
             return Err(op("list_security_groups").not_found(vpc, "no such VPC"));
         }
-        Ok(state.groups.values().filter(|g| g.vpc == vpc).cloned().collect())
+        Ok(state
+            .groups
+            .values()
+            .filter(|g| g.vpc == vpc)
+            .cloned()
+            .collect())
     }
 
     async fn delete_security_group(&self, id: &str) -> Result<()> {
