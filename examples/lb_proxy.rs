@@ -8,11 +8,13 @@ use std::time::Duration;
 use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec, TargetHealth};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Worker threads: `LB_THREADS=0` is a current-thread runtime, `N` a multi-thread one.
+    // Worker threads: `LB_THREADS=0` (the default) is a current-thread runtime, one thread
+    // as nginx's `worker_processes 1`; `N` a multi-thread one with N workers. On the 2-core
+    // benchmark machine the current-thread runtime did best (see docs/lb.md).
     let threads: usize = std::env::var("LB_THREADS")
         .ok()
         .and_then(|t| t.parse().ok())
-        .unwrap_or(1);
+        .unwrap_or(0);
     let mut rt = if threads == 0 {
         tokio::runtime::Builder::new_current_thread()
     } else {
