@@ -7,8 +7,26 @@ use std::time::Duration;
 
 use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec, TargetHealth};
 
-#[tokio::main]
-async fn main() -> mvi::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Worker threads: `LB_THREADS=0` (the default) is a current-thread runtime, one thread
+    // as nginx's `worker_processes 1`; `N` a multi-thread one with N workers. On the 2-core
+    // benchmark machine the current-thread runtime did best (see docs/lb.md).
+    let threads: usize = std::env::var("LB_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let mut rt = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    rt.enable_all().build()?.block_on(run())?;
+    Ok(())
+}
+
+async fn run() -> mvi::Result<()> {
     let mut args = std::env::args().skip(1);
     let target = args.next().unwrap_or_else(|| "127.0.0.1:18080".into());
     let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or(0);

@@ -45,7 +45,7 @@ use crate::vpc::LocalNetworks;
 
 use balance::{GroupRt, TargetRt, Weighted};
 use health::CheckClient;
-use proxy::{ListenerRt, ProxyClient};
+use proxy::ListenerRt;
 use telemetry::Telemetry;
 
 fn op(name: &'static str) -> Op {
@@ -102,7 +102,6 @@ pub(crate) struct Inner {
     logs: Arc<dyn Logs>,
     groups: RwLock<HashMap<String, Arc<GroupRt>>>,
     lbs: Mutex<HashMap<String, LbRt>>,
-    proxy_client: ProxyClient,
     pub(crate) check_client: CheckClient,
     /// Serialises control-plane changes that bind ports and start tasks, so the JSON state
     /// and the running listeners never disagree.
@@ -129,10 +128,6 @@ impl LocalLoadBalancers {
         let state: JsonState<State> = JsonState::open(&ctx, op("open"), "lb.json")?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let proxy_client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector.clone());
         let check_client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
@@ -144,7 +139,6 @@ impl LocalLoadBalancers {
             logs,
             groups: RwLock::new(HashMap::new()),
             lbs: Mutex::new(HashMap::new()),
-            proxy_client,
             check_client,
             control: tokio::sync::Mutex::new(()),
         });
@@ -295,7 +289,6 @@ impl Inner {
                 protocol: l.protocol,
                 forward: RwLock::new(Arc::new(forward)),
                 telemetry: telemetry.clone(),
-                client: self.proxy_client.clone(),
                 sim: self.ctx.sim.clone(),
             });
             proxy::spawn(socket, rt.clone(), stop_rx.clone());

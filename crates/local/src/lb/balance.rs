@@ -36,6 +36,8 @@ pub(crate) struct TargetRt {
     pub failures: AtomicU32,
     /// The last check's result, for `target_health`.
     pub reason: Mutex<String>,
+    /// Keep-alive connections to it that no request is using (see `proxy::Upstream`).
+    pub idle: Mutex<Vec<super::proxy::Upstream>>,
 }
 
 impl TargetRt {
@@ -52,6 +54,7 @@ impl TargetRt {
             passes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             reason: Mutex::new("initial health checks in progress".into()),
+            idle: Mutex::new(Vec::new()),
         }
     }
 

@@ -1,9 +1,11 @@
 //! The data plane: an HTTP/1.1 reverse proxy or a TCP relay per listener.
 //!
-//! HTTP requests go upstream through one pooled hyper client shared by every listener, so
-//! connections to targets are reused across requests (keep-alive), as ELB does. Each accepted
-//! connection is its own task; all of them stop when the listener's stop channel closes
-//! (the load balancer deleted, or the service dropped).
+//! HTTP requests go upstream over keep-alive connections kept per target (`TargetRt::idle`),
+//! so connections to targets are reused across requests, as ELB does. A request takes an idle
+//! connection (or opens one), and gives it back when the target's response body has been
+//! sent whole; that is a lock on a short vector, not a shared client's pool keyed by URI.
+//! Each accepted connection is its own task; all of them stop when the listener's stop
+//! channel closes (the load balancer deleted, or the service dropped).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,21 +17,31 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use mvi_core::lb::Protocol;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::balance::{InFlight, Weighted};
+use super::balance::{InFlight, TargetRt, Weighted};
 use super::telemetry::{Access, Outcome, Telemetry, What};
 use crate::sim::Sim;
 
-/// The pooled client that forwards requests to targets.
-pub(crate) type ProxyClient = Client<HttpConnector, Incoming>;
+/// A keep-alive connection to a target, as kept idle between requests.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    send: SendRequest<Incoming>,
+    /// When it was last given back; idle connections older than `IDLE_TIMEOUT` are closed.
+    since: Instant,
+}
+
+/// Idle connections kept per target at most; more are closed when given back.
+const MAX_IDLE: usize = 256;
+
+/// An idle connection to a target is closed when next met after this long unused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What an answer's body is: the target's, streamed, or the load balancer's own.
 type ProxyBody = Either<Tracked, Full<Bytes>>;
@@ -50,8 +62,6 @@ pub(crate) struct ListenerRt {
     pub forward: RwLock<Arc<Weighted>>,
     /// Counters and access lines.
     pub telemetry: Arc<Telemetry>,
-    /// Upstream client.
-    pub client: ProxyClient,
     /// Time for metric and log timestamps.
     pub sim: Arc<Sim>,
 }
@@ -156,32 +166,28 @@ async fn forward(
         return own_answer(rt, peer, method, path, StatusCode::SERVICE_UNAVAILABLE, why);
     };
     let guard = InFlight::new(target.clone());
-    let mut parts = hyper::http::uri::Parts::default();
-    parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
-    parts.authority = Some(target.authority.clone());
-    parts.path_and_query = path.clone();
-    match Uri::from_parts(parts) {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => {
-            return own_answer(
-                rt,
-                peer,
-                method,
-                path,
-                StatusCode::BAD_REQUEST,
-                "the request target cannot be forwarded".into(),
-            );
-        }
-    }
     let headers = req.headers_mut();
     for h in &HOP_BY_HOP {
         headers.remove(h);
     }
+    if !headers.contains_key(header::HOST) {
+        // HTTP/1.0 clients may leave it out; the target gets its own address then.
+        if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
+            headers.insert(header::HOST, host);
+        }
+    }
     headers.append("x-forwarded-for", xff);
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     headers.insert("x-forwarded-port", port);
-    match rt.client.request(req).await {
-        Ok(resp) => {
+    // Targets get the origin form (`/path?query`) whatever form the client used.
+    if req.uri().authority().is_some() {
+        let origin = path
+            .clone()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = origin.into();
+    }
+    match send(&target, req, start).await {
+        Ok((resp, upstream)) => {
             let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
             let status = resp.status();
             rt.telemetry.record(
@@ -190,7 +196,7 @@ async fn forward(
                     at: rt.sim.now(),
                     port: rt.port,
                     peer,
-                    target: Some(target.clone()),
+                    target: Some(target),
                     us,
                     status: status.as_u16(),
                     what: What::Http(method, path),
@@ -198,10 +204,18 @@ async fn forward(
             );
             let (mut parts, body) = resp.into_parts();
             parts.headers.remove(header::CONNECTION);
+            let upstream = if body.is_end_stream() {
+                // No body (a 204, a 304, a HEAD): the connection is free already.
+                give_back(&guard.0, upstream);
+                None
+            } else {
+                Some(upstream)
+            };
             Response::from_parts(
                 parts,
                 Either::Left(Tracked {
                     inner: body,
+                    upstream,
                     _in_flight: guard,
                 }),
             )
@@ -212,6 +226,85 @@ async fn forward(
             own_answer(rt, peer, method, path, StatusCode::BAD_GATEWAY, why)
         }
     }
+}
+
+/// Sends `req` to `target` over an idle keep-alive connection, or a new one if there is none
+/// (or the idle ones turn out closed: the request is then sent again on a new one, as it was
+/// never written). Returns the response head and the connection, to give back once the body
+/// has been read whole.
+async fn send(
+    target: &TargetRt,
+    mut req: Request<Incoming>,
+    now: Instant,
+) -> Result<(Response<Incoming>, SendRequest<Incoming>), String> {
+    loop {
+        let pooled = take_idle(target, now);
+        let fresh = pooled.is_none();
+        let mut send = match pooled {
+            Some(s) => s,
+            None => connect(target).await?,
+        };
+        if send.ready().await.is_err() {
+            if fresh {
+                return Err("connection closed".into());
+            }
+            continue;
+        }
+        match send.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, send)),
+            Err(mut e) => match e.take_message() {
+                // Not written: the idle connection was closed under us; try another.
+                Some(r) if !fresh => req = r,
+                _ => return Err(e.into_error().to_string()),
+            },
+        }
+    }
+}
+
+/// An idle connection to `target` that is still open and not too old, if there is one.
+fn take_idle(target: &TargetRt, now: Instant) -> Option<SendRequest<Incoming>> {
+    let mut idle = target.idle.lock().unwrap_or_else(|e| e.into_inner());
+    while let Some(u) = idle.pop() {
+        if !u.send.is_closed() && now.saturating_duration_since(u.since) < IDLE_TIMEOUT {
+            return Some(u.send);
+        }
+    }
+    None
+}
+
+/// Gives a connection whose response has been read whole back to `target`'s idle ones.
+fn give_back(target: &TargetRt, send: SendRequest<Incoming>) {
+    if send.is_closed() {
+        return;
+    }
+    let mut idle = target.idle.lock().unwrap_or_else(|e| e.into_inner());
+    if idle.len() < MAX_IDLE {
+        idle.push(Upstream {
+            send,
+            since: Instant::now(),
+        });
+    }
+}
+
+/// Opens a keep-alive connection to `target`; its driver runs as its own task until either
+/// side closes it.
+async fn connect(target: &TargetRt) -> Result<SendRequest<Incoming>, String> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.sock)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Err(_) => return Err("connect: timed out".into()),
+    };
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("connection to a target: {e}");
+        }
+    });
+    Ok(send)
 }
 
 /// The load balancer's own answer (503, 502, 400) with a plain-text body saying why.
@@ -250,10 +343,13 @@ fn own_answer(
     resp
 }
 
-/// A target's response body that keeps the request counted in flight until it is sent.
+/// A target's response body that keeps the request counted in flight until it is sent, and
+/// gives the connection back to the target's idle ones once it has been read whole (a body
+/// dropped before its end leaves the connection to close).
 #[derive(Debug)]
 pub(crate) struct Tracked {
     inner: Incoming,
+    upstream: Option<SendRequest<Incoming>>,
     _in_flight: InFlight,
 }
 
@@ -265,7 +361,21 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        let done = match &frame {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(Some(Err(_))) => {
+                this.upstream = None;
+                false
+            }
+            Poll::Pending => false,
+        };
+        if done && let Some(send) = this.upstream.take() {
+            give_back(&this._in_flight.0, send);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
