@@ -9,6 +9,7 @@ BACKEND_PORT=${BACKEND_PORT:-18080}
 LB_PORT=${LB_PORT:-18081}
 NGINX_PORT=${NGINX_PORT:-18082}
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -72,7 +73,18 @@ run() {
     printf "%-8s %12s req/s   p99 %s\n" "$name" "$rps" "$p99"
 }
 
-echo "wrk -t2 -c64 -d$DURATION --latency, loopback, $(nproc) cores"
+echo "wrk -t2 -c64 -d$DURATION --latency, loopback, $(nproc) cores; $ROUNDS rounds, nginx and mvi in alternating order"
 run backend "http://127.0.0.1:$BACKEND_PORT/"
-run nginx "http://127.0.0.1:$NGINX_PORT/"
-run mvi-lb "http://127.0.0.1:$LB_PORT/"
+ratios=()
+for round in $(seq 1 "$ROUNDS"); do
+    if (( round % 2 )); then
+        n=$(run nginx "http://127.0.0.1:$NGINX_PORT/"); m=$(run mvi-lb "http://127.0.0.1:$LB_PORT/")
+    else
+        m=$(run mvi-lb "http://127.0.0.1:$LB_PORT/"); n=$(run nginx "http://127.0.0.1:$NGINX_PORT/")
+    fi
+    echo "$n"; echo "$m"
+    ratios+=("$(awk -v a="$(awk '{print $2}' <<<"$m")" -v b="$(awk '{print $2}' <<<"$n")" 'BEGIN {printf "%.3f", a / b}')")
+done
+sorted=$(printf '%s\n' "${ratios[@]}" | sort -n)
+median=$(awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}' <<<"$sorted")
+echo "mvi-lb / nginx requests/s per round: ${ratios[*]}; median $median"

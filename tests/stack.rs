@@ -548,3 +548,159 @@ async fn state_can_live_in_the_blob_service() {
             .any(|b| b.name == "remote-data")
     );
 }
+
+/// A user-defined resource type: creating it takes `millis` milliseconds.
+struct Slow;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SlowSpec {
+    millis: u64,
+}
+
+struct SlowArgs(u64);
+
+impl mvi::stack::Args for SlowArgs {
+    fn props(&self, stack: &std::sync::Arc<str>) -> Vec<(&'static str, mvi::stack::ErasedInput)> {
+        vec![(
+            "millis",
+            mvi::stack::erase(stack, &mvi::stack::Input::Value(self.0)),
+        )]
+    }
+}
+
+#[mvi::async_trait]
+impl mvi::stack::Resource for Slow {
+    const TYPE: &'static str = "test:Slow";
+    const REPLACE_ON: &'static [&'static str] = &[];
+    type Args = SlowSpec;
+    type Outputs = SlowSpec;
+
+    async fn create(cx: mvi::stack::Cx<'_>, args: &SlowSpec) -> mvi::Result<(String, SlowSpec)> {
+        tokio::time::sleep(std::time::Duration::from_millis(args.millis)).await;
+        Ok((cx.urn.to_string(), args.clone()))
+    }
+    async fn find(_: mvi::stack::Cx<'_>, _: &SlowSpec) -> mvi::Result<Option<String>> {
+        Ok(None)
+    }
+    async fn read(
+        _: mvi::stack::Cx<'_>,
+        _: &str,
+        a: &SlowSpec,
+    ) -> mvi::Result<Option<(SlowSpec, SlowSpec)>> {
+        Ok(Some((a.clone(), a.clone())))
+    }
+    async fn update(
+        _: mvi::stack::Cx<'_>,
+        _: &str,
+        _: &SlowSpec,
+        n: &SlowSpec,
+    ) -> mvi::Result<SlowSpec> {
+        Ok(n.clone())
+    }
+    async fn delete(_: mvi::stack::Cx<'_>, _: &str, _: &SlowSpec) -> mvi::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn resource_options_ignore_replace_import_and_time_out() {
+    let w = world().await;
+    let declare = |value: &str| {
+        let s = w.stack("opts");
+        Noop::with(
+            &s,
+            "ignored",
+            NoopArgs::new(value),
+            ResourceOptions::default().ignore_changes("value"),
+        )
+        .unwrap();
+        Noop::with(
+            &s,
+            "replaced",
+            NoopArgs::new(value),
+            ResourceOptions::default().replace_on_changes("value"),
+        )
+        .unwrap();
+        Noop::new(&s, "plain", NoopArgs::new(value)).unwrap();
+        s
+    };
+    declare("one").up().await.unwrap();
+    let plan = declare("two").preview().await.unwrap();
+    assert_eq!(plan.step("ignored").unwrap().op, StepOp::Same, "{plan}");
+    assert_eq!(plan.step("replaced").unwrap().op, StepOp::Replace, "{plan}");
+    assert_eq!(plan.step("plain").unwrap().op, StepOp::Update, "{plan}");
+    declare("two").up().await.unwrap();
+    let state = w.stack("opts").state().await.unwrap();
+    let ignored = state
+        .resources
+        .values()
+        .find(|r| r.name == "ignored")
+        .unwrap();
+    assert_eq!(
+        ignored.inputs["value"], "one",
+        "an ignored change is not applied"
+    );
+
+    // Import: a bucket made outside the stack is adopted, then managed (and destroyed).
+    w.cloud
+        .blob()
+        .unwrap()
+        .create_bucket("made-by-hand")
+        .await
+        .unwrap();
+    let s = w.stack("adopt");
+    Bucket::with(
+        &s,
+        "b",
+        BucketArgs::new("made-by-hand"),
+        ResourceOptions::default().import("made-by-hand"),
+    )
+    .unwrap();
+    assert_eq!(
+        s.preview().await.unwrap().step("b").unwrap().op,
+        StepOp::Import
+    );
+    assert_eq!(
+        s.up().await.unwrap().plan.step("b").unwrap().op,
+        StepOp::Import
+    );
+    assert!(s.preview().await.unwrap().is_empty());
+    s.destroy().await.unwrap();
+    assert!(
+        !w.cloud
+            .blob()
+            .unwrap()
+            .list_buckets()
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.name == "made-by-hand")
+    );
+    let s = w.stack("adopt2");
+    Bucket::with(
+        &s,
+        "b",
+        BucketArgs::new("nowhere-bucket"),
+        ResourceOptions::default().import("nowhere-bucket"),
+    )
+    .unwrap();
+    assert_eq!(s.up().await.unwrap_err().kind(), ErrorKind::NotFound);
+
+    // A custom time limit turns a slow provider call into a Timeout naming the resource;
+    // user-defined resource types work like the built-in ones.
+    let s = w.stack("slow");
+    s.declare::<Slow>("fast", &SlowArgs(1), ResourceOptions::default())
+        .unwrap();
+    s.declare::<Slow>(
+        "slow",
+        &SlowArgs(5_000),
+        ResourceOptions::default().timeout(std::time::Duration::from_millis(50)),
+    )
+    .unwrap();
+    let err = s.up().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.to_string().contains("::slow"), "{err}");
+    let state = w.stack("slow").state().await.unwrap();
+    assert!(state.resources.values().any(|r| r.name == "fast"));
+    assert!(!state.resources.values().any(|r| r.name == "slow"));
+}
