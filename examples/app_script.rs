@@ -15,6 +15,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{failed, http_get};
+
 use mvi::container::{ContainerSpec, HealthCheck, InstanceState, SecretRef, ServiceSpec};
 use mvi::crypto::{CreateKey, EncryptionContext};
 use mvi::database::DatabaseSpec;
@@ -26,8 +29,7 @@ use mvi::metric::{GetStatistics, MetricId, Statistic};
 use mvi::prelude::*;
 use mvi::vm::VmSpec;
 use mvi::vpc::{Direction, Peer, Rule};
-use mvi::{Error, ErrorKind, Result, item};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mvi::{ErrorKind, Result, item};
 
 const ROOT: &str = ".mvi/app_script";
 
@@ -37,15 +39,6 @@ async fn main() {
         eprintln!("quickstart failed: {e}");
         std::process::exit(1);
     }
-}
-
-fn failed(what: &str, why: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        mvi::Service::Backend,
-        "quickstart",
-        format!("{what}: {why}"),
-    )
 }
 
 /// Starts from an empty state root: a previous run that was killed may have left processes
@@ -360,36 +353,4 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
-}
-
-/// A plain HTTP/1.1 GET (the example keeps its dependencies to mvi and tokio).
-async fn http_get(url: &str, path: &str) -> Result<(u16, String)> {
-    let host = url.trim_start_matches("http://").trim_end_matches('/');
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(host).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await?;
-        Ok::<_, std::io::Error>(out)
-    };
-    let out = tokio::time::timeout(Duration::from_secs(15), io)
-        .await
-        .map_err(|_| failed("GET", "timed out"))?
-        .map_err(|e| failed("GET", e))?;
-    let text = String::from_utf8_lossy(&out);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    Ok((status, body))
 }

@@ -17,6 +17,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{failed, http_get};
+
 use mvi::container::{ContainerSpec, HealthCheck, ScheduleSpec};
 use mvi::image::ImageConfig;
 use mvi::kv::{KeyAttr, KeyType};
@@ -25,8 +28,7 @@ use mvi::log::FilterEvents;
 use mvi::metric::{AlarmSpec, Comparison, GetStatistics, MetricId, Statistic};
 use mvi::stack::resources::*;
 use mvi::stack::{Event, FileStore, Stack, StepOp};
-use mvi::{Cloud, Error, ErrorKind, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mvi::{Cloud, Result};
 
 const ROOT: &str = ".mvi/quickstart";
 
@@ -36,15 +38,6 @@ async fn main() {
         eprintln!("quickstart failed: {e}");
         std::process::exit(1);
     }
-}
-
-fn failed(what: &str, why: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        mvi::Service::Backend,
-        "quickstart",
-        format!("{what}: {why}"),
-    )
 }
 
 fn fast_check() -> HealthCheck {
@@ -346,36 +339,4 @@ async fn use_app(
             .map_err(|e| failed("waiting for Ctrl-C", e))?;
     }
     Ok(())
-}
-
-/// A plain HTTP/1.1 GET (the example keeps its dependencies to mvi and tokio).
-async fn http_get(url: &str, path: &str) -> Result<(u16, String)> {
-    let host = url.trim_start_matches("http://").trim_end_matches('/');
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(host).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await?;
-        Ok::<_, std::io::Error>(out)
-    };
-    let out = tokio::time::timeout(Duration::from_secs(15), io)
-        .await
-        .map_err(|_| failed("GET", "timed out"))?
-        .map_err(|e| failed("GET", e))?;
-    let text = String::from_utf8_lossy(&out);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    Ok((status, body))
 }

@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mvi::container::HealthCheck;
+mod common;
+use common::{fast_check, http_get};
+
 use mvi::image::ImageConfig;
 use mvi::lb::{Protocol, TargetGroupSpec};
 use mvi::stack::resources::{
@@ -18,7 +20,6 @@ use mvi::stack::resources::{
 };
 use mvi::stack::{FileStore, Stack, StepOp};
 use mvi::{Cloud, ErrorKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct World {
     dir: tempfile::TempDir,
@@ -222,47 +223,6 @@ async fn network_stack_up_update_replace_and_destroy() {
 
 // ---------------------------------------------------------------------------------------
 // App
-
-fn fast_check() -> HealthCheck {
-    HealthCheck {
-        path: "/healthz".into(),
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_millis(90),
-        healthy_threshold: 1,
-        unhealthy_threshold: 1,
-    }
-}
-
-async fn http_get(url: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let host = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(&host).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await?;
-        Ok::<_, std::io::Error>(out)
-    };
-    let out = tokio::time::timeout(Duration::from_secs(10), io)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "GET timed out"))??;
-    let text = String::from_utf8_lossy(&out);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    Ok((status, body))
-}
 
 /// Waits until `url` answers 200 on `path`; returns the body.
 async fn wait_200(url: &str, path: &str) -> String {

@@ -1,0 +1,51 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::time::Duration;
+
+use mvi::container::HealthCheck;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A health check fast enough for tests: every 100 ms, one answer decides.
+pub fn fast_check() -> HealthCheck {
+    HealthCheck {
+        path: "/healthz".into(),
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(90),
+        healthy_threshold: 1,
+        unhealthy_threshold: 1,
+    }
+}
+
+/// A plain HTTP/1.1 GET of `path` on `url` (`http://host:port`): the status and the body.
+pub async fn http_get(url: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(&host).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let out = tokio::time::timeout(Duration::from_secs(15), io)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "GET timed out"))??;
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((
+        status,
+        text.split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string(),
+    ))
+}
