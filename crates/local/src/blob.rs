@@ -16,10 +16,10 @@
 //!   order, into the object's list of segments, without copying their bytes.
 //!
 //! Every metadata change goes through one writer thread that commits whatever changes are
-//! waiting together ([`writer`]): concurrent puts share one fsync, and each is durable when
+//! waiting together (`blob/writer.rs`): concurrent puts share one fsync, and each is durable when
 //! it returns. Reads use redb read transactions (snapshots) and stream files in 64 KiB
 //! chunks. In memory (no state root) the database is an in-memory redb and large content is
-//! kept as shared `Bytes`: the same code, another store ([`store::Store`]).
+//! kept as shared `Bytes`: the same code, another store (`blob/store.rs`).
 
 mod list;
 mod store;

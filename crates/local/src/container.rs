@@ -9,7 +9,7 @@
 //! isolated: they run as the current user with the host's binaries on `PATH`.
 //!
 //! Each replica has a supervisor task: it places the replica on a simulated VM with spare
-//! capacity ([`placement`]; with no VM at all, replicas run unplaced, as on Fargate), starts
+//! capacity (`container/placement.rs`; with no VM at all, replicas run unplaced, as on Fargate), starts
 //! the process in its own process group, sends its output line by line to the Log service
 //! (group `/mvi/containers/<service>`, one stream per replica; tasks go to
 //! `/mvi/tasks/<name>`), samples its CPU and memory into the Metric service (namespace

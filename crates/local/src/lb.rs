@@ -13,7 +13,7 @@
 //! deleting the load balancer stops them and frees the ports.
 //!
 //! Routing follows ELBv2: healthy targets get traffic; when a group has none it *fails open*
-//! to every target that is not draining (see [`balance`]); a group with no such target
+//! to every target that is not draining (see `lb/balance.rs`); a group with no such target
 //! answers 503. A deregistered target drains: no new requests, in-flight ones finish, and it
 //! disappears when they are done or the deregistration delay has passed.
 

@@ -8,7 +8,7 @@
 //!   the points in range. Points nearly always arrive in time order; a batch that does not is
 //!   merged by re-sorting only the tail it overlaps.
 //! - On disk, each accepted `put_data` batch is appended to `points.log` as one checksummed
-//!   postcard record with a single `write` ([`segment`], a
+//!   postcard record with a single `write` (`metric/segment.rs`, a
 //!   [`RecordFile`](crate::storage::records::RecordFile)). Acknowledged points therefore survive
 //!   `kill -9` (they are in the OS's page cache); there is no fsync per batch, which keeps
 //!   batched writes at hundreds of thousands of points per second. Opening replays the log to
