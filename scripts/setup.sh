@@ -21,3 +21,21 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
+
+# moto_server (PyPI `moto[server]`), the AWS endpoint the AWS backend's tests run against.
+# 5.2.5 or newer: older releases miss what the newest AWS SDK crates speak.
+moto_ok() {
+  command -v moto_server >/dev/null 2>&1 || return 1
+  python3 - <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+v = tuple(int(p) for p in version("moto").split(".")[:3] if p.isdigit())
+sys.exit(0 if v >= (5, 2, 5) else 1)
+PY
+}
+if ! moto_ok; then
+  echo "setup: installing moto[server]>=5.2.5"
+  python3 -m pip install --quiet 'moto[server]>=5.2.5'
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+  moto_ok || { echo "setup: moto_server >= 5.2.5 is still missing" >&2; exit 1; }
+fi

@@ -1,2 +1,24 @@
-//! mvi-aws: the AWS backend. A compiling skeleton until the AWS issue lands.
+//! mvi-aws: the AWS backend. Each service sits behind its cargo feature (`s3` for Blob so
+//! far), so a program compiles only the SDK crates it uses.
+//!
+//! ```no_run
+//! # async fn demo() -> mvi_core::Result<()> {
+//! let cloud = mvi_aws::AwsCloud::from_env()
+//!     .region("eu-west-1")
+//!     .endpoint_url("http://127.0.0.1:5000") // moto, MinIO, LocalStack; omit for AWS
+//!     .credentials("test", "test")
+//!     .build()
+//!     .await?;
+//! # let _ = cloud; Ok(()) }
+//! ```
 #![deny(missing_docs)]
+
+#[cfg(feature = "s3")]
+pub mod blob;
+#[cfg(feature = "s3")]
+mod cloud;
+#[cfg(feature = "s3")]
+pub mod error;
+
+#[cfg(feature = "s3")]
+pub use cloud::{AwsCloud, AwsCloudBuilder};
