@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::{Credentials, Region};
+use aws_config::{BehaviorVersion, Region};
+#[cfg(not(feature = "s3"))]
+use aws_sdk_dynamodb::config::Credentials;
+#[cfg(feature = "s3")]
+use aws_sdk_s3::config::Credentials;
 use mvi_core::{Cloud, Result};
-
-use crate::blob::S3Blob;
 
 /// The AWS backend's entry point.
 #[derive(Debug, Clone, Copy)]
@@ -78,11 +79,22 @@ impl AwsCloudBuilder {
             ));
         }
         let config = loader.load().await;
-        let path_style = self.force_path_style.unwrap_or(self.endpoint_url.is_some());
-        let s3 = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(path_style)
-            .build();
-        let blob = S3Blob::new(aws_sdk_s3::Client::from_conf(s3));
-        Ok(Cloud::new("aws").with_blob(Arc::new(blob)))
+        #[allow(unused_mut)]
+        let mut cloud = Cloud::new("aws");
+        #[cfg(feature = "s3")]
+        {
+            let path_style = self.force_path_style.unwrap_or(self.endpoint_url.is_some());
+            let s3 = aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(path_style)
+                .build();
+            let blob = crate::blob::S3Blob::new(aws_sdk_s3::Client::from_conf(s3));
+            cloud = cloud.with_blob(Arc::new(blob));
+        }
+        #[cfg(feature = "dynamodb")]
+        {
+            let kv = crate::kv::DynamoKv::new(aws_sdk_dynamodb::Client::new(&config));
+            cloud = cloud.with_kv(Arc::new(kv));
+        }
+        Ok(cloud)
     }
 }

@@ -4,6 +4,9 @@
 //! then the HTTP status (HEAD answers have no body, so no code), then the kind of transport
 //! failure. Anything else is [`ErrorKind::Internal`], keeping the SDK error as the source.
 
+#[cfg(not(feature = "s3"))]
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+#[cfg(feature = "s3")]
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use mvi_core::{Error, ErrorKind, Op};
 
@@ -18,9 +21,11 @@ pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
         "BucketAlreadyOwnedByYou" | "BucketAlreadyExists" | "ResourceInUseException" => {
             ErrorKind::AlreadyExists
         }
-        "PreconditionFailed" | "ConditionalRequestConflict" | "BucketNotEmpty" | "NotModified" => {
-            ErrorKind::PreconditionFailed
-        }
+        "PreconditionFailed"
+        | "ConditionalRequestConflict"
+        | "BucketNotEmpty"
+        | "NotModified"
+        | "ConditionalCheckFailedException" => ErrorKind::PreconditionFailed,
         "InvalidBucketName"
         | "InvalidArgument"
         | "InvalidRange"
@@ -115,6 +120,14 @@ mod tests {
         );
         assert_eq!(kind_of_code("SlowDown"), Some(ErrorKind::RateLimited));
         assert_eq!(kind_of_code("Whatever"), None);
+        assert_eq!(
+            kind_of_code("ConditionalCheckFailedException"),
+            Some(ErrorKind::PreconditionFailed)
+        );
+        assert_eq!(
+            kind_of_code("ResourceInUseException"),
+            Some(ErrorKind::AlreadyExists)
+        );
         assert_eq!(kind_of_status(412), Some(ErrorKind::PreconditionFailed));
         assert_eq!(kind_of_status(503), Some(ErrorKind::Unavailable));
         assert_eq!(kind_of_status(500), None);

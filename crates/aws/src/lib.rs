@@ -1,5 +1,5 @@
-//! mvi-aws: the AWS backend. Each service sits behind its cargo feature (`s3` for Blob so
-//! far), so a program compiles only the SDK crates it uses.
+//! mvi-aws: the AWS backend. Each service sits behind its cargo feature (`s3` for Blob,
+//! `dynamodb` for KV), so a program compiles only the SDK crates it uses.
 //!
 //! ```no_run
 //! # async fn demo() -> mvi_core::Result<()> {
@@ -15,10 +15,12 @@
 
 #[cfg(feature = "s3")]
 pub mod blob;
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "dynamodb"))]
 mod cloud;
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "dynamodb"))]
 pub mod error;
+#[cfg(feature = "dynamodb")]
+pub mod kv;
 
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "dynamodb"))]
 pub use cloud::{AwsCloud, AwsCloudBuilder};

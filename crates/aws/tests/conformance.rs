@@ -1,4 +1,4 @@
-//! The Blob conformance cases against S3 as moto_server simulates it.
+//! The Blob and KV conformance cases against S3 and DynamoDB as moto_server simulates them.
 //!
 //! Each test starts its own moto_server on a free loopback port, in its own process group,
 //! and kills the whole group when the test's target is dropped (moto_server is a wrapper
@@ -81,3 +81,5 @@ impl Target for Moto {
 }
 
 mvi_conformance::blob_cases!(Moto::start());
+#[cfg(feature = "dynamodb")]
+mvi_conformance::kv_cases!(Moto::start());
