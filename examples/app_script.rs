@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{failed, http_get};
+use common::{failed, http_get, show_telemetry};
 
 use mvi::container::{ContainerSpec, HealthCheck, InstanceState, SecretRef, ServiceSpec};
 use mvi::crypto::{CreateKey, EncryptionContext};
@@ -24,8 +24,6 @@ use mvi::database::DatabaseSpec;
 use mvi::image::{ImageConfig, build_from_dir};
 use mvi::kv::{KeyAttr, KeyType, TableSpec};
 use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec, TargetHealth};
-use mvi::log::FilterEvents;
-use mvi::metric::{GetStatistics, MetricId, Statistic};
 use mvi::prelude::*;
 use mvi::vm::VmSpec;
 use mvi::vpc::{Direction, Peer, Rule};
@@ -261,29 +259,7 @@ async fn app(cloud: &mvi::Cloud, started: Instant) -> Result<()> {
     step("release v1 recorded in KV (quickstart-releases) and Blob (quickstart-artifacts)");
 
     // Logs and metrics flowed meanwhile.
-    tokio::time::sleep(Duration::from_millis(1200)).await; // one flush of the batched logs and metrics
-    let lines = cloud
-        .logs()?
-        .filter_events(FilterEvents::new("/mvi/containers/web", "GET").limit(5))
-        .await?;
-    println!("  app logs (/mvi/containers/web, \"GET\"):");
-    for line in &lines.items {
-        println!("    [{}] {}", line.stream, line.message);
-    }
-    let now = chrono::Utc::now();
-    let requests = cloud
-        .metrics()?
-        .get_statistics(GetStatistics::new(
-            MetricId::new("mvi/LoadBalancer", "RequestCount")
-                .dimension("LoadBalancer", "quickstart"),
-            now - chrono::Duration::minutes(5),
-            now + chrono::Duration::minutes(1),
-            Duration::from_secs(600),
-            [Statistic::Sum],
-        ))
-        .await?;
-    let total: f64 = requests.iter().filter_map(|d| d.get(Statistic::Sum)).sum();
-    println!("  load balancer metric RequestCount: {total}");
+    show_telemetry(cloud, "GET", 5).await?;
     println!("cold start to first request through the load balancer: {cold_start:.2?}");
 
     if keep {

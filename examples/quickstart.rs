@@ -18,14 +18,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{failed, http_get};
+use common::{failed, http_get, show_telemetry};
 
 use mvi::container::{ContainerSpec, HealthCheck, ScheduleSpec};
 use mvi::image::ImageConfig;
 use mvi::kv::{KeyAttr, KeyType};
 use mvi::lb::{Protocol, TargetGroupSpec};
-use mvi::log::FilterEvents;
-use mvi::metric::{AlarmSpec, Comparison, GetStatistics, MetricId, Statistic};
+use mvi::metric::{AlarmSpec, Comparison, MetricId, Statistic};
 use mvi::stack::resources::*;
 use mvi::stack::{Event, FileStore, Stack, StepOp};
 use mvi::{Cloud, Result};
@@ -309,29 +308,7 @@ async fn use_app(
         let (status, body) = http_get(url, path).await?;
         println!("  GET {path:<8} -> {status} {body}");
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await; // one flush of the batched logs and metrics
-    let lines = cloud
-        .logs()?
-        .filter_events(FilterEvents::new("/mvi/containers/web", "GET /").limit(4))
-        .await?;
-    println!("  app logs (/mvi/containers/web):");
-    for line in &lines.items {
-        println!("    [{}] {}", line.stream, line.message);
-    }
-    let now = chrono::Utc::now();
-    let stats = cloud
-        .metrics()?
-        .get_statistics(GetStatistics::new(
-            MetricId::new("mvi/LoadBalancer", "RequestCount")
-                .dimension("LoadBalancer", "quickstart"),
-            now - chrono::Duration::minutes(5),
-            now + chrono::Duration::minutes(1),
-            Duration::from_secs(600),
-            [Statistic::Sum],
-        ))
-        .await?;
-    let total: f64 = stats.iter().filter_map(|d| d.get(Statistic::Sum)).sum();
-    println!("  load balancer metric RequestCount: {total}");
+    show_telemetry(cloud, "GET /", 4).await?;
     if keep {
         println!("serving {url} until Ctrl-C ...");
         tokio::signal::ctrl_c()

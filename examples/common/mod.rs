@@ -47,3 +47,34 @@ pub async fn http_get(url: &str, path: &str) -> Result<(u16, String)> {
         .to_string();
     Ok((status, body))
 }
+
+/// Shows what flowed while the app served: lines of its logs matching `pattern`, and the
+/// load balancer's request count (after one flush of the batched logs and metrics).
+pub async fn show_telemetry(cloud: &mvi::Cloud, pattern: &str, limit: usize) -> Result<()> {
+    use mvi::log::FilterEvents;
+    use mvi::metric::{GetStatistics, MetricId, Statistic};
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let lines = cloud
+        .logs()?
+        .filter_events(FilterEvents::new("/mvi/containers/web", pattern).limit(limit))
+        .await?;
+    println!("  app logs (/mvi/containers/web, {pattern:?}):");
+    for line in &lines.items {
+        println!("    [{}] {}", line.stream, line.message);
+    }
+    let now = chrono::Utc::now();
+    let stats = cloud
+        .metrics()?
+        .get_statistics(GetStatistics::new(
+            MetricId::new("mvi/LoadBalancer", "RequestCount")
+                .dimension("LoadBalancer", "quickstart"),
+            now - chrono::Duration::minutes(5),
+            now + chrono::Duration::minutes(1),
+            Duration::from_secs(600),
+            [Statistic::Sum],
+        ))
+        .await?;
+    let total: f64 = stats.iter().filter_map(|d| d.get(Statistic::Sum)).sum();
+    println!("  load balancer metric RequestCount: {total}");
+    Ok(())
+}
