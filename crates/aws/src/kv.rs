@@ -24,7 +24,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mvi_core::kv::{
     Condition, DeleteItem, Item, Key, KeyAttr, KeyType, Kv, MAX_BATCH_GET, MAX_BATCH_PUT, PutItem,
-    Query, Scan, SortCondition, TableInfo, TableSpec, Value, check_item, check_key,
+    Query, Scan, SortCondition, TableInfo, TableSpec, Value, check_batch, check_item, check_key,
     validate_table_name,
 };
 use mvi_core::{ErrorKind, Op, Page, Result, Service};
@@ -605,15 +605,7 @@ impl Kv for DynamoKv {
     async fn batch_get(&self, table: &str, keys: Vec<Key>) -> Result<Vec<Item>> {
         let op = op("batch_get");
         validate_table_name(op, table)?;
-        if keys.len() > MAX_BATCH_GET {
-            return Err(op.invalid(
-                table,
-                format!(
-                    "{} keys; a batch_get takes at most {MAX_BATCH_GET}",
-                    keys.len()
-                ),
-            ));
-        }
+        check_batch(op, table, keys.len(), MAX_BATCH_GET, "keys")?;
         let spec = self.spec(op, table).await?;
         for key in &keys {
             check_key(op, &spec, key)?;
@@ -681,15 +673,7 @@ impl Kv for DynamoKv {
     async fn batch_put(&self, table: &str, items: Vec<Item>) -> Result<()> {
         let op = op("batch_put");
         validate_table_name(op, table)?;
-        if items.len() > MAX_BATCH_PUT {
-            return Err(op.invalid(
-                table,
-                format!(
-                    "{} items; a batch_put takes at most {MAX_BATCH_PUT}",
-                    items.len()
-                ),
-            ));
-        }
+        check_batch(op, table, items.len(), MAX_BATCH_PUT, "items")?;
         let spec = self.spec(op, table).await?;
         for item in &items {
             check_item(op, &spec, item)?;

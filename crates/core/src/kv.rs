@@ -563,6 +563,18 @@ pub fn validate_table_name(op: Op, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a batch's size against its limit ([`MAX_BATCH_GET`] keys, [`MAX_BATCH_PUT`]
+/// items), so every backend refuses an oversize batch the same way before any request.
+pub fn check_batch(op: Op, table: &str, len: usize, max: usize, what: &str) -> Result<()> {
+    if len > max {
+        return Err(op.invalid(
+            table,
+            format!("{len} {what} in one {}; the limit is {max}", op.operation),
+        ));
+    }
+    Ok(())
+}
+
 /// The size of an item as DynamoDB counts it.
 pub fn item_size(item: &Item) -> usize {
     item.iter().map(|(k, v)| k.len() + v.size()).sum()

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use mvi_core::common::Page;
 use mvi_core::kv::{
     Condition, DeleteItem, Item, Key, KeyAttr, KeyType, MAX_BATCH_GET, MAX_BATCH_PUT, PutItem,
-    Query, Scan, SortCondition, TableInfo, TableSpec, Value, check_item, check_key,
+    Query, Scan, SortCondition, TableInfo, TableSpec, Value, check_batch, check_item, check_key,
     validate_table_name,
 };
 use mvi_core::{Error, Kv, Op, Result, Service};
@@ -694,15 +694,7 @@ impl Kv for LocalKv {
     async fn batch_get(&self, table: &str, keys: Vec<Key>) -> Result<Vec<Item>> {
         let op = op("batch_get");
         let stored = self.table(op, table)?;
-        if keys.len() > MAX_BATCH_GET {
-            return Err(op.invalid(
-                table,
-                format!(
-                    "{} keys in one batch_get; the limit is {MAX_BATCH_GET}",
-                    keys.len()
-                ),
-            ));
-        }
+        check_batch(op, table, keys.len(), MAX_BATCH_GET, "keys")?;
         let mut stored_keys = Vec::with_capacity(keys.len());
         let mut seen = HashSet::with_capacity(keys.len());
         for key in &keys {
@@ -733,15 +725,7 @@ impl Kv for LocalKv {
     async fn batch_put(&self, table: &str, items: Vec<Item>) -> Result<()> {
         let op = op("batch_put");
         validate_table_name(op, table)?;
-        if items.len() > MAX_BATCH_PUT {
-            return Err(op.invalid(
-                table,
-                format!(
-                    "{} items in one batch_put; the limit is {MAX_BATCH_PUT}",
-                    items.len()
-                ),
-            ));
-        }
+        check_batch(op, table, items.len(), MAX_BATCH_PUT, "items")?;
         if items.is_empty() {
             return Ok(());
         }
