@@ -3,10 +3,7 @@
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region};
-#[cfg(not(feature = "s3"))]
-use aws_sdk_dynamodb::config::Credentials;
-#[cfg(feature = "s3")]
-use aws_sdk_s3::config::Credentials;
+use aws_credential_types::Credentials;
 use mvi_core::{Cloud, Result};
 
 /// The AWS backend's entry point.
@@ -25,6 +22,7 @@ impl AwsCloud {
 #[derive(Debug, Clone, Default)]
 pub struct AwsCloudBuilder {
     region: Option<String>,
+    profile: Option<String>,
     endpoint_url: Option<String>,
     credentials: Option<(String, String)>,
     force_path_style: Option<bool>,
@@ -34,6 +32,13 @@ impl AwsCloudBuilder {
     /// The region (`eu-west-1`); else `AWS_REGION` or the profile's.
     pub fn region(mut self, region: impl Into<String>) -> Self {
         self.region = Some(region.into());
+        self
+    }
+
+    /// The named profile of `~/.aws/config` and `~/.aws/credentials`; else `AWS_PROFILE` or
+    /// `default`.
+    pub fn profile(mut self, name: impl Into<String>) -> Self {
+        self.profile = Some(name.into());
         self
     }
 
@@ -66,6 +71,9 @@ impl AwsCloudBuilder {
         if let Some(region) = &self.region {
             loader = loader.region(Region::new(region.clone()));
         }
+        if let Some(profile) = &self.profile {
+            loader = loader.profile_name(profile);
+        }
         if let Some(url) = &self.endpoint_url {
             loader = loader.endpoint_url(url.clone());
         }
@@ -94,6 +102,42 @@ impl AwsCloudBuilder {
         {
             let kv = crate::kv::DynamoKv::new(aws_sdk_dynamodb::Client::new(&config));
             cloud = cloud.with_kv(Arc::new(kv));
+        }
+        // The other services take the shared configuration as it is. Their SDK clients retry
+        // throttling and transient errors with backoff (the SDK's standard retry mode).
+        #[cfg(feature = "kms")]
+        {
+            cloud = cloud.with_crypto(Arc::new(crate::crypto::KmsCrypto::new(&config)));
+        }
+        #[cfg(feature = "logs")]
+        {
+            cloud = cloud.with_logs(Arc::new(crate::log::CloudWatchLogs::new(&config)));
+        }
+        #[cfg(feature = "cloudwatch")]
+        {
+            cloud = cloud.with_metrics(Arc::new(crate::metric::CloudWatchMetrics::new(&config)));
+        }
+        #[cfg(feature = "ecr")]
+        {
+            cloud = cloud.with_images(Arc::new(crate::image::EcrImages::new(&config)));
+        }
+        #[cfg(feature = "ecs")]
+        {
+            cloud = cloud.with_containers(Arc::new(crate::container::EcsContainers::new(&config)));
+        }
+        #[cfg(feature = "elbv2")]
+        {
+            cloud = cloud.with_load_balancers(Arc::new(crate::lb::ElbLoadBalancers::new(&config)));
+        }
+        #[cfg(feature = "rds")]
+        {
+            cloud = cloud.with_databases(Arc::new(crate::database::RdsDatabases::new(&config)));
+        }
+        #[cfg(feature = "ec2")]
+        {
+            cloud = cloud
+                .with_vms(Arc::new(crate::vm::Ec2Vms::new(&config)))
+                .with_networks(Arc::new(crate::vpc::Ec2Networks::new(&config)));
         }
         Ok(cloud)
     }

@@ -4,28 +4,91 @@
 //! then the HTTP status (HEAD answers have no body, so no code), then the kind of transport
 //! failure. Anything else is [`ErrorKind::Internal`], keeping the SDK error as the source.
 
-#[cfg(not(feature = "s3"))]
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-#[cfg(feature = "s3")]
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+// Every aws-sdk-* crate re-exports these two from the smithy runtime, so one mapping serves
+// all services whichever features are on.
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use mvi_core::{Error, ErrorKind, Op};
 
 /// The kind an AWS error code stands for, if it is one mvi knows.
 pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
+    // EC2 qualifies its codes: `InvalidVpcID.NotFound`, `InvalidGroup.Duplicate`,
+    // `InvalidSubnetID.Malformed`.
+    if code.ends_with(".NotFound") {
+        return Some(ErrorKind::NotFound);
+    }
+    if code.ends_with(".Duplicate") {
+        return Some(ErrorKind::AlreadyExists);
+    }
+    if code.ends_with(".Malformed") {
+        return Some(ErrorKind::InvalidArgument);
+    }
     Some(match code {
+        // S3, DynamoDB
         "NoSuchBucket"
         | "NoSuchKey"
         | "NoSuchUpload"
         | "NotFound"
-        | "ResourceNotFoundException" => ErrorKind::NotFound,
-        "BucketAlreadyOwnedByYou" | "BucketAlreadyExists" | "ResourceInUseException" => {
-            ErrorKind::AlreadyExists
-        }
+        | "ResourceNotFoundException"
+        // KMS, CloudWatch Logs, CloudWatch
+        | "NotFoundException"
+        | "ResourceNotFound"
+        // ECR
+        | "RepositoryNotFoundException"
+        | "ImageNotFoundException"
+        | "LayersNotFoundException"
+        | "UploadNotFoundException"
+        // ECS
+        | "ClusterNotFoundException"
+        | "ServiceNotFoundException"
+        | "ServiceNotActiveException"
+        | "TargetNotFoundException"
+        // ELBv2
+        | "LoadBalancerNotFound"
+        | "TargetGroupNotFound"
+        | "ListenerNotFound"
+        | "RuleNotFound"
+        // RDS
+        | "DBInstanceNotFound"
+        | "DBInstanceNotFoundFault"
+        | "DBSnapshotNotFound"
+        | "DBSnapshotNotFoundFault"
+        | "DBSubnetGroupNotFoundFault"
+        | "DBSubnetGroupNotFound" => ErrorKind::NotFound,
+        "BucketAlreadyOwnedByYou"
+        | "BucketAlreadyExists"
+        | "ResourceInUseException"
+        | "AlreadyExistsException"
+        | "ResourceAlreadyExistsException"
+        | "RepositoryAlreadyExistsException"
+        | "ImageAlreadyExistsException"
+        | "ImageTagAlreadyExistsException"
+        | "LayerAlreadyExistsException"
+        | "DuplicateLoadBalancerName"
+        | "DuplicateTargetGroupName"
+        | "DuplicateListener"
+        | "DBInstanceAlreadyExists"
+        | "DBInstanceAlreadyExistsFault"
+        | "DBSnapshotAlreadyExists"
+        | "DBSnapshotAlreadyExistsFault"
+        | "DBSubnetGroupAlreadyExists"
+        | "DBSubnetGroupAlreadyExistsFault" => ErrorKind::AlreadyExists,
         "PreconditionFailed"
         | "ConditionalRequestConflict"
         | "BucketNotEmpty"
         | "NotModified"
-        | "ConditionalCheckFailedException" => ErrorKind::PreconditionFailed,
+        | "ConditionalCheckFailedException"
+        | "KMSInvalidStateException"
+        | "RepositoryNotEmptyException"
+        | "ResourceInUse"
+        | "DependencyViolation"
+        | "IncorrectInstanceState"
+        | "IncorrectState"
+        | "InvalidDBInstanceState"
+        | "InvalidDBInstanceStateFault"
+        | "InvalidDBSnapshotState"
+        | "InvalidDBSnapshotStateFault" => ErrorKind::PreconditionFailed,
         "InvalidBucketName"
         | "InvalidArgument"
         | "InvalidRange"
@@ -36,22 +99,54 @@ pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
         | "EntityTooLarge"
         | "KeyTooLongError"
         | "MalformedXML"
-        | "ValidationException" => ErrorKind::InvalidArgument,
-        "AccessDenied" | "AccessDeniedException" | "AllAccessDisabled" => {
-            ErrorKind::PermissionDenied
-        }
+        | "ValidationException"
+        | "ValidationError"
+        | "InvalidParameterException"
+        | "InvalidParameterValue"
+        | "InvalidParameterValueException"
+        | "InvalidParameterCombination"
+        | "InvalidParameter"
+        | "MissingParameter"
+        | "InvalidCiphertextException"
+        | "InvalidKeyUsageException"
+        | "InvalidAliasNameException"
+        | "InvalidSequenceTokenException"
+        | "InvalidLayerException"
+        | "InvalidLayerPartException"
+        | "ClientException"
+        | "InvalidConfigurationRequest"
+        | "InvalidTarget"
+        | "InvalidSubnet"
+        | "InvalidSubnet.Range"
+        | "InvalidSubnet.Conflict"
+        | "InvalidVpc.Range"
+        | "InvalidCidrBlock" => ErrorKind::InvalidArgument,
+        "AccessDenied"
+        | "AccessDeniedException"
+        | "AllAccessDisabled"
+        | "DisabledException"
+        | "UnauthorizedOperation"
+        | "OperationNotPermitted" => ErrorKind::PermissionDenied,
         "InvalidAccessKeyId"
         | "SignatureDoesNotMatch"
         | "ExpiredToken"
         | "InvalidToken"
-        | "UnrecognizedClientException" => ErrorKind::Unauthenticated,
+        | "UnrecognizedClientException"
+        | "AuthFailure"
+        | "InvalidClientTokenId" => ErrorKind::Unauthenticated,
         "SlowDown"
         | "Throttling"
         | "ThrottlingException"
         | "RequestLimitExceeded"
         | "TooManyRequestsException"
         | "ProvisionedThroughputExceededException" => ErrorKind::RateLimited,
-        "ServiceUnavailable" | "ServiceUnavailableException" => ErrorKind::Unavailable,
+        "ServiceUnavailable"
+        | "ServiceUnavailableException"
+        | "InsufficientInstanceCapacity"
+        | "InsufficientDBInstanceCapacity"
+        | "ServerException"
+        | "KMSInternalException"
+        | "DependencyTimeoutException" => ErrorKind::Unavailable,
         "RequestTimeout" | "RequestTimeoutException" => ErrorKind::Timeout,
         _ => return None,
     })
@@ -73,7 +168,7 @@ pub fn kind_of_status(status: u16) -> Option<ErrorKind> {
 }
 
 /// Maps an SDK error of `op` about `resource` (a bucket, `bucket/key`) to an mvi error.
-pub fn map<E>(op: Op, resource: impl Into<String>, err: SdkError<E>) -> Error
+pub fn map<E>(op: Op, resource: impl Into<String>, err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -128,6 +223,15 @@ mod tests {
             kind_of_code("ResourceInUseException"),
             Some(ErrorKind::AlreadyExists)
         );
+        assert_eq!(
+            kind_of_code("InvalidVpcID.NotFound"),
+            Some(ErrorKind::NotFound)
+        );
+        assert_eq!(
+            kind_of_code("InvalidGroup.Duplicate"),
+            Some(ErrorKind::AlreadyExists)
+        );
+        assert_eq!(kind_of_code("DBInstanceNotFound"), Some(ErrorKind::NotFound));
         assert_eq!(kind_of_status(412), Some(ErrorKind::PreconditionFailed));
         assert_eq!(kind_of_status(503), Some(ErrorKind::Unavailable));
         assert_eq!(kind_of_status(500), None);

@@ -1,4 +1,4 @@
-//! The Blob and KV conformance cases against S3 and DynamoDB as moto_server simulates them.
+//! The conformance cases of every enabled service against AWS as moto_server simulates it.
 //!
 //! Each test starts its own moto_server on a free loopback port, in its own process group,
 //! and kills the whole group when the test's target is dropped (moto_server is a wrapper
@@ -80,6 +80,27 @@ impl Target for Moto {
     }
 }
 
+// One invocation per service, each behind its cargo feature:
+// `cargo test -p mvi-aws --no-default-features --features kms --test conformance`.
+#[cfg(feature = "s3")]
 mvi_conformance::blob_cases!(Moto::start());
 #[cfg(feature = "dynamodb")]
 mvi_conformance::kv_cases!(Moto::start());
+#[cfg(feature = "kms")]
+mvi_conformance::crypto_cases!(Moto::start());
+#[cfg(feature = "logs")]
+mvi_conformance::log_cases!(Moto::start());
+#[cfg(feature = "cloudwatch")]
+mvi_conformance::metric_cases!(Moto::start());
+#[cfg(feature = "ecr")]
+mvi_conformance::image_cases!(Moto::start());
+#[cfg(feature = "ecs")]
+mvi_conformance::container_cases!(Moto::start());
+#[cfg(feature = "elbv2")]
+mvi_conformance::lb_cases!(Moto::start());
+#[cfg(feature = "rds")]
+mvi_conformance::database_cases!(Moto::start());
+#[cfg(feature = "ec2")]
+mvi_conformance::vm_cases!(Moto::start());
+#[cfg(feature = "ec2")]
+mvi_conformance::vpc_cases!(Moto::start());
