@@ -15,18 +15,13 @@
 //! preview has nothing to do, and destroys the stack. State lives under `.mvi/quickstart`.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod common;
-use common::{failed, http_get, show_telemetry};
+use common::app_stack::{self, Site};
+use common::{failed, http_get, show_progress, show_telemetry};
 
-use mvi::container::{ContainerSpec, HealthCheck, ScheduleSpec};
-use mvi::image::ImageConfig;
-use mvi::kv::{KeyAttr, KeyType};
-use mvi::lb::{Protocol, TargetGroupSpec};
-use mvi::metric::{AlarmSpec, Comparison, MetricId, Statistic};
-use mvi::stack::resources::*;
-use mvi::stack::{Event, FileStore, Stack, StepOp};
+use mvi::stack::{FileStore, Stack, StepOp};
 use mvi::{Cloud, Result};
 
 const ROOT: &str = ".mvi/quickstart";
@@ -39,196 +34,10 @@ async fn main() {
     }
 }
 
-fn fast_check() -> HealthCheck {
-    HealthCheck {
-        path: "/healthz".into(),
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(150),
-        healthy_threshold: 1,
-        unhealthy_threshold: 3,
-    }
-}
-
-/// The program: every resource of the app, wired by outputs.
+/// The app's stack on the local simulator, with its state under `ROOT`.
 fn declare(cloud: &Cloud) -> Result<Stack> {
-    let s = Stack::new(
-        "quickstart",
-        cloud.clone(),
-        FileStore::new(Path::new(ROOT).join("stacks")),
-    )?;
-
-    // Network: a VPC, a public subnet per zone, a group for the load balancer and one for the app.
-    let vpc = Vpc::new(&s, "vpc", VpcArgs::new("10.0.0.0/16"))?;
-    let subnets = [
-        ("a", "10.0.0.0/24", "local-1a"),
-        ("b", "10.0.1.0/24", "local-1b"),
-    ]
-    .map(|(n, cidr, zone)| {
-        Subnet::new(
-            &s,
-            &format!("subnet-{n}"),
-            SubnetArgs::new(&vpc.id, cidr).zone(zone).public(),
-        )
-    });
-    let [subnet_a, subnet_b] = subnets;
-    let (subnet_a, subnet_b) = (subnet_a?, subnet_b?);
-    let lb_sg = SecurityGroup::new(
-        &s,
-        "lb-sg",
-        SecurityGroupArgs::new(&vpc.id, "quickstart-lb").ingress(80, 80, "0.0.0.0/0"),
-    )?;
-    let app_sg = SecurityGroup::new(
-        &s,
-        "app-sg",
-        SecurityGroupArgs::new(&vpc.id, "quickstart-app")
-            .ingress_from_group(1024, 65535, &lb_sg.id),
-    )?;
-
-    // Hosts: one VM per zone.
-    for (n, subnet) in [("a", &subnet_a), ("b", &subnet_b)] {
-        Vm::new(
-            &s,
-            &format!("vm-{n}"),
-            VmArgs::new(
-                format!("quickstart-{n}"),
-                "t3.medium",
-                "ami-local",
-                &subnet.id,
-            ),
-        )?;
-    }
-
-    // Data: the database (and a snapshot of it), a key for the app's secrets, releases.
-    let db = Database::new(&s, "db", DatabaseArgs::postgres("quickstart-db"))?;
-    Snapshot::new(
-        &s,
-        "db-initial",
-        SnapshotArgs::new(&db.name, "quickstart-db-initial"),
-    )?;
-    let key = Key::new(
-        &s,
-        "app-key",
-        KeyArgs::new("alias/quickstart").description("quickstart app secrets"),
-    )?;
-    Bucket::new(
-        &s,
-        "artifacts",
-        BucketArgs::new("quickstart-artifacts").force_destroy(),
-    )?;
-    Table::new(
-        &s,
-        "releases",
-        TableArgs::new("quickstart-releases", KeyAttr::new("release", KeyType::Str)),
-    )?;
-    LogGroup::new(
-        &s,
-        "app-logs",
-        LogGroupArgs::new("/quickstart/app").retention_days(7),
-    )?;
-
-    // The web service, as one component: image, target group, load balancer, replicas.
-    let web = s.component("WebService", "web")?;
-    let repo = Repository::new(
-        &web,
-        "repo",
-        RepositoryArgs::new("quickstart/web").force_destroy(),
-    )?;
-    let app_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
-    let config = ImageConfig::new(["python3", "app.py"])
-        .port(8080)
-        .working_dir("/");
-    let image = Image::new(
-        &web,
-        "image",
-        ImageArgs::new(&repo.name, &app_dir, config)?.tag("v1"),
-    )?;
-    let mut tg = TargetGroupSpec::new("quickstart-web", Protocol::Http);
-    tg.health_check = fast_check();
-    tg.deregistration_delay = Duration::from_millis(200);
-    let tg = TargetGroup::new(&web, "tg", TargetGroupArgs::new(tg).vpc(&vpc.id))?;
-    let lb = LoadBalancer::new(
-        &web,
-        "lb",
-        LoadBalancerArgs::new("quickstart")
-            .listener(Protocol::Http, 0, [(&tg.name, 1)])
-            .subnet(&subnet_a.id)
-            .subnet(&subnet_b.id)
-            .security_group(&lb_sg.id),
-    )?;
-    let app_secret = key.id.map(|_| "s3cr3t-api-token".to_string()).secret();
-    ContainerService::new(
-        &web,
-        "service",
-        ContainerServiceArgs::new("web", &image.reference, 2)
-            .secret_env("DATABASE_URL", &db.url)
-            .secret_env("APP_SECRET", app_secret)
-            .secrets_key(&key.id)
-            .health_check(fast_check())
-            .target_group(&tg.name)
-            .subnet(&subnet_a.id)
-            .subnet(&subnet_b.id)
-            .security_group(&app_sg.id),
-    )?;
-
-    // A nightly job from the same image, and an alarm on the load balancer's latency.
-    let mut job = ContainerSpec::new("quickstart/web:v1");
-    job.command = vec![
-        "python3".into(),
-        "-c".into(),
-        "print('nightly report')".into(),
-    ];
-    ScheduledTask::new(
-        &s,
-        "nightly",
-        ScheduledTaskArgs::new(ScheduleSpec::new("quickstart-nightly", "0 3 * * *", job)),
-    )?;
-    let latency = MetricId::new("mvi/LoadBalancer", "TargetResponseTime")
-        .dimension("LoadBalancer", "quickstart");
-    Alarm::new(
-        &s,
-        "slow",
-        AlarmArgs::new(AlarmSpec::new(
-            "quickstart-slow",
-            latency,
-            Statistic::Average,
-            Comparison::GreaterThan,
-            500.0,
-            Duration::from_secs(60),
-            3,
-        )),
-    )?;
-
-    s.export("url", &lb.url)?;
-    s.export("image", &image.reference)?;
-    s.export("database_url", &db.url)?;
-    Ok(s)
-}
-
-/// Prints each step as it starts and finishes: a live progress display.
-fn show_progress(stack: &Stack) -> tokio::task::JoinHandle<()> {
-    let mut events = stack.events();
-    tokio::spawn(async move {
-        while let Ok(e) = events.recv().await {
-            match e {
-                Event::Started { urn, op } => println!("    {op:<8} {} ...", short(&urn)),
-                Event::Finished { urn, op, duration } => {
-                    println!("    {op:<8} {} done in {duration:.0?}", short(&urn))
-                }
-                Event::Failed { urn, op, error } => {
-                    println!("    {op:<8} {} FAILED: {error}", short(&urn))
-                }
-                Event::Skipped { urn, because } => println!(
-                    "    skipped  {} (because {} failed)",
-                    short(&urn),
-                    short(&because)
-                ),
-            }
-        }
-    })
-}
-
-fn short(urn: &str) -> &str {
-    urn.rsplit("::").next().unwrap_or(urn)
+    let store = FileStore::new(Path::new(ROOT).join("stacks"));
+    app_stack::declare(cloud, store, &Site::local())
 }
 
 /// Starts from an empty state root: a previous run that was killed may have left processes

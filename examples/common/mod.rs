@@ -1,6 +1,8 @@
 //! Helpers shared by the examples.
 #![allow(dead_code)] // each example uses its own subset
 
+pub mod app_stack;
+
 use std::time::Duration;
 
 use mvi::{Error, ErrorKind, Result};
@@ -77,4 +79,33 @@ pub async fn show_telemetry(cloud: &mvi::Cloud, pattern: &str, limit: usize) -> 
     let total: f64 = stats.iter().filter_map(|d| d.get(Statistic::Sum)).sum();
     println!("  load balancer metric RequestCount: {total}");
     Ok(())
+}
+
+/// Prints each step as it starts and finishes: a live progress display.
+pub fn show_progress(stack: &mvi::stack::Stack) -> tokio::task::JoinHandle<()> {
+    let mut events = stack.events();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            match e {
+                mvi::stack::Event::Started { urn, op } => {
+                    println!("    {op:<8} {} ...", short(&urn))
+                }
+                mvi::stack::Event::Finished { urn, op, duration } => {
+                    println!("    {op:<8} {} done in {duration:.0?}", short(&urn))
+                }
+                mvi::stack::Event::Failed { urn, op, error } => {
+                    println!("    {op:<8} {} FAILED: {error}", short(&urn))
+                }
+                mvi::stack::Event::Skipped { urn, because } => println!(
+                    "    skipped  {} (because {} failed)",
+                    short(&urn),
+                    short(&because)
+                ),
+            }
+        }
+    })
+}
+
+fn short(urn: &str) -> &str {
+    urn.rsplit("::").next().unwrap_or(urn)
 }

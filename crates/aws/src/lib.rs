@@ -38,6 +38,8 @@ pub mod crypto;
 pub mod database;
 #[cfg(feature = "sdk")]
 pub mod error;
+#[cfg(feature = "sdk")]
+pub mod moto;
 #[cfg(feature = "ecr")]
 pub mod image;
 #[cfg(feature = "dynamodb")]

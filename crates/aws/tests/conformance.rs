@@ -5,72 +5,23 @@
 //! script: killing only it would leave the Python server holding the port). Needs
 //! `moto_server` ≥ 5.2.5 on PATH (`scripts/setup.sh` installs it).
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use mvi_aws::AwsCloud;
+use mvi_aws::moto::MotoServer;
 use mvi_conformance::{Capabilities, Capability, Target};
 use mvi_core::Cloud;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 
 /// A moto_server of its own, and the AWS backend pointed at it.
-struct Moto {
-    child: Child,
-    port: u16,
-}
+struct Moto(MotoServer);
 
 impl Moto {
     fn start() -> Self {
-        for _ in 0..5 {
-            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let child = Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .expect("moto_server on PATH (run scripts/setup.sh)");
-            let mut moto = Moto { child, port };
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                    return moto;
-                }
-                if matches!(moto.child.try_wait(), Ok(Some(_))) {
-                    break; // the port was taken after all: try another
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            drop(moto);
-        }
-        panic!("moto_server did not start");
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let group = Pid::from_raw(self.child.id() as i32);
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = self.child.wait();
+        Moto(MotoServer::start().expect("moto_server starts (run scripts/setup.sh)"))
     }
 }
 
 #[mvi_core::async_trait]
 impl Target for Moto {
     async fn open(&self) -> mvi_core::Result<Cloud> {
-        AwsCloud::from_env()
-            .region("eu-west-1")
-            .endpoint_url(format!("http://127.0.0.1:{}", self.port))
-            .credentials("testing", "testing")
-            .build()
-            .await
+        self.0.cloud("eu-west-1").build().await
     }
 
     fn capabilities(&self) -> Capabilities {
