@@ -37,7 +37,8 @@ async fn main() {
 /// The app's stack on the local simulator, with its state under `ROOT`.
 fn declare(cloud: &Cloud) -> Result<Stack> {
     let store = FileStore::new(Path::new(ROOT).join("stacks"));
-    app_stack::declare(cloud, store, &Site::local())
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+    app_stack::declare(cloud, store, &Site::local(app))
 }
 
 /// Starts from an empty state root: a previous run that was killed may have left processes

@@ -13,11 +13,13 @@ step "system packages (PostgreSQL, python3)"
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+# `--features mvi/aws` adds the facade's AWS feature, so examples/aws_stack.rs is linted too.
 step "cargo clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features mvi/aws -- -D warnings
 
-step "cargo test (unit, conformance on the local backend in memory and on disk, end to end)"
-cargo test --workspace --locked
+step "cargo test (unit; conformance on the local backend in memory and on disk, and on AWS"
+step "  as moto_server simulates it; the quickstart stack on moto; end to end)"
+cargo test --workspace --locked --features mvi/aws
 
 step "examples: the data services (in memory), the quickstart stack, the same app as a script"
 cargo run --quiet --locked --example data_services -- --memory

@@ -2,7 +2,7 @@
 //! AWS example and the test that applies it to moto, so all three run the same program.
 #![allow(dead_code)] // each program uses its own subset
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mvi::container::{ContainerSpec, HealthCheck, ScheduleSpec};
@@ -31,22 +31,26 @@ pub struct Site {
     pub zones: [String; 2],
     /// The machine image of the VMs (any name locally; an AMI id on AWS).
     pub vm_image: String,
+    /// The web app's directory, built into the service's image (`examples/webapp`).
+    pub app_dir: PathBuf,
 }
 
 impl Site {
-    /// The local simulator's zones.
-    pub fn local() -> Self {
+    /// The local simulator's zones; the app from `app_dir`.
+    pub fn local(app_dir: impl Into<PathBuf>) -> Self {
         Site {
             zones: ["local-1a".into(), "local-1b".into()],
             vm_image: "ami-local".into(),
+            app_dir: app_dir.into(),
         }
     }
 
-    /// Zones `a` and `b` of an AWS region, and an AMI.
-    pub fn aws(region: &str, ami: &str) -> Self {
+    /// Zones `a` and `b` of an AWS region, and an AMI; the app from `app_dir`.
+    pub fn aws(region: &str, ami: &str, app_dir: impl Into<PathBuf>) -> Self {
         Site {
             zones: [format!("{region}a"), format!("{region}b")],
             vm_image: ami.into(),
+            app_dir: app_dir.into(),
         }
     }
 }
@@ -129,14 +133,13 @@ pub fn declare(cloud: &Cloud, store: impl StateStore, site: &Site) -> Result<Sta
         "repo",
         RepositoryArgs::new("quickstart/web").force_destroy(),
     )?;
-    let app_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
     let config = ImageConfig::new(["python3", "app.py"])
         .port(8080)
         .working_dir("/");
     let image = Image::new(
         &web,
         "image",
-        ImageArgs::new(&repo.name, &app_dir, config)?.tag("v1"),
+        ImageArgs::new(&repo.name, &site.app_dir, config)?.tag("v1"),
     )?;
     let mut tg = TargetGroupSpec::new("quickstart-web", Protocol::Http);
     tg.health_check = fast_check();
@@ -198,4 +201,65 @@ pub fn declare(cloud: &Cloud, store: impl StateStore, site: &Site) -> Result<Sta
     s.export("image", &image.reference)?;
     s.export("database_url", &db.url)?;
     Ok(s)
+}
+
+/// Everything the cloud holds, one line per resource (`vpc vpc-1234`): compared before `up`
+/// and after `destroy`, it shows that nothing was left behind. Keys scheduled for deletion
+/// count as gone (neither KMS nor the simulator deletes a key at once). mvi's own keys
+/// (`alias/mvi-stack-state`, which seals stack secrets, and `alias/mvi-databases`, which
+/// seals database passwords) are left out: they serve every stack and database of the
+/// account and outlive any one of them.
+pub async fn inventory(cloud: &Cloud) -> Result<std::collections::BTreeSet<String>> {
+    use mvi::crypto::KeyState;
+    let mut all = std::collections::BTreeSet::new();
+    for b in cloud.blob()?.list_buckets().await? {
+        all.insert(format!("bucket {}", b.name));
+    }
+    for t in cloud.kv()?.list_tables().await? {
+        all.insert(format!("table {t}"));
+    }
+    for k in cloud.crypto()?.list_keys().await? {
+        let own = k.aliases.iter().any(|a| a.starts_with("alias/mvi-"));
+        if k.state != KeyState::PendingDeletion && !own {
+            all.insert(format!("key {} {:?}", k.id, k.aliases));
+        }
+    }
+    for g in cloud.logs()?.list_groups().await? {
+        all.insert(format!("log group {}", g.name));
+    }
+    for a in cloud.metrics()?.describe_alarms(None).await? {
+        all.insert(format!("alarm {}", a.spec.name));
+    }
+    for r in cloud.images()?.list_repositories().await? {
+        all.insert(format!("repository {}", r.name));
+    }
+    for s in cloud.containers()?.list_services().await? {
+        all.insert(format!("container service {}", s.spec.name));
+    }
+    for s in cloud.containers()?.list_schedules().await? {
+        all.insert(format!("schedule {}", s.name));
+    }
+    for lb in cloud.load_balancers()?.list_load_balancers().await? {
+        all.insert(format!("load balancer {}", lb.spec.name));
+    }
+    for d in cloud.databases()?.list_databases().await? {
+        all.insert(format!("database {}", d.spec.name));
+    }
+    for s in cloud.databases()?.list_snapshots(None).await? {
+        all.insert(format!("snapshot {}", s.name));
+    }
+    for vm in cloud.vms()?.list_instances().await? {
+        all.insert(format!("vm {}", vm.id));
+    }
+    let networks = cloud.networks()?;
+    for vpc in networks.list_vpcs().await? {
+        for s in networks.list_subnets(&vpc.id).await? {
+            all.insert(format!("subnet {}", s.id));
+        }
+        for g in networks.list_security_groups(&vpc.id).await? {
+            all.insert(format!("security group {}", g.id));
+        }
+        all.insert(format!("vpc {}", vpc.id));
+    }
+    Ok(all)
 }

@@ -49,6 +49,8 @@ pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
         | "TargetGroupNotFound"
         | "ListenerNotFound"
         | "RuleNotFound"
+        | "SubnetNotFound"
+        | "InvalidSecurityGroup"
         // RDS
         | "DBInstanceNotFound"
         | "DBInstanceNotFoundFault"
@@ -148,6 +150,13 @@ pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
         | "KMSInternalException"
         | "DependencyTimeoutException" => ErrorKind::Unavailable,
         "RequestTimeout" | "RequestTimeoutException" => ErrorKind::Timeout,
+        // ECR's layer uploads and pushes, CloudWatch's paging and its server fault
+        "ImageDigestDoesNotMatchException"
+        | "EmptyUploadException"
+        | "LayerPartTooSmallException"
+        | "InvalidNextToken"
+        | "InvalidFormat" => ErrorKind::InvalidArgument,
+        "InternalServiceError" => ErrorKind::Unavailable,
         _ => return None,
     })
 }
@@ -231,7 +240,10 @@ mod tests {
             kind_of_code("InvalidGroup.Duplicate"),
             Some(ErrorKind::AlreadyExists)
         );
-        assert_eq!(kind_of_code("DBInstanceNotFound"), Some(ErrorKind::NotFound));
+        assert_eq!(
+            kind_of_code("DBInstanceNotFound"),
+            Some(ErrorKind::NotFound)
+        );
         assert_eq!(kind_of_status(412), Some(ErrorKind::PreconditionFailed));
         assert_eq!(kind_of_status(503), Some(ErrorKind::Unavailable));
         assert_eq!(kind_of_status(500), None);

@@ -38,8 +38,6 @@ pub mod crypto;
 pub mod database;
 #[cfg(feature = "sdk")]
 pub mod error;
-#[cfg(feature = "sdk")]
-pub mod moto;
 #[cfg(feature = "ecr")]
 pub mod image;
 #[cfg(feature = "dynamodb")]
@@ -50,6 +48,8 @@ pub mod lb;
 pub mod log;
 #[cfg(feature = "cloudwatch")]
 pub mod metric;
+#[cfg(feature = "sdk")]
+pub mod moto;
 #[cfg(feature = "ec2")]
 pub mod vm;
 #[cfg(feature = "ec2")]

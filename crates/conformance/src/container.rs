@@ -1,6 +1,7 @@
 //! Container cases. Images are built from small shell scripts written to a temporary
 //! directory; output is checked through the Log service, never through files. Cases that
-//! need processes really running carry [`crate::Capability::RealProcesses`].
+//! need processes really running carry [`crate::Capability::RealProcesses`]; those about
+//! placement on the cloud's VMs carry [`crate::Capability::VmPlacement`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +26,8 @@ macro_rules! container_cases {
             container_duplicate_service_refused => $crate::container::duplicate_service_refused;
             container_bad_cron_refused => $crate::container::bad_cron_refused;
             container_schedules_put_list_delete => $crate::container::schedules_put_list_delete;
-            container_beyond_capacity_unavailable => $crate::container::beyond_capacity_unavailable;
-            container_replicas_spread_across_zones => $crate::container::replicas_spread_across_zones;
+            container_beyond_capacity_unavailable => $crate::container::beyond_capacity_unavailable [VmPlacement];
+            container_replicas_spread_across_zones => $crate::container::replicas_spread_across_zones [VmPlacement];
             container_scale_up_down => $crate::container::scale_up_down [RealProcesses];
             container_update_to_new_image => $crate::container::update_to_new_image [RealProcesses];
             container_run_task_exit_codes_and_output => $crate::container::run_task_exit_codes_and_output [RealProcesses];
@@ -35,7 +36,7 @@ macro_rules! container_cases {
             container_service_output_reaches_logs => $crate::container::service_output_reaches_logs [RealProcesses];
             container_health_check_makes_healthy => $crate::container::health_check_makes_healthy [RealProcesses];
             container_crash_loop_backs_off => $crate::container::crash_loop_backs_off [RealProcesses];
-            container_stopped_vm_moves_replicas => $crate::container::stopped_vm_moves_replicas [RealProcesses];
+            container_stopped_vm_moves_replicas => $crate::container::stopped_vm_moves_replicas [RealProcesses, VmPlacement];
             container_schedule_runs_on_manual_clock => $crate::container::schedule_runs_on_manual_clock [ManualClock, RealProcesses];
             container_service_survives_reopen => $crate::container::service_survives_reopen [Reopen, RealProcesses];
         }

@@ -26,7 +26,7 @@ macro_rules! crypto_cases {
             crypto_truncated_or_garbage_fails => $crate::crypto::truncated_or_garbage_fails;
             crypto_disabled_key_refuses_and_enable_restores => $crate::crypto::disabled_key_refuses_and_enable_restores;
             crypto_rotation_keeps_old_ciphertext => $crate::crypto::rotation_keeps_old_ciphertext;
-            crypto_import_key_roundtrip => $crate::crypto::import_key_roundtrip;
+            crypto_import_key_roundtrip => $crate::crypto::import_key_roundtrip [KeyImport];
             crypto_alias_lookup_and_duplicate => $crate::crypto::alias_lookup_and_duplicate;
             crypto_invalid_alias_refused => $crate::crypto::invalid_alias_refused;
             crypto_unknown_key_not_found => $crate::crypto::unknown_key_not_found;
@@ -37,7 +37,7 @@ macro_rules! crypto_cases {
             crypto_cancel_deletion => $crate::crypto::cancel_deletion;
             crypto_deletion_after_window => $crate::crypto::deletion_after_window [ManualClock, KeyDeletion];
             crypto_audit_trail_records_ok_and_denied => $crate::crypto::audit_trail_records_ok_and_denied [CryptoAudit];
-            crypto_persistence_across_reopen => $crate::crypto::persistence_across_reopen [Reopen];
+            crypto_persistence_across_reopen => $crate::crypto::persistence_across_reopen [Reopen, KeyImport];
             crypto_concurrent_alias_race => $crate::crypto::concurrent_alias_race;
             crypto_list_keys_shows_created => $crate::crypto::list_keys_shows_created;
         }

@@ -15,7 +15,7 @@ macro_rules! image_cases {
         $crate::__cases! { $target;
             image_repository_lifecycle => $crate::image::repository_lifecycle;
             image_invalid_repository_name_refused => $crate::image::invalid_repository_name_refused;
-            image_blob_roundtrip => $crate::image::blob_roundtrip;
+            image_blob_roundtrip => $crate::image::blob_roundtrip [LayerDownload];
             image_blob_digest_mismatch_refused => $crate::image::blob_digest_mismatch_refused;
             image_manifest_by_tag_and_digest => $crate::image::manifest_by_tag_and_digest;
             image_manifest_with_missing_blob_refused => $crate::image::manifest_with_missing_blob_refused;
@@ -24,8 +24,8 @@ macro_rules! image_cases {
             image_delete_nonempty_repository_needs_force => $crate::image::delete_nonempty_repository_needs_force;
             image_unknown_repository_not_found => $crate::image::unknown_repository_not_found;
             image_invalid_tag_and_digest_refused => $crate::image::invalid_tag_and_digest_refused;
-            image_build_from_directory => $crate::image::build_from_directory;
-            image_state_survives_reopen => $crate::image::state_survives_reopen [Reopen];
+            image_build_from_directory => $crate::image::build_from_directory [LayerDownload];
+            image_state_survives_reopen => $crate::image::state_survives_reopen [Reopen, LayerDownload];
         }
     };
 }

@@ -31,6 +31,7 @@ macro_rules! lb_cases {
             lb_unknown_resources_not_found => $crate::lb::unknown_resources_not_found;
             lb_create_describe_list_delete => $crate::lb::create_describe_list_delete;
             lb_register_deregister_targets => $crate::lb::register_deregister_targets;
+            lb_targets_told_apart_by_port => $crate::lb::targets_told_apart_by_port [TargetPorts];
             lb_bad_targets_refused => $crate::lb::bad_targets_refused;
             lb_delete_group_in_use_refused => $crate::lb::delete_group_in_use_refused;
             lb_set_weights_validation => $crate::lb::set_weights_validation;
@@ -351,7 +352,7 @@ pub async fn register_deregister_targets(ctx: &mut Ctx) -> Outcome {
     let mut spec = TargetGroupSpec::new(&g, Protocol::Http);
     spec.deregistration_delay = Duration::ZERO;
     lb.create_target_group(spec).await?;
-    let (a, b) = ("127.0.0.1:1".to_string(), "127.0.0.1:2".to_string());
+    let (a, b) = ("127.0.0.1:1".to_string(), "127.0.0.2:2".to_string());
     lb.register_targets(&g, vec![a.clone(), b.clone()]).await?;
     // Registering again is harmless.
     lb.register_targets(&g, vec![a.clone()]).await?;
@@ -381,6 +382,41 @@ pub async fn register_deregister_targets(ctx: &mut Ctx) -> Outcome {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     expect_err!(lb.deregister_targets(&g, vec![a.clone()]).await, NotFound);
+    lb.delete_target_group(&g).await?;
+    Ok(())
+}
+
+/// Two ports of one host are two targets, deregistered one at a time.
+pub async fn targets_told_apart_by_port(ctx: &mut Ctx) -> Outcome {
+    let lb = lbs(ctx)?;
+    let g = ctx.name("tg");
+    let mut spec = TargetGroupSpec::new(&g, Protocol::Http);
+    spec.deregistration_delay = Duration::ZERO;
+    lb.create_target_group(spec).await?;
+    let (a, b) = ("127.0.0.1:1".to_string(), "127.0.0.1:2".to_string());
+    lb.register_targets(&g, vec![a.clone(), b.clone()]).await?;
+    let mut targets: Vec<_> = lb
+        .target_health(&g)
+        .await?
+        .into_iter()
+        .map(|s| s.target)
+        .collect();
+    targets.sort();
+    ensure!(targets == [a.clone(), b.clone()], "targets {targets:?}");
+    lb.deregister_targets(&g, vec![a.clone()]).await?;
+    let start = tokio::time::Instant::now();
+    loop {
+        let health = lb.target_health(&g).await?;
+        ensure!(
+            health.iter().any(|s| s.target == b),
+            "the other port went too: {health:?}"
+        );
+        if !health.iter().any(|s| s.target == a) {
+            break;
+        }
+        ensure!(start.elapsed() < DEADLINE, "deregistered target never left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     lb.delete_target_group(&g).await?;
     Ok(())
 }

@@ -51,11 +51,29 @@ pub enum Capability {
     CryptoAudit,
     /// Key deletion actually happens once its waiting period has passed.
     KeyDeletion,
+    /// The Crypto service imports caller-supplied key material (KMS's
+    /// `GetParametersForImport` and `ImportKeyMaterial`, which moto 5.2.5 does not implement).
+    KeyImport,
     /// Alarms are evaluated by the backend as data arrives and time passes.
     AlarmEvaluation,
+    /// Metric statistics are computed as CloudWatch computes them: percentiles, and a series
+    /// chosen by its exact set of dimensions. moto 5.2.5's CloudWatch computes no percentiles
+    /// (GetMetricData answers HTTP 500, GetMetricStatistics ignores them), answers a query
+    /// without dimensions with the points of every dimension set, and has no alarm history.
+    ExactStatistics,
+    /// The image registry serves the bytes of pushed blobs back. moto 5.2.5's ECR keeps only
+    /// each layer's digest and size and does not implement GetDownloadUrlForLayer.
+    LayerDownload,
     /// Containers are real processes on this machine: their output, exit codes, health and
     /// restarts can be observed within seconds.
     RealProcesses,
+    /// Containers are placed on the cloud's VMs: a replica names its VM, the VMs' CPU and
+    /// memory bound what fits, and a stopped VM's replicas move (the local simulator). ECS on
+    /// Fargate places tasks on capacity of its own, which no VM of the cloud hosts or limits.
+    VmPlacement,
+    /// Targets are told apart by address and port, so one host can serve as several targets
+    /// (ELBv2 does; moto 5.2.5 keeps one target per IP address and drops the port).
+    TargetPorts,
     /// Listeners carry real traffic to targets on this machine and health checks really run
     /// (the local simulator; not an AWS endpoint the test's loopback backends cannot reach).
     RealTraffic,

@@ -24,10 +24,10 @@ macro_rules! metric_cases {
     ($target:expr) => {
         $crate::__cases! { $target;
             metric_put_then_statistics => $crate::metric::put_then_statistics;
-            metric_percentiles => $crate::metric::percentiles;
+            metric_percentiles => $crate::metric::percentiles [ExactStatistics];
             metric_periods_aligned_and_empty_omitted => $crate::metric::periods_aligned_and_empty_omitted;
             metric_out_of_order_points => $crate::metric::out_of_order_points;
-            metric_dimensions_are_separate_series => $crate::metric::dimensions_are_separate_series;
+            metric_dimensions_are_separate_series => $crate::metric::dimensions_are_separate_series [ExactStatistics];
             metric_list_by_namespace_and_name => $crate::metric::list_by_namespace_and_name;
             metric_unknown_metric_has_no_datapoints => $crate::metric::unknown_metric_has_no_datapoints;
             metric_concurrent_writers => $crate::metric::concurrent_writers;
@@ -45,7 +45,7 @@ macro_rules! metric_cases {
             metric_delete_alarm_then_not_found => $crate::metric::delete_alarm_then_not_found;
             metric_replace_alarm_spec => $crate::metric::replace_alarm_spec;
             metric_replace_alarm_reevaluates => $crate::metric::replace_alarm_reevaluates [ManualClock, AlarmEvaluation];
-            metric_persist_across_reopen => $crate::metric::persist_across_reopen [Reopen];
+            metric_persist_across_reopen => $crate::metric::persist_across_reopen [Reopen, ExactStatistics];
         }
     };
 }

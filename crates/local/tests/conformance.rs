@@ -49,8 +49,13 @@ impl Target for Local {
             Capability::ManualClock,
             Capability::CryptoAudit,
             Capability::KeyDeletion,
+            Capability::KeyImport,
             Capability::AlarmEvaluation,
+            Capability::ExactStatistics,
+            Capability::LayerDownload,
             Capability::RealProcesses,
+            Capability::VmPlacement,
+            Capability::TargetPorts,
             Capability::RealTraffic,
             Capability::RealDatabase,
         ]

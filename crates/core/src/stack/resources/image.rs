@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::{Input, Output, declare, found, gone_ok, resource_args};
 use crate::error::{Op, Result, Service};
 use crate::image::{
-    ImageConfig, ImageRef, build_from_dir, pull_config, sha256_digest, tar_directory,
-    validate_repository_name, validate_tag,
+    ImageConfig, ImageRef, build_from_dir, sha256_digest, tar_directory, validate_repository_name,
+    validate_tag,
 };
 use crate::stack::{Cx, Resource, ResourceOptions, Stack};
 
@@ -341,14 +341,24 @@ impl Resource for ImageResource {
         args: &ImageSpec,
     ) -> Result<Option<(ImageSpec, ImageOutputs)>> {
         let images = cx.cloud.images()?;
-        let r = pull_config(
-            images.as_ref(),
-            &args.repository,
-            &ImageRef::Tag(args.tag.clone()),
-        )
-        .await;
-        let Some((digest, manifest, config)) = found(r)? else {
+        let r = images
+            .pull_manifest(&args.repository, &ImageRef::Tag(args.tag.clone()))
+            .await;
+        let Some((digest, manifest)) = found(r)? else {
             return Ok(None);
+        };
+        // Content addressing: if the config the program declares hashes to the manifest's
+        // config digest, that is the config stored, and reading it back would only repeat
+        // it. Only a config that changed under the stack is pulled (and parsed) to show how.
+        let layers = manifest.layers.iter().map(|l| l.digest.clone()).collect();
+        let config = if sha256_digest(&args.config.to_oci_json(layers)) == manifest.config.digest {
+            args.config.clone()
+        } else {
+            let op = Op::new(Service::Stack, "read");
+            let bytes = images
+                .pull_blob(&args.repository, &manifest.config.digest)
+                .await?;
+            ImageConfig::from_oci_json(op, &bytes)?
         };
         // The layer's digest is the content hash of the directory it was built from.
         let context_digest = manifest
