@@ -57,10 +57,35 @@ pub fn json_to_py<'py>(py: Python<'py>, v: &Json) -> PyResult<Bound<'py, PyAny>>
     })
 }
 
-/// Plain Python (as `_to_json` returns it) as JSON. `what` names the argument in errors.
+/// A Python value as JSON: plain values, dicts, lists and tuples, the dataclasses of
+/// `mvi._types` (over the Rust defaults of their type), datetimes, timedeltas and bytes.
+/// `what` names the argument in errors. Outputs are refused (only stack arguments take them).
 pub fn py_to_json(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Json> {
+    let mut outs = Vec::new();
+    let json = template(obj, what, &mut outs)?;
+    if !outs.is_empty() {
+        return Err(PyTypeError::new_err(format!(
+            "{what}: an Output can only be an argument of a stack resource"
+        )));
+    }
+    Ok(json)
+}
+
+/// The key marking where an output goes in a [`template`].
+pub const SLOT: &str = "$mvi.output";
+
+/// [`py_to_json`], with each `Output` found inside replaced by `{SLOT: i}` and pushed to `outs`.
+pub fn template(
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+    outs: &mut Vec<mvi_core::stack::Output<Json>>,
+) -> PyResult<Json> {
     if obj.is_none() {
         return Ok(Json::Null);
+    }
+    if let Ok(o) = obj.cast::<crate::stack::PyOutput>() {
+        outs.push(o.get().out.clone());
+        return Ok(serde_json::json!({ SLOT: outs.len() - 1 }));
     }
     if let Ok(b) = obj.cast::<PyBool>() {
         return Ok(Json::Bool(b.is_true()));
@@ -72,9 +97,7 @@ pub fn py_to_json(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Json> {
         if let Ok(u) = obj.extract::<u64>() {
             return Ok(Json::from(u));
         }
-        return Err(PyValueError::new_err(format!(
-            "{what}: integer {obj} is out of range"
-        )));
+        return Err(PyValueError::new_err(format!("{what}: integer {obj} is out of range")));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         return serde_json::Number::from_f64(f.value())
@@ -90,34 +113,62 @@ pub fn py_to_json(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Json> {
             let key: String = k.extract().map_err(|_| {
                 PyTypeError::new_err(format!("{what}: dictionary keys must be str, got {k:?}"))
             })?;
-            let v = py_to_json(&v, what)?;
+            let v = template(&v, what, outs)?;
             m.insert(key, v);
         }
         return Ok(Json::Object(m));
     }
-    if let Ok(l) = obj.cast::<PyList>() {
-        return l
-            .iter()
-            .map(|x| py_to_json(&x, what))
-            .collect::<PyResult<_>>()
-            .map(Json::Array);
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        let mut a = Vec::new();
+        for x in obj.try_iter()? {
+            a.push(template(&x?, what, outs)?);
+        }
+        return Ok(Json::Array(a));
     }
-    if let Ok(t) = obj.cast::<PyTuple>() {
-        return t
-            .iter()
-            .map(|x| py_to_json(&x, what))
-            .collect::<PyResult<_>>()
-            .map(Json::Array);
+    let types = types(obj.py())?;
+    if types.call_method1("_is_record", (obj,))?.is_truthy()? {
+        // Its fields in the Rust shape, one level deep (they may hold outputs), over the
+        // Rust defaults of its type.
+        let class = obj.get_type().name()?.to_cow()?.into_owned();
+        let shallow = types.call_method1("_shallow", (obj,))?;
+        let json = template(&shallow, what, outs)?;
+        return Ok(match record_base(&class) {
+            Some(mut base) => {
+                merge(&mut base, json);
+                base
+            }
+            None => json,
+        });
     }
-    // Dataclasses, datetimes, timedeltas, bytes: `_to_json` knows them.
-    let plain = types(obj.py())?.call_method1("_to_json", (obj,))?;
+    // Datetimes, timedeltas, bytes: `_to_json` knows them.
+    let plain = types.call_method1("_to_json", (obj,))?;
     if plain.is(obj) {
         return Err(PyTypeError::new_err(format!(
             "{what}: cannot use a value of type {}",
             obj.get_type().name()?
         )));
     }
-    py_to_json(&plain, what)
+    template(&plain, what, outs)
+}
+
+/// The Rust defaults of a request record, for the fields a Python dataclass leaves `None`:
+/// each type's own constructor (required fields are always given by the dataclass).
+fn record_base(class: &str) -> Option<Json> {
+    use mvi_core::container::{ContainerSpec, HealthCheck, ScheduleSpec, ServiceSpec};
+    use mvi_core::lb::{LoadBalancerSpec, Protocol, TargetGroupSpec};
+    let v = match class {
+        "HealthCheck" => serde_json::to_value(HealthCheck::default()),
+        "ContainerSpec" => serde_json::to_value(ContainerSpec::new("")),
+        "ServiceSpec" => serde_json::to_value(ServiceSpec::new("", ContainerSpec::new(""), 1)),
+        "ScheduleSpec" => serde_json::to_value(ScheduleSpec::new("", "", ContainerSpec::new(""))),
+        "TargetGroupSpec" => serde_json::to_value(TargetGroupSpec::new("", Protocol::Http)),
+        "LoadBalancerSpec" => serde_json::to_value(LoadBalancerSpec::new("", Vec::new())),
+        "DatabaseSpec" => serde_json::to_value(mvi_core::database::DatabaseSpec::postgres("")),
+        "VmSpec" => serde_json::to_value(mvi_core::vm::VmSpec::new("", "", "", "")),
+        "ImageConfig" => serde_json::to_value(mvi_core::image::ImageConfig::default()),
+        _ => return None,
+    };
+    v.ok()
 }
 
 /// A Python request value (a dataclass of `mvi._types`, a dict, a tuple) as the Rust type

@@ -23,7 +23,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use serde_json::Value as Json;
 
 use crate::cloud::Cloud;
-use crate::conv::{self, dict, json_to_py, py_to_json};
+use crate::conv::{self, SLOT, dict, json_to_py, py_to_json, template};
 use crate::errors::to_py;
 use crate::rt::{spawn, wait};
 
@@ -132,47 +132,6 @@ fn input_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Input<Json>> {
     })))
 }
 
-const SLOT: &str = "$mvi.output";
-
-fn template(obj: &Bound<'_, PyAny>, what: &str, outs: &mut Vec<Output<Json>>) -> PyResult<Json> {
-    if let Ok(o) = obj.cast::<PyOutput>() {
-        outs.push(o.get().out.clone());
-        return Ok(serde_json::json!({ SLOT: outs.len() - 1 }));
-    }
-    if let Ok(d) = obj.cast::<PyDict>() {
-        let mut m = serde_json::Map::new();
-        for (k, v) in d.iter() {
-            let key: String = k.extract().map_err(|_| {
-                PyTypeError::new_err(format!("{what}: dictionary keys must be str"))
-            })?;
-            m.insert(key, template(&v, what, outs)?);
-        }
-        return Ok(Json::Object(m));
-    }
-    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        let mut a = Vec::new();
-        for x in obj.try_iter()? {
-            a.push(template(&x?, what, outs)?);
-        }
-        return Ok(Json::Array(a));
-    }
-    let types = conv::types(obj.py())?;
-    let is_dataclass: bool = types
-        .getattr("dataclasses")?
-        .call_method1("is_dataclass", (obj,))?
-        .extract()?;
-    if is_dataclass {
-        // Its fields may hold outputs: walk them (the dataclass's own JSON shape).
-        let shallow = types.call_method1("_shallow", (obj,))?;
-        let mut json = template(&shallow, what, outs)?;
-        conv::fill_defaults(&mut json);
-        return Ok(json);
-    }
-    let mut json = py_to_json(obj, what)?;
-    conv::fill_defaults(&mut json);
-    Ok(json)
-}
-
 fn substitute(t: &Json, values: &[Json]) -> Json {
     match t {
         Json::Object(m) => {
@@ -224,6 +183,18 @@ fn output_names<R: mvi_core::stack::Resource>() -> &'static [&'static str] {
     crate::introspect::fields::<R::Outputs>()
 }
 
+/// `json` as the property `prop` of `R`'s arguments reads and writes it (every property of
+/// an arguments type has a serde default, so one property alone deserializes).
+fn canonical<R: mvi_core::stack::Resource>(prop: &str, json: Json, what: &str) -> PyResult<Json> {
+    let mut one = serde_json::Map::new();
+    one.insert(prop.to_string(), json);
+    let args: R::Args = conv::from_json(Json::Object(one), what)?;
+    match serde_json::to_value(&args) {
+        Ok(Json::Object(mut m)) => Ok(m.remove(prop).unwrap_or(Json::Null)),
+        Ok(_) | Err(_) => Err(PyValueError::new_err(format!("{what}: cannot be represented"))),
+    }
+}
+
 type Declared = (String, Vec<(&'static str, Output<Json>)>);
 
 fn go<R: mvi_core::stack::Resource>(
@@ -245,7 +216,13 @@ fn go<R: mvi_core::stack::Resource>(
                 names.join(", ")
             )));
         }
-        let input = input_of(&v, &format!("{ty} {name:?} argument {k:?}"))?;
+        let what = format!("{ty} {name:?} argument {k:?}");
+        let input = match input_of(&v, &what)? {
+            // A plain value in the canonical form of the Rust type (a `(name, kind)` pair
+            // becomes a key attribute object), checked now: a wrong type fails here, naming it.
+            Input::Value(json) => Input::Value(canonical::<R>(&k, json, &what)?),
+            output => output,
+        };
         set.push((k, input));
     }
     let missing: Vec<&str> = required

@@ -552,36 +552,42 @@ class SecurityGroupInfo:
 # ---------------------------------------------------------------- Stacks
 @dataclass(**_kw)
 class PropDiff:
-    """One property's change: old and new values as shown (secrets as ``"[secret]"``)."""
+    """One property's change: old and new values as shown (secrets as ``"[secret]"``,
+    unknown ones as ``"(known after apply)"``); ``replaces``: the change needs a replacement."""
 
-    prop: str
+    name: str
     old: Optional[str]
     new: Optional[str]
+    replaces: bool = False
 
 
 @dataclass(**_kw)
 class Step:
     """One step of a plan: ``op`` is ``same``, ``create``, ``update``, ``replace``,
-    ``delete`` or ``import``."""
+    ``delete``, ``import`` or ``refresh``."""
 
-    op: str
     urn: str
+    type_name: str
     name: str
-    type: str
+    parent: Optional[str]
+    op: str
     diffs: List[PropDiff]
 
 
 @dataclass(**_kw)
 class Drift:
+    """A resource found changed (or ``deleted``) out of band by a refresh."""
+
     urn: str
-    diffs: List[PropDiff]
     deleted: bool
+    diffs: List[PropDiff]
 
 
 @dataclass(**_kw, repr=False)
 class Plan:
     """What ``up`` (or ``destroy``) would do; ``str(plan)`` renders it like ``pulumi preview``."""
 
+    stack: str
     steps: List[Step]
     drift: List[Drift]
     text: str
@@ -631,6 +637,11 @@ class Event:
 # ---------------------------------------------------------------- conversion
 def _fields(obj: Any) -> Dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _is_record(obj: Any) -> bool:
+    """Whether ``obj`` is a dataclass instance (a request record)."""
+    return dataclasses.is_dataclass(obj) and not isinstance(obj, type)
 
 
 def _shallow(obj: Any) -> Dict[str, Any]:

@@ -57,9 +57,10 @@ class Component:
 
     type_name: Optional[str] = None
 
-    def __init__(self, scope: Scope, name: str) -> None:
-        self.name = name
-        self.stack: Stack = _stack_of(scope).component(self.type_name or type(self).__name__, name)
+    def __init__(self, scope: Scope, component_name: str, /) -> None:
+        self.component_name = component_name
+        self.stack: Stack = _stack_of(scope).component(
+            self.type_name or type(self).__name__, component_name)
 
 
 class Resource:
@@ -69,10 +70,10 @@ class Resource:
     urn: str
     outputs: Dict[str, Output]
 
-    def __init__(self, scope: Scope, name: str, *, opts: Optional[ResourceOptions] = None,
-                 **args: Any) -> None:
-        urn, outputs = _stack_of(scope)._declare(self.type_name, name, args, opts)
-        self.name = name
+    def __init__(self, scope: Scope, resource_name: str, /, *,
+                 opts: Optional[ResourceOptions] = None, **args: Any) -> None:
+        urn, outputs = _stack_of(scope)._declare(self.type_name, resource_name, args, opts)
+        self.resource_name = resource_name
         self.urn = urn
         self.outputs = dict(outputs)
 
