@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 import urllib.request
-from typing import Tuple
+from typing import List, Tuple
 
 import mvi
 from mvi import resources as r
@@ -38,7 +38,9 @@ FAST_CHECK = mvi.HealthCheck(
 class WebService(mvi.Component):
     """The app: image, target group, load balancer and replicas, as one component."""
 
-    def __init__(self, scope, name: str, *, vpc: r.Vpc, subnets, lb_sg, app_sg, db, key) -> None:
+    def __init__(self, scope: mvi.Stack, name: str, *, vpc: r.Vpc, subnets: List[r.Subnet],
+                 lb_sg: r.SecurityGroup, app_sg: r.SecurityGroup, db: r.Database,
+                 key: r.Key) -> None:
         super().__init__(scope, name)
         repo = r.Repository(self, "repo", name="quickstart/web", force_destroy=True)
         image = r.Image(
@@ -107,7 +109,7 @@ def http_get(url: str, path: str) -> Tuple[int, str]:
 
 def progress(event: mvi.Event) -> None:
     short = event.urn.rsplit("::", 1)[-1]
-    if event.kind == "finished":
+    if event.kind == "finished" and event.duration is not None:
         print(f"    {event.op:<8} {short} done in {event.duration.total_seconds():.2f}s")
     elif event.kind in ("failed", "skipped"):
         print(f"    {event.op:<8} {short} {event.kind.upper()}: {event.error}")

@@ -69,7 +69,6 @@ from ._mvi import (
     Vms,
 )
 from ._types import *  # noqa: F401,F403  (the request and result dataclasses)
-from ._types import __all__ as _types_all
 from .resources import Component, Resource, ResourceOptions
 
 __all__ = [
@@ -82,5 +81,15 @@ __all__ = [
     "MviError", "NotFound", "AlreadyExists", "PreconditionFailed", "InvalidArgument",
     "PermissionDenied", "Unauthenticated", "RateLimited", "Unavailable", "Unsupported",
     "Timeout", "Internal",
-    *_types_all,
+    # the dataclasses of mvi._types
+    'BucketInfo', 'ObjectMeta', 'ObjectBody', 'ListPage', 'CompletedPart', 'KeyAttr',
+    'TableSpec', 'TableInfo', 'ItemPage', 'KeyMetadata', 'Decrypted', 'DataKey',
+    'AuditEvent', 'LogGroup', 'LogStream', 'LogEvent', 'LogRecord', 'RecordPage',
+    'MetricId', 'Datum', 'Datapoint', 'AlarmSpec', 'Alarm', 'AlarmTransition', 'Repository',
+    'ImageConfig', 'Descriptor', 'Manifest', 'ImageInfo', 'HealthCheck', 'SecretRef',
+    'ContainerSpec', 'ServiceSpec', 'ContainerInstance', 'ServiceInfo', 'TaskResult',
+    'ScheduleSpec', 'TargetGroupSpec', 'ListenerSpec', 'LoadBalancerSpec',
+    'LoadBalancerInfo', 'TargetStatus', 'DatabaseSpec', 'DatabaseInfo', 'Credentials',
+    'SnapshotInfo', 'VmSpec', 'VmInfo', 'VpcInfo', 'SubnetInfo', 'Rule',
+    'SecurityGroupInfo', 'PropDiff', 'Step', 'Drift', 'Plan', 'Report', 'Event',
 ]

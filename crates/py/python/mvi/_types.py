@@ -14,7 +14,9 @@ import datetime as _dt
 import sys
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from ._mvi import Output
 
 __all__ = [
     "BucketInfo", "ObjectMeta", "ObjectBody", "ListPage", "CompletedPart",
@@ -523,7 +525,7 @@ class Rule:
     from_port: int
     to_port: int
     cidr: Optional[str] = None
-    group: Optional[str] = None
+    group: Optional[Union[str, Output]] = None
 
     def _to_rust(self) -> Dict[str, Any]:
         if (self.cidr is None) == (self.group is None):
