@@ -97,7 +97,9 @@ pub fn template(
         if let Ok(u) = obj.extract::<u64>() {
             return Ok(Json::from(u));
         }
-        return Err(PyValueError::new_err(format!("{what}: integer {obj} is out of range")));
+        return Err(PyValueError::new_err(format!(
+            "{what}: integer {obj} is out of range"
+        )));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         return serde_json::Number::from_f64(f.value())
@@ -216,13 +218,13 @@ pub fn fill_defaults(json: &mut Json) {
     match json {
         Json::Object(m) => {
             for (k, v) in m.iter_mut() {
-                if k == "health_check" && v.is_object() {
-                    if let Ok(mut d) =
+                if k == "health_check"
+                    && v.is_object()
+                    && let Ok(mut d) =
                         serde_json::to_value(mvi_core::container::HealthCheck::default())
-                    {
-                        merge(&mut d, std::mem::take(v));
-                        *v = d;
-                    }
+                {
+                    merge(&mut d, std::mem::take(v));
+                    *v = d;
                 }
                 fill_defaults(v);
             }

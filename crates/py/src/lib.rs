@@ -16,6 +16,30 @@ pub mod stack;
 
 use pyo3::prelude::*;
 
+/// Benchmark hook (`benches/python_overhead.py`): `n` KV gets of `key` from `table` done
+/// from Rust, each blocked on the same runtime the way a blocking Python call is; returns the
+/// seconds taken. The Python loop over `cloud.kv.get_item` minus this is the binding's cost.
+#[pyfunction]
+fn _bench_kv_get(
+    py: Python<'_>,
+    cloud: &Bound<'_, cloud::Cloud>,
+    table: String,
+    key: String,
+    n: u64,
+) -> PyResult<f64> {
+    let kv = cloud.get().cloud.kv().map_err(errors::to_py)?.clone();
+    py.detach(|| {
+        let rt = rt::runtime();
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let got = rt.block_on(kv.get_item(&table, mvi_core::kv::Key::new(key.as_str())))?;
+            std::hint::black_box(got);
+        }
+        Ok(start.elapsed().as_secs_f64())
+    })
+    .map_err(errors::to_py)
+}
+
 /// The native module `mvi._mvi`.
 #[pymodule]
 fn _mvi(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -51,5 +75,6 @@ fn _mvi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stack::PyOutput>()?;
     m.add("RESOURCE_TYPES", stack::TYPES.to_vec())?;
     m.add("HAS_AWS", cfg!(feature = "aws"))?;
+    m.add_function(wrap_pyfunction!(_bench_kv_get, m)?)?;
     Ok(())
 }

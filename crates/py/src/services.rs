@@ -57,6 +57,8 @@ macro_rules! service {
         impl $sync {
             $(
                 $(#[$m])*
+                // One Rust parameter per Python keyword argument.
+                #[allow(clippy::too_many_arguments)]
                 fn $f(&self, $py: Python<'_> $(, $a: $t)*) -> PyResult<Py<PyAny>> {
                     let $svc = self.svc.clone();
                     let fut = $body;
@@ -82,6 +84,7 @@ macro_rules! service {
         impl $asy {
             $(
                 $(#[$m])*
+                #[allow(clippy::too_many_arguments)]
                 fn $f<'py>(&self, $py: Python<'py> $(, $a: $t)*) -> PyResult<Bound<'py, PyAny>> {
                     let $svc = self.svc.clone();
                     let fut = $body;

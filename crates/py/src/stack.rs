@@ -135,10 +135,10 @@ fn input_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Input<Json>> {
 fn substitute(t: &Json, values: &[Json]) -> Json {
     match t {
         Json::Object(m) => {
-            if m.len() == 1 {
-                if let Some(i) = m.get(SLOT).and_then(Json::as_u64) {
-                    return values.get(i as usize).cloned().unwrap_or(Json::Null);
-                }
+            if m.len() == 1
+                && let Some(i) = m.get(SLOT).and_then(Json::as_u64)
+            {
+                return values.get(i as usize).cloned().unwrap_or(Json::Null);
             }
             Json::Object(
                 m.iter()
@@ -191,7 +191,9 @@ fn canonical<R: mvi_core::stack::Resource>(prop: &str, json: Json, what: &str) -
     let args: R::Args = conv::from_json(Json::Object(one), what)?;
     match serde_json::to_value(&args) {
         Ok(Json::Object(mut m)) => Ok(m.remove(prop).unwrap_or(Json::Null)),
-        Ok(_) | Err(_) => Err(PyValueError::new_err(format!("{what}: cannot be represented"))),
+        Ok(_) | Err(_) => Err(PyValueError::new_err(format!(
+            "{what}: cannot be represented"
+        ))),
     }
 }
 
