@@ -250,191 +250,79 @@ fn go<R: mvi_core::stack::Resource>(
     Ok((h.urn().to_string(), outputs))
 }
 
-/// The built-in types, by their Python name.
-pub const TYPES: &[&str] = &[
-    "Bucket",
-    "Table",
-    "Key",
-    "LogGroup",
-    "Alarm",
-    "Vpc",
-    "Subnet",
-    "SecurityGroup",
-    "Vm",
-    "Repository",
-    "Image",
-    "ContainerService",
-    "ScheduledTask",
-    "TargetGroup",
-    "LoadBalancer",
-    "Database",
-    "Snapshot",
-    "Noop",
-];
+/// The built-in types: Python name, provider, arguments from the Rust constructor (its
+/// defaults; the placeholders of required arguments are always overwritten), and the
+/// arguments Python must give.
+macro_rules! builtin_types {
+    ($($py:literal => $r:ty, $base:expr, [$($req:literal),*];)*) => {
+        /// The built-in types, by their Python name.
+        pub const TYPES: &[&str] = &[$($py,)* "Image"];
 
-fn declare(
+        fn declare(
+            stack: &CoreStack,
+            ty: &str,
+            name: &str,
+            kw: &Bound<'_, PyDict>,
+            opts: ResourceOptions,
+        ) -> PyResult<Declared> {
+            match ty {
+                $($py => go::<$r>(stack, ty, name, $base, &[$($req),*], kw, opts),)*
+                "Image" => declare_image(stack, name, kw, opts),
+                other => Err(PyValueError::new_err(format!(
+                    "unknown resource type {other:?}; the types are: {}",
+                    TYPES.join(", ")
+                ))),
+            }
+        }
+    };
+}
+
+builtin_types! {
+    "Bucket" => BucketResource, BucketArgs::new(""), ["name"];
+    "Table" => TableResource, TableArgs::new("", KeyAttr::new("", KeyType::Str)), ["name", "partition_key"];
+    "Key" => KeyResource, KeyArgs::new(""), ["alias"];
+    "LogGroup" => LogGroupResource, LogGroupArgs::new(""), ["name"];
+    "Alarm" => AlarmResource, AlarmArgs::new(AlarmSpec::new(
+        "", MetricId::new("", ""), Statistic::Sum, Comparison::GreaterThan, 0.0, Duration::from_secs(60), 1,
+    )), ["name", "metric", "statistic", "comparison", "threshold", "period", "evaluation_periods"];
+    "Vpc" => VpcResource, VpcArgs::new(""), ["cidr"];
+    "Subnet" => SubnetResource, SubnetArgs::new("", ""), ["vpc", "cidr"];
+    "SecurityGroup" => SecurityGroupResource, SecurityGroupArgs::new("", ""), ["vpc", "name"];
+    "Vm" => VmResource, VmArgs::new("", "", "", ""), ["name", "size", "image", "subnet"];
+    "Repository" => RepositoryResource, RepositoryArgs::new(""), ["name"];
+    "ContainerService" => ContainerServiceResource, ContainerServiceArgs::new("", "", 1), ["name", "image"];
+    "ScheduledTask" => ScheduledTaskResource,
+        ScheduledTaskArgs::new(ScheduleSpec::new("", "", ContainerSpec::new(""))), ["name", "cron", "container"];
+    "TargetGroup" => TargetGroupResource, TargetGroupArgs::new(TargetGroupSpec::new("", Protocol::Http)), ["name"];
+    "LoadBalancer" => LoadBalancerResource, LoadBalancerArgs::new(""), ["name"];
+    "Database" => DatabaseResource, DatabaseArgs::postgres(""), ["name"];
+    "Snapshot" => SnapshotResource, SnapshotArgs::new("", ""), ["database", "name"];
+    "Noop" => NoopResource, NoopArgs::new(""), ["value"];
+}
+
+/// An image: the digest of its directory is computed here, from the files, when declared.
+fn declare_image(
     stack: &CoreStack,
-    ty: &str,
     name: &str,
     kw: &Bound<'_, PyDict>,
     opts: ResourceOptions,
 ) -> PyResult<Declared> {
-    match ty {
-        "Bucket" => go::<BucketResource>(stack, ty, name, BucketArgs::new(""), &["name"], kw, opts),
-        "Table" => go::<TableResource>(
-            stack,
-            ty,
-            name,
-            TableArgs::new("", KeyAttr::new("", KeyType::Str)),
-            &["name", "partition_key"],
-            kw,
-            opts,
-        ),
-        "Key" => go::<KeyResource>(stack, ty, name, KeyArgs::new(""), &["alias"], kw, opts),
-        "LogGroup" => {
-            go::<LogGroupResource>(stack, ty, name, LogGroupArgs::new(""), &["name"], kw, opts)
-        }
-        "Alarm" => go::<AlarmResource>(
-            stack,
-            ty,
-            name,
-            AlarmArgs::new(AlarmSpec::new(
-                "",
-                MetricId::new("", ""),
-                Statistic::Sum,
-                Comparison::GreaterThan,
-                0.0,
-                Duration::from_secs(60),
-                1,
-            )),
-            &[
-                "name",
-                "metric",
-                "statistic",
-                "comparison",
-                "threshold",
-                "period",
-                "evaluation_periods",
-            ],
-            kw,
-            opts,
-        ),
-        "Vpc" => go::<VpcResource>(stack, ty, name, VpcArgs::new(""), &["cidr"], kw, opts),
-        "Subnet" => go::<SubnetResource>(
-            stack,
-            ty,
-            name,
-            SubnetArgs::new("", ""),
-            &["vpc", "cidr"],
-            kw,
-            opts,
-        ),
-        "SecurityGroup" => go::<SecurityGroupResource>(
-            stack,
-            ty,
-            name,
-            SecurityGroupArgs::new("", ""),
-            &["vpc", "name"],
-            kw,
-            opts,
-        ),
-        "Vm" => go::<VmResource>(
-            stack,
-            ty,
-            name,
-            VmArgs::new("", "", "", ""),
-            &["name", "size", "image", "subnet"],
-            kw,
-            opts,
-        ),
-        "Repository" => go::<RepositoryResource>(
-            stack,
-            ty,
-            name,
-            RepositoryArgs::new(""),
-            &["name"],
-            kw,
-            opts,
-        ),
-        "Image" => {
-            // The directory's digest is computed here, from the files, when declared.
-            let dir: String = kw
-                .get_item("dir")?
-                .ok_or_else(|| PyTypeError::new_err("Image() is missing required argument: dir"))?
-                .extract()
-                .map_err(|_| PyTypeError::new_err("Image(): dir must be a path (str)"))?;
-            let config = match kw.get_item("config")? {
-                Some(c) => conv::from_py(&c, "Image config", None)?,
-                None => mvi_core::image::ImageConfig::default(),
-            };
-            let base = ImageArgs::new("", &dir, config).map_err(to_py)?;
-            let rest = kw.copy()?;
-            rest.del_item("dir")?;
-            if rest.contains("config")? {
-                rest.del_item("config")?;
-            }
-            go::<ImageResource>(stack, ty, name, base, &["repository"], &rest, opts)
-        }
-        "ContainerService" => go::<ContainerServiceResource>(
-            stack,
-            ty,
-            name,
-            ContainerServiceArgs::new("", "", 1),
-            &["name", "image"],
-            kw,
-            opts,
-        ),
-        "ScheduledTask" => go::<ScheduledTaskResource>(
-            stack,
-            ty,
-            name,
-            ScheduledTaskArgs::new(ScheduleSpec::new("", "", ContainerSpec::new(""))),
-            &["name", "cron", "container"],
-            kw,
-            opts,
-        ),
-        "TargetGroup" => go::<TargetGroupResource>(
-            stack,
-            ty,
-            name,
-            TargetGroupArgs::new(TargetGroupSpec::new("", Protocol::Http)),
-            &["name"],
-            kw,
-            opts,
-        ),
-        "LoadBalancer" => go::<LoadBalancerResource>(
-            stack,
-            ty,
-            name,
-            LoadBalancerArgs::new(""),
-            &["name"],
-            kw,
-            opts,
-        ),
-        "Database" => go::<DatabaseResource>(
-            stack,
-            ty,
-            name,
-            DatabaseArgs::postgres(""),
-            &["name"],
-            kw,
-            opts,
-        ),
-        "Snapshot" => go::<SnapshotResource>(
-            stack,
-            ty,
-            name,
-            SnapshotArgs::new("", ""),
-            &["database", "name"],
-            kw,
-            opts,
-        ),
-        "Noop" => go::<NoopResource>(stack, ty, name, NoopArgs::new(""), &["value"], kw, opts),
-        other => Err(PyValueError::new_err(format!(
-            "unknown resource type {other:?}; the types are: {}",
-            TYPES.join(", ")
-        ))),
+    let dir: String = kw
+        .get_item("dir")?
+        .ok_or_else(|| PyTypeError::new_err("Image() is missing required argument: dir"))?
+        .extract()
+        .map_err(|_| PyTypeError::new_err("Image(): dir must be a path (str)"))?;
+    let config = match kw.get_item("config")? {
+        Some(c) => conv::from_py(&c, "Image config", None)?,
+        None => mvi_core::image::ImageConfig::default(),
+    };
+    let base = ImageArgs::new("", &dir, config).map_err(to_py)?;
+    let rest = kw.copy()?;
+    rest.del_item("dir")?;
+    if rest.contains("config")? {
+        rest.del_item("config")?;
     }
+    go::<ImageResource>(stack, "Image", name, base, &["repository"], &rest, opts)
 }
 
 fn resource_options(opts: Option<&Bound<'_, PyAny>>) -> PyResult<ResourceOptions> {

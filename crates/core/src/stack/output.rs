@@ -115,21 +115,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Output<T> {
         U: Serialize + DeserializeOwned + 'static,
         F: Fn(T) -> U + Send + Sync + 'static,
     {
-        let inner = self.node.eval.clone();
-        Output::from_node(Node {
-            stack: self.node.stack.clone(),
-            deps: self.node.deps.clone(),
-            secret: self.node.secret,
-            eval: Arc::new(move |env: &dyn Env| match inner(env)? {
-                Eval::Known(v) => {
-                    let t: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
-                    serde_json::to_value(f(t))
-                        .map(Eval::Known)
-                        .map_err(|e| e.to_string())
-                }
-                Eval::Unknown => Ok(Eval::Unknown),
-            }),
-        })
+        self.try_map(move |t| Ok(f(t)))
     }
 
     /// Like [`Output::map`], for a transformation that may fail: its error fails the
