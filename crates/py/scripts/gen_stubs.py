@@ -174,6 +174,8 @@ __all__ = %(all)s
 HAS_AWS: bool
 RESOURCE_TYPES: List[str]
 
+def _bench_kv_get(cloud: Cloud, table: str, key: str, n: int) -> float: ...
+
 @final
 class LogTail:
     def __iter__(self) -> Iterator[LogRecord]: ...
@@ -237,7 +239,7 @@ def main() -> None:
     out = [HEAD % {
         "sync_acc": "\n".join(f"    @property\n    def {a}(self) -> {c}: ..." for a, c in ACCESSORS),
         "all": repr(sorted(["HAS_AWS", "RESOURCE_TYPES", "LogTail", "Cloud", "AsyncCloud", "LocalCloud",
-                            "AwsCloud", "Output", "Stack"]
+                            "AwsCloud", "Output", "Stack", "_bench_kv_get"]
                            + [n for s in SERVICES for n in (s, "Async" + s)])),
         "async_acc": "\n".join(f"    @property\n    def {a}(self) -> Async{c}: ..." for a, c in ACCESSORS),
     }]

@@ -11,10 +11,12 @@ from .resources import ResourceOptions
 _Item = Dict[str, Any]
 _KeyAttrLike = Union[KeyAttr, Tuple[str, str], str]
 
-__all__ = ['AsyncBlob', 'AsyncCloud', 'AsyncContainers', 'AsyncCrypto', 'AsyncDatabases', 'AsyncImages', 'AsyncKv', 'AsyncLoadBalancers', 'AsyncLogs', 'AsyncMetrics', 'AsyncNetworks', 'AsyncVms', 'AwsCloud', 'Blob', 'Cloud', 'Containers', 'Crypto', 'Databases', 'HAS_AWS', 'Images', 'Kv', 'LoadBalancers', 'LocalCloud', 'LogTail', 'Logs', 'Metrics', 'Networks', 'Output', 'RESOURCE_TYPES', 'Stack', 'Vms']
+__all__ = ['AsyncBlob', 'AsyncCloud', 'AsyncContainers', 'AsyncCrypto', 'AsyncDatabases', 'AsyncImages', 'AsyncKv', 'AsyncLoadBalancers', 'AsyncLogs', 'AsyncMetrics', 'AsyncNetworks', 'AsyncVms', 'AwsCloud', 'Blob', 'Cloud', 'Containers', 'Crypto', 'Databases', 'HAS_AWS', 'Images', 'Kv', 'LoadBalancers', 'LocalCloud', 'LogTail', 'Logs', 'Metrics', 'Networks', 'Output', 'RESOURCE_TYPES', 'Stack', 'Vms', '_bench_kv_get']
 
 HAS_AWS: bool
 RESOURCE_TYPES: List[str]
+
+def _bench_kv_get(cloud: Cloud, table: str, key: str, n: int) -> float: ...
 
 @final
 class LogTail:
