@@ -603,10 +603,22 @@ impl LogTail {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let next = crate::rt::wait(py, Self::next_record(self.stream.clone()))?;
-        match next {
-            Some(r) => conv::record(py, "LogRecord", &r),
-            None => Err(PyStopIteration::new_err(())),
+        // Waits in slices, so Ctrl-C (a pending signal) interrupts a quiet tail.
+        loop {
+            let stream = self.stream.clone();
+            let next = crate::rt::wait(py, async move {
+                match tokio::time::timeout(Duration::from_millis(100), Self::next_record(stream))
+                    .await
+                {
+                    Ok(r) => r.map(Some),
+                    Err(_) => Ok(None),
+                }
+            })?;
+            match next {
+                Some(Some(r)) => return conv::record(py, "LogRecord", &r),
+                Some(None) => return Err(PyStopIteration::new_err(())),
+                None => py.check_signals()?,
+            }
         }
     }
 

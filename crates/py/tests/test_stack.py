@@ -146,3 +146,17 @@ def test_quickstart_example(tmp_path):
     assert "GET /db      -> 200 database says hello" in done.stdout
     assert "second preview: no changes" in done.stdout
     assert "20 resources deleted" in done.stdout
+
+
+def test_outputs_inside_structures_and_plain_values(mem, tmp_path):
+    s = mvi.Stack("nest", mem, state_dir=str(tmp_path / "stacks"))
+    a = r.Noop(s, "a", value="x")
+    both = mvi.Output.all(a.value, "plain", 3)
+    b = r.Noop(s, "b", value=both.apply(lambda v: "-".join(map(str, v))))
+    assert both.dependencies == [a.urn] and b.value.dependencies == [b.urn]
+    with pytest.raises(ValueError, match="at least one Output"):
+        mvi.Output.all("only", "plain")
+    with pytest.raises(TypeError, match="only be an argument of a stack resource"):
+        mem.networks.authorize("sg-1", mvi.Rule("Ingress", 1, 2, group=a.value))
+    s.export("b", b.value)
+    assert s.up().outputs["b"] == "x-plain-3"
