@@ -12,7 +12,9 @@ venv="$cache/venv-py"
 [ -x "$venv/bin/maturin" ] || { echo "test-python: run scripts/setup.sh first (no $venv)" >&2; exit 1; }
 
 export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
-(cd crates/py && maturin develop --locked --quiet)
+# With the AWS backend: its SDK crates are built already by the workspace tests (same
+# profile), and tests/test_aws.py runs the binding against moto_server.
+(cd crates/py && maturin develop --locked --quiet --features aws)
 
 cd crates/py
 python -m pytest tests -q
