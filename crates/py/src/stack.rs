@@ -25,7 +25,7 @@ use serde_json::Value as Json;
 use crate::cloud::Cloud;
 use crate::conv::{self, SLOT, dict, json_to_py, py_to_json, template};
 use crate::errors::to_py;
-use crate::rt::{spawn, wait};
+use crate::rt::{block, spawn, wait};
 
 /// A value known once the resource it comes from exists (a bucket's name, a database's URL).
 /// Pass it as an argument of another resource to depend on it; `apply(fn)` transforms it.
@@ -493,6 +493,59 @@ pub struct Stack {
     pub(crate) inner: CoreStack,
 }
 
+type Op<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = mvi_core::Result<conv::With<T>>> + Send>>;
+
+/// Each operation once, as a future both the blocking and the awaitable method run.
+impl Stack {
+    fn preview_op(&self, refresh: bool) -> Op<Plan> {
+        let s = self.inner.clone();
+        Box::pin(async move {
+            let plan = s.preview_with(options(refresh, None)).await?;
+            Ok(conv::With(plan, plan_py))
+        })
+    }
+
+    fn up_op(
+        &self,
+        refresh: bool,
+        parallelism: Option<usize>,
+        on_event: Option<Py<PyAny>>,
+    ) -> Op<Report> {
+        let s = self.inner.clone();
+        Box::pin(async move {
+            let r = with_events(
+                s.clone(),
+                on_event,
+                s.up_with(options(refresh, parallelism)),
+            )
+            .await?;
+            Ok(conv::With(r, report_py))
+        })
+    }
+
+    fn destroy_op(&self, parallelism: Option<usize>, on_event: Option<Py<PyAny>>) -> Op<Report> {
+        let s = self.inner.clone();
+        Box::pin(async move {
+            let r = with_events(
+                s.clone(),
+                on_event,
+                s.destroy_with(options(true, parallelism)),
+            )
+            .await?;
+            Ok(conv::With(r, report_py))
+        })
+    }
+
+    fn refresh_op(&self) -> Op<Report> {
+        let s = self.inner.clone();
+        Box::pin(async move {
+            let r = s.refresh().await?;
+            Ok(conv::With(r, report_py))
+        })
+    }
+}
+
 #[pymethods]
 impl Stack {
     #[new]
@@ -549,12 +602,7 @@ impl Stack {
     /// What `up` would do: a `Plan` (`print(plan)` shows it like `pulumi preview`).
     #[pyo3(signature = (*, refresh=true))]
     fn preview(&self, py: Python<'_>, refresh: bool) -> PyResult<Py<PyAny>> {
-        let s = self.inner.clone();
-        let plan = wait(
-            py,
-            async move { s.preview_with(options(refresh, None)).await },
-        )?;
-        plan_py(py, plan)
+        block(py, self.preview_op(refresh))
     }
 
     /// Applies the stack; `on_event(event)` is called with each progress `Event`.
@@ -566,16 +614,7 @@ impl Stack {
         parallelism: Option<usize>,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let s = self.inner.clone();
-        let r = wait(py, async move {
-            with_events(
-                s.clone(),
-                on_event,
-                s.up_with(options(refresh, parallelism)),
-            )
-            .await
-        })?;
-        report_py(py, r)
+        block(py, self.up_op(refresh, parallelism, on_event))
     }
 
     /// Deletes every resource of the stack, dependents first.
@@ -586,23 +625,12 @@ impl Stack {
         parallelism: Option<usize>,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let s = self.inner.clone();
-        let r = wait(py, async move {
-            with_events(
-                s.clone(),
-                on_event,
-                s.destroy_with(options(true, parallelism)),
-            )
-            .await
-        })?;
-        report_py(py, r)
+        block(py, self.destroy_op(parallelism, on_event))
     }
 
     /// Reads every real resource and records drift (the report's plan lists it).
     fn refresh(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let s = self.inner.clone();
-        let r = wait(py, async move { s.refresh().await })?;
-        report_py(py, r)
+        block(py, self.refresh_op())
     }
 
     /// The stack's exported outputs as saved by the last `up`.
@@ -615,11 +643,7 @@ impl Stack {
     /// `preview` as an awaitable.
     #[pyo3(signature = (*, refresh=true))]
     fn preview_async<'py>(&self, py: Python<'py>, refresh: bool) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.inner.clone();
-        spawn(py, async move {
-            let p = s.preview_with(options(refresh, None)).await?;
-            Ok(conv::With(p, plan_py))
-        })
+        spawn(py, self.preview_op(refresh))
     }
 
     /// `up` as an awaitable.
@@ -631,16 +655,7 @@ impl Stack {
         parallelism: Option<usize>,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.inner.clone();
-        spawn(py, async move {
-            let r = with_events(
-                s.clone(),
-                on_event,
-                s.up_with(options(refresh, parallelism)),
-            )
-            .await?;
-            Ok(conv::With(r, report_py))
-        })
+        spawn(py, self.up_op(refresh, parallelism, on_event))
     }
 
     /// `destroy` as an awaitable.
@@ -651,25 +666,12 @@ impl Stack {
         parallelism: Option<usize>,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.inner.clone();
-        spawn(py, async move {
-            let r = with_events(
-                s.clone(),
-                on_event,
-                s.destroy_with(options(true, parallelism)),
-            )
-            .await?;
-            Ok(conv::With(r, report_py))
-        })
+        spawn(py, self.destroy_op(parallelism, on_event))
     }
 
     /// `refresh` as an awaitable.
     fn refresh_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.inner.clone();
-        spawn(py, async move {
-            let r = s.refresh().await?;
-            Ok(conv::With(r, report_py))
-        })
+        spawn(py, self.refresh_op())
     }
 
     fn __repr__(&self) -> String {
