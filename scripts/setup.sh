@@ -13,6 +13,8 @@ missing=()
 have_postgres || missing+=(postgresql)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# The Python binding's tests build it in a virtualenv (scripts/test-python.sh).
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
@@ -38,4 +40,14 @@ if ! moto_ok; then
   python3 -m pip install --quiet 'moto[server]>=5.2.5'
   command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
   moto_ok || { echo "setup: moto_server >= 5.2.5 is still missing" >&2; exit 1; }
+fi
+
+# The Python binding's build and checks (scripts/test-python.sh): maturin, pytest and mypy
+# in a virtualenv under the cache folder, installed with pip when missing.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/mvi/venv-py"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+if ! "$venv/bin/python" -c 'import maturin, pytest, mypy' >/dev/null 2>&1; then
+  echo "setup: installing maturin, pytest and mypy into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    'maturin>=1.9,<2' pytest 'mypy>=1.18'
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test of mvi, on a fresh machine: formatting, lints, the unit and conformance tests of
-# every crate, the end-to-end tests, and the quickstart as a smoke test.
+# every crate, the end-to-end tests, the quickstart as a smoke test, and the Python binding.
 # Usage: ./scripts/test.sh   (set CARGO_TARGET_DIR to reuse a build cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,9 @@ step "examples: the data services (in memory), the quickstart stack, the same ap
 cargo run --quiet --locked --example data_services -- --memory
 cargo run --quiet --locked --example quickstart
 cargo run --quiet --locked --example app_script
+
+step "Python binding: build the package, pytest (every service, stacks, quickstart.py), stubtest"
+./scripts/test-python.sh
 
 echo
 echo "all tests passed"

@@ -115,6 +115,17 @@ impl<T: Serialize + DeserializeOwned + 'static> Output<T> {
         U: Serialize + DeserializeOwned + 'static,
         F: Fn(T) -> U + Send + Sync + 'static,
     {
+        self.try_map(move |t| Ok(f(t)))
+    }
+
+    /// Like [`Output::map`], for a transformation that may fail: its error fails the
+    /// operation that evaluates the output, naming the resource whose argument it is (the
+    /// Python binding's `Output.apply` runs Python functions through it).
+    pub fn try_map<U, F>(&self, f: F) -> Output<U>
+    where
+        U: Serialize + DeserializeOwned + 'static,
+        F: Fn(T) -> Result<U, String> + Send + Sync + 'static,
+    {
         let inner = self.node.eval.clone();
         Output::from_node(Node {
             stack: self.node.stack.clone(),
@@ -123,7 +134,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Output<T> {
             eval: Arc::new(move |env: &dyn Env| match inner(env)? {
                 Eval::Known(v) => {
                     let t: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
-                    serde_json::to_value(f(t))
+                    serde_json::to_value(f(t)?)
                         .map(Eval::Known)
                         .map_err(|e| e.to_string())
                 }

@@ -1,0 +1,747 @@
+"""The shapes of mvi's requests and results, as dataclasses.
+
+Each class mirrors one Rust type of ``mvi-core`` field for field (the Rust names, the
+Rust enum variants as strings such as ``"Http"`` or ``"Ingress"``). The native module turns
+Rust values into these classes with :func:`_build` and these classes into Rust values with
+:func:`_to_json`; neither checks anything itself: the Rust side does, and its errors name
+what was wrong. A field left ``None`` in a request takes the Rust constructor's default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import sys
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from ._mvi import Output
+
+__all__ = [
+    "BucketInfo", "ObjectMeta", "ObjectBody", "ListPage", "CompletedPart",
+    "KeyAttr", "TableSpec", "TableInfo", "ItemPage",
+    "KeyMetadata", "Decrypted", "DataKey", "AuditEvent",
+    "LogGroup", "LogStream", "LogEvent", "LogRecord", "RecordPage",
+    "MetricId", "Datum", "Datapoint", "AlarmSpec", "Alarm", "AlarmTransition",
+    "Repository", "ImageConfig", "Descriptor", "Manifest", "ImageInfo",
+    "HealthCheck", "SecretRef", "ContainerSpec", "ServiceSpec", "ContainerInstance",
+    "ServiceInfo", "TaskResult", "ScheduleSpec",
+    "TargetGroupSpec", "ListenerSpec", "LoadBalancerSpec", "LoadBalancerInfo", "TargetStatus",
+    "DatabaseSpec", "DatabaseInfo", "Credentials", "SnapshotInfo",
+    "VmSpec", "VmInfo",
+    "VpcInfo", "SubnetInfo", "Rule", "SecurityGroupInfo",
+    "PropDiff", "Step", "Drift", "Plan", "Report", "Event",
+]
+
+_kw: Dict[str, Any] = {"frozen": True}
+
+
+# ---------------------------------------------------------------- Blob
+@dataclass(**_kw)
+class BucketInfo:
+    name: str
+    created: _dt.datetime
+
+
+@dataclass(**_kw)
+class ObjectMeta:
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    last_modified: _dt.datetime
+    content_type: Optional[str] = None
+    metadata: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(**_kw)
+class ObjectBody:
+    """An object read with ``blob.get_object``: its metadata, the byte range read, the bytes."""
+
+    meta: ObjectMeta
+    range: Tuple[int, int]
+    body: bytes
+
+    def __repr__(self) -> str:
+        return f"ObjectBody(meta={self.meta!r}, range={self.range!r}, body=<{len(self.body)} bytes>)"
+
+
+@dataclass(**_kw)
+class ListPage:
+    objects: List[ObjectMeta]
+    common_prefixes: List[str]
+    next: Optional[str] = None
+
+
+@dataclass(**_kw)
+class CompletedPart:
+    number: int
+    etag: str
+
+
+# ---------------------------------------------------------------- KV
+@dataclass(**_kw)
+class KeyAttr:
+    """A key attribute of a table: its name and kind (``"Str"``, ``"Number"`` or ``"Bytes"``)."""
+
+    name: str
+    kind: str = "Str"
+
+
+@dataclass(**_kw)
+class TableSpec:
+    name: str
+    partition_key: KeyAttr
+    sort_key: Optional[KeyAttr] = None
+
+
+@dataclass(**_kw)
+class TableInfo:
+    spec: TableSpec
+    item_count: int
+    created: _dt.datetime
+
+
+@dataclass(**_kw)
+class ItemPage:
+    items: List[Dict[str, Any]]
+    next: Optional[str] = None
+
+
+# ---------------------------------------------------------------- Crypto
+@dataclass(**_kw)
+class KeyMetadata:
+    id: str
+    aliases: List[str]
+    description: str
+    state: str
+    origin: str
+    created: _dt.datetime
+    versions: int
+    deletion_date: Optional[_dt.datetime] = None
+
+
+@dataclass(**_kw)
+class Decrypted:
+    key_id: str
+    plaintext: bytes = field(repr=False)
+
+
+@dataclass(**_kw)
+class DataKey:
+    key_id: str
+    plaintext: bytes = field(repr=False)
+    ciphertext: bytes = field(repr=False)
+
+
+@dataclass(**_kw)
+class AuditEvent:
+    time: _dt.datetime
+    principal: str
+    key_id: str
+    operation: str
+    outcome: str
+    """``"Ok"`` or ``"Denied"`` (then ``reason`` says why)."""
+    reason: Optional[str] = None
+
+    @staticmethod
+    def _from_rust(data: Dict[str, Any]) -> Dict[str, Any]:
+        outcome = data.get("outcome")
+        if isinstance(outcome, dict):
+            (kind, reason), = outcome.items()
+            data = {**data, "outcome": kind, "reason": reason}
+        return data
+
+
+# ---------------------------------------------------------------- Log
+@dataclass(**_kw)
+class LogGroup:
+    name: str
+    retention_days: Optional[int]
+    created: _dt.datetime
+
+
+@dataclass(**_kw)
+class LogStream:
+    name: str
+    created: _dt.datetime
+    last_event: Optional[_dt.datetime] = None
+
+
+@dataclass(**_kw)
+class LogEvent:
+    timestamp: _dt.datetime
+    message: str
+
+
+@dataclass(**_kw)
+class LogRecord:
+    stream: str
+    timestamp: _dt.datetime
+    ingested: _dt.datetime
+    message: str
+
+
+@dataclass(**_kw)
+class RecordPage:
+    items: List[LogRecord]
+    next: Optional[str] = None
+
+
+# ---------------------------------------------------------------- Metric
+def _stat_to_rust(s: str) -> Any:
+    if isinstance(s, str) and s[:1] in ("p", "P") and s[1:].replace(".", "", 1).isdigit():
+        return {"Percentile": round(float(s[1:]) * 100)}
+    return s
+
+
+def _stat_from_rust(s: Any) -> str:
+    if isinstance(s, dict) and "Percentile" in s:
+        p = s["Percentile"]
+        return f"p{p // 100}" if p % 100 == 0 else f"p{p / 100}"
+    return str(s)
+
+
+@dataclass(**_kw)
+class MetricId:
+    namespace: str
+    name: str
+    dimensions: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(**_kw)
+class Datum:
+    """One sample. ``unit`` is a Rust ``Unit`` variant (``"Count"``, ``"Milliseconds"``, ...)."""
+
+    name: str
+    value: float
+    timestamp: _dt.datetime
+    dimensions: Dict[str, str] = field(default_factory=dict)
+    unit: Optional[str] = None
+
+
+@dataclass(**_kw)
+class Datapoint:
+    """One period's statistics, by name (``"Sum"``, ``"Average"``, ``"p99"``, ...)."""
+
+    timestamp: _dt.datetime
+    values: Dict[str, float]
+    unit: str
+
+
+@dataclass(**_kw)
+class AlarmSpec:
+    """An alarm. ``statistic``: ``"Sum"``, ``"Average"``, ``"Minimum"``, ``"Maximum"``,
+    ``"SampleCount"`` or a percentile ``"p99"``; ``comparison``: ``"GreaterThanOrEqual"``,
+    ``"GreaterThan"``, ``"LessThan"``, ``"LessThanOrEqual"``."""
+
+    name: str
+    metric: MetricId
+    statistic: str
+    period: _dt.timedelta
+    evaluation_periods: int
+    threshold: float
+    comparison: str
+
+    def _to_rust(self) -> Dict[str, Any]:
+        return {**_fields(self), "statistic": _stat_to_rust(self.statistic)}
+
+    @staticmethod
+    def _from_rust(data: Dict[str, Any]) -> Dict[str, Any]:
+        return {**data, "statistic": _stat_from_rust(data.get("statistic"))}
+
+
+@dataclass(**_kw)
+class Alarm:
+    spec: AlarmSpec
+    state: str
+    reason: str
+    updated: _dt.datetime
+
+
+@dataclass(**_kw)
+class AlarmTransition:
+    time: _dt.datetime
+    from_: str
+    to: str
+    reason: str
+
+    @staticmethod
+    def _from_rust(data: Dict[str, Any]) -> Dict[str, Any]:
+        data = dict(data)
+        data["from_"] = data.pop("from", None)
+        return data
+
+
+# ---------------------------------------------------------------- Image
+@dataclass(**_kw)
+class Repository:
+    name: str
+    uri: str
+    created: _dt.datetime
+
+
+@dataclass(**_kw)
+class ImageConfig:
+    entrypoint: List[str] = field(default_factory=list)
+    cmd: List[str] = field(default_factory=list)
+    env: Dict[str, str] = field(default_factory=dict)
+    exposed_port: Optional[int] = None
+    working_dir: Optional[str] = None
+
+
+@dataclass(**_kw)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+
+    def _to_rust(self) -> Dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+    @staticmethod
+    def _from_rust(data: Dict[str, Any]) -> Dict[str, Any]:
+        data = dict(data)
+        data["media_type"] = data.pop("mediaType", None)
+        return data
+
+
+@dataclass(**_kw)
+class Manifest:
+    config: Descriptor
+    layers: List[Descriptor]
+
+
+@dataclass(**_kw)
+class ImageInfo:
+    repository: str
+    digest: str
+    tags: List[str]
+    size: int
+    pushed: _dt.datetime
+
+
+# ---------------------------------------------------------------- Container
+@dataclass(**_kw)
+class HealthCheck:
+    path: Optional[str] = None
+    interval: Optional[_dt.timedelta] = None
+    timeout: Optional[_dt.timedelta] = None
+    healthy_threshold: Optional[int] = None
+    unhealthy_threshold: Optional[int] = None
+
+
+@dataclass(**_kw)
+class SecretRef:
+    env: str
+    ciphertext: bytes = field(repr=False)
+
+
+@dataclass(**_kw)
+class ContainerSpec:
+    image: str
+    command: Optional[List[str]] = None
+    env: Optional[Dict[str, str]] = None
+    secrets: Optional[List[SecretRef]] = None
+    port: Optional[int] = None
+    cpu_millis: Optional[int] = None
+    memory_mib: Optional[int] = None
+    health_check: Optional[HealthCheck] = None
+
+
+@dataclass(**_kw)
+class ServiceSpec:
+    name: str
+    container: ContainerSpec
+    replicas: int = 1
+    target_group: Optional[str] = None
+    subnets: Optional[List[str]] = None
+    security_groups: Optional[List[str]] = None
+
+
+@dataclass(**_kw)
+class ContainerInstance:
+    id: str
+    state: str
+    vm: Optional[str]
+    address: Optional[str]
+    restarts: int
+    started: Optional[_dt.datetime]
+
+
+@dataclass(**_kw)
+class ServiceInfo:
+    spec: ServiceSpec
+    instances: List[ContainerInstance]
+
+
+@dataclass(**_kw)
+class TaskResult:
+    id: str
+    exit_code: Optional[int]
+    log_stream: Tuple[str, str]
+    started: _dt.datetime
+    finished: _dt.datetime
+
+
+@dataclass(**_kw)
+class ScheduleSpec:
+    name: str
+    cron: str
+    container: ContainerSpec
+
+
+# ---------------------------------------------------------------- Load Balancer
+@dataclass(**_kw)
+class TargetGroupSpec:
+    """``protocol``: ``"Http"`` or ``"Tcp"``; ``algorithm``: ``"RoundRobin"`` or
+    ``"LeastOutstandingRequests"``."""
+
+    name: str
+    protocol: str = "Http"
+    vpc: Optional[str] = None
+    health_check: Optional[HealthCheck] = None
+    algorithm: Optional[str] = None
+    deregistration_delay: Optional[_dt.timedelta] = None
+
+
+@dataclass(**_kw)
+class ListenerSpec:
+    port: int
+    forward: List[Tuple[str, int]]
+    protocol: str = "Http"
+
+
+@dataclass(**_kw)
+class LoadBalancerSpec:
+    name: str
+    listeners: List[ListenerSpec]
+    subnets: Optional[List[str]] = None
+    security_groups: Optional[List[str]] = None
+
+
+@dataclass(**_kw)
+class LoadBalancerInfo:
+    spec: LoadBalancerSpec
+    dns_name: str
+    urls: List[str]
+
+
+@dataclass(**_kw)
+class TargetStatus:
+    target: str
+    health: str
+    reason: str
+
+
+# ---------------------------------------------------------------- Database
+@dataclass(**_kw)
+class DatabaseSpec:
+    name: str
+    engine: Optional[str] = None
+    version: Optional[str] = None
+    size: Optional[str] = None
+    storage_gib: Optional[int] = None
+    multi_az: Optional[bool] = None
+    backup_retention_days: Optional[int] = None
+    subnets: Optional[List[str]] = None
+    security_groups: Optional[List[str]] = None
+
+
+@dataclass(**_kw)
+class DatabaseInfo:
+    spec: DatabaseSpec
+    state: str
+    endpoint: str
+    created: _dt.datetime
+
+
+@dataclass(**_kw)
+class Credentials:
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    database: str
+    url: str = field(repr=False)
+
+
+@dataclass(**_kw)
+class SnapshotInfo:
+    name: str
+    database: str
+    created: _dt.datetime
+    size: int
+
+
+# ---------------------------------------------------------------- VM
+@dataclass(**_kw)
+class VmSpec:
+    name: str
+    size: str
+    image: str
+    subnet: str
+    security_groups: Optional[List[str]] = None
+    user_data: Optional[str] = None
+    tags: Optional[Dict[str, str]] = None
+
+
+@dataclass(**_kw)
+class VmInfo:
+    id: str
+    spec: VmSpec
+    state: str
+    zone: str
+    vcpus: int
+    memory_mib: int
+    private_ip: str
+    launched: _dt.datetime
+
+
+# ---------------------------------------------------------------- VPC
+@dataclass(**_kw)
+class VpcInfo:
+    id: str
+    cidr: str
+    tags: Dict[str, str]
+
+
+@dataclass(**_kw)
+class SubnetInfo:
+    id: str
+    vpc: str
+    cidr: str
+    zone: str
+    public: bool
+
+
+@dataclass(**_kw)
+class Rule:
+    """A security group rule: ``direction`` ``"Ingress"`` or ``"Egress"``, a port range, and
+    the peer: a ``cidr`` or another security ``group`` (one of the two)."""
+
+    direction: str
+    from_port: int
+    to_port: int
+    cidr: Optional[str] = None
+    group: Optional[Union[str, Output]] = None
+
+    def _to_rust(self) -> Dict[str, Any]:
+        if (self.cidr is None) == (self.group is None):
+            raise ValueError("Rule: give exactly one of cidr= or group=")
+        peer = {"Cidr": self.cidr} if self.cidr is not None else {"Group": self.group}
+        return {"direction": self.direction, "from_port": self.from_port,
+                "to_port": self.to_port, "peer": peer}
+
+    @staticmethod
+    def _from_rust(data: Dict[str, Any]) -> Dict[str, Any]:
+        data = dict(data)
+        peer = data.pop("peer", {}) or {}
+        data["cidr"] = peer.get("Cidr")
+        data["group"] = peer.get("Group")
+        return data
+
+
+@dataclass(**_kw)
+class SecurityGroupInfo:
+    id: str
+    name: str
+    vpc: str
+    rules: List[Rule]
+
+
+# ---------------------------------------------------------------- Stacks
+@dataclass(**_kw)
+class PropDiff:
+    """One property's change: old and new values as shown (secrets as ``"[secret]"``,
+    unknown ones as ``"(known after apply)"``); ``replaces``: the change needs a replacement."""
+
+    name: str
+    old: Optional[str]
+    new: Optional[str]
+    replaces: bool = False
+
+
+@dataclass(**_kw)
+class Step:
+    """One step of a plan: ``op`` is ``same``, ``create``, ``update``, ``replace``,
+    ``delete``, ``import`` or ``refresh``."""
+
+    urn: str
+    type_name: str
+    name: str
+    parent: Optional[str]
+    op: str
+    diffs: List[PropDiff]
+
+
+@dataclass(**_kw)
+class Drift:
+    """A resource found changed (or ``deleted``) out of band by a refresh."""
+
+    urn: str
+    deleted: bool
+    diffs: List[PropDiff]
+
+
+@dataclass(**_kw, repr=False)
+class Plan:
+    """What ``up`` (or ``destroy``) would do; ``str(plan)`` renders it like ``pulumi preview``."""
+
+    stack: str
+    steps: List[Step]
+    drift: List[Drift]
+    text: str
+
+    def count(self, op: str) -> int:
+        """How many steps do ``op``."""
+        return sum(1 for s in self.steps if s.op == op)
+
+    def is_empty(self) -> bool:
+        """Whether nothing would change."""
+        return all(s.op == "same" for s in self.steps)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        counts: Dict[str, int] = {}
+        for s in self.steps:
+            counts[s.op] = counts.get(s.op, 0) + 1
+        inner = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        return f"Plan({inner or 'empty'})"
+
+
+@dataclass(**_kw, repr=False)
+class Report:
+    """What an operation did: its plan (the steps run) and the stack's outputs after it."""
+
+    plan: Plan
+    outputs: Dict[str, Any]
+    duration: _dt.timedelta
+
+    def __repr__(self) -> str:
+        return f"Report({self.plan!r}, outputs={sorted(self.outputs)}, duration={self.duration})"
+
+
+@dataclass(**_kw)
+class Event:
+    """A progress event: ``kind`` is ``started``, ``finished``, ``failed`` or ``skipped``."""
+
+    kind: str
+    urn: str
+    op: str
+    duration: Optional[_dt.timedelta] = None
+    error: Optional[str] = None
+
+
+# ---------------------------------------------------------------- conversion
+def _fields(obj: Any) -> Dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _is_record(obj: Any) -> bool:
+    """Whether ``obj`` is a dataclass instance (a request record)."""
+    return dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+
+
+def _shallow(obj: Any) -> Dict[str, Any]:
+    """A dataclass's fields in its Rust shape, one level deep (values left as they are, so
+    ``Output``s inside are kept); ``None`` fields are left out."""
+    hook = getattr(obj, "_to_rust", None)
+    data = hook() if hook is not None else _fields(obj)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def _to_json(obj: Any) -> Any:
+    """A dataclass (or plain value) as the JSON the Rust type deserializes. ``None`` fields of
+    a dataclass are left out, so the Rust side's defaults apply."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        hook = getattr(obj, "_to_rust", None)
+        data = hook() if hook is not None else _fields(obj)
+        return {k: _to_json(v) for k, v in data.items() if v is not None}
+    if isinstance(obj, dict):
+        return {str(k): _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, _dt.datetime):
+        if obj.tzinfo is None:
+            raise ValueError(f"datetime {obj} has no time zone; give an aware datetime (UTC)")
+        return obj.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(obj, _dt.timedelta):
+        if obj < _dt.timedelta(0):
+            raise ValueError(f"duration {obj} is negative")
+        whole = obj.days * 86400 + obj.seconds
+        return {"secs": whole, "nanos": obj.microseconds * 1000}
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return list(bytes(obj))
+    return obj
+
+
+def _parse_time(s: Any) -> Any:
+    if not isinstance(s, str):
+        return s
+    # chrono writes RFC 3339 with up to 9 fractional digits and "Z"; Python 3.9's
+    # fromisoformat wants +00:00 and at most 6 digits.
+    s = s.replace("Z", "+00:00")
+    if "." in s:
+        head, rest = s.split(".", 1)
+        n = 0
+        while n < len(rest) and rest[n].isdigit():
+            n += 1
+        digits = rest[:n]
+        zone = rest[len(digits):]
+        s = f"{head}.{(digits + '000000')[:6]}{zone}"
+    return _dt.datetime.fromisoformat(s)
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value) if len(inner) == 1 else value
+    if tp is _dt.datetime:
+        return _parse_time(value)
+    if tp is _dt.timedelta:
+        if isinstance(value, dict):
+            return _dt.timedelta(seconds=value.get("secs", 0), microseconds=value.get("nanos", 0) // 1000)
+        return value
+    if tp is bytes and isinstance(value, list):
+        return bytes(value)
+    if origin in (list, List):
+        return [_convert(args[0], v) for v in value] if args else list(value)
+    if origin in (tuple, Tuple):
+        return tuple(_convert(a, v) for a, v in zip(args, value)) if args else tuple(value)
+    if origin in (dict, Dict):
+        return {k: _convert(args[1], v) for k, v in value.items()} if args else dict(value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return _build_cls(tp, value)
+    return value
+
+
+_hints: Dict[type, Dict[str, Any]] = {}
+
+
+def _build_cls(cls: type, data: Dict[str, Any]) -> Any:
+    hook = getattr(cls, "_from_rust", None)
+    if hook is not None:
+        data = hook(data)
+    hints = _hints.get(cls)
+    if hints is None:
+        hints = typing.get_type_hints(cls, vars(sys.modules[__name__]))
+        _hints[cls] = hints
+    kwargs = {f.name: _convert(hints[f.name], data.get(f.name)) for f in dataclasses.fields(cls)
+              if f.name in data}
+    return cls(**kwargs)
+
+
+def _build(name: str, data: Any) -> Any:
+    """The dataclass ``name`` from the JSON of the Rust value (lists map element-wise)."""
+    cls = globals()[name]
+    if isinstance(data, list):
+        return [_build_cls(cls, d) for d in data]
+    return _build_cls(cls, data)
