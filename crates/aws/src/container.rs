@@ -109,7 +109,7 @@ use aws_sdk_ecs::types::{
 use aws_sdk_ssm::types::ParameterType;
 use mvi_core::container::{
     ContainerInstance, ContainerSpec, Containers, HealthCheck, InstanceState, ScheduleSpec,
-    ServiceInfo, ServiceSpec, TaskResult,
+    ServiceInfo, ServiceSpec, TaskResult, validate_name,
 };
 use mvi_core::image::ImageRef;
 use mvi_core::{Error, ErrorKind, Op, Result, SecretBytes, Service, Timestamp};
@@ -410,23 +410,7 @@ impl EcsContainers {
             }
             bare = rest;
         }
-        let (repo, reference) = if let Some((repo, digest)) = bare.split_once('@') {
-            (repo, ImageRef::Digest(digest.to_owned()))
-        } else {
-            match bare.rsplit_once(':') {
-                Some((repo, tag)) if !tag.contains('/') => (repo, ImageRef::Tag(tag.to_owned())),
-                _ => (bare, ImageRef::Tag("latest".into())),
-            }
-        };
-        if repo.is_empty()
-            || matches!(&reference, ImageRef::Tag(t) | ImageRef::Digest(t) if t.is_empty())
-        {
-            return Err(op.invalid(
-                image,
-                "an image is `repository:tag` or `repository@sha256:<hex>`",
-            ));
-        }
-        Ok((repo.to_owned(), reference))
+        mvi_core::image::split_reference(op, image, bare)
     }
 
     /// The image's pull reference by digest (NotFound if it does not exist).
@@ -1560,55 +1544,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-// ---- validation (the local backend's rules) ----
+// ---- validation (core's rules, as the local backend applies them) ----
 
-fn validate_name(op: Op, kind: &str, name: &str, max: usize) -> Result<()> {
-    let ok = (1..=max).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !ok {
-        return Err(op.invalid(
-            name,
-            format!("a {kind} name is 1–{max} letters, digits, hyphens and underscores"),
-        ));
-    }
-    Ok(())
-}
-
+/// Core's container rules, then what Fargate adds: a size it offers.
 fn validate_container(op: Op, resource: &str, c: &ContainerSpec) -> Result<()> {
-    if c.cpu_millis == 0 || c.memory_mib == 0 {
-        return Err(op.invalid(resource, "cpu_millis and memory_mib must be at least 1"));
-    }
-    let bad_name = |k: &str| k.is_empty() || k.contains('=') || k.contains('\0');
-    for (k, v) in &c.env {
-        if bad_name(k) || v.contains('\0') {
-            return Err(op.invalid(
-                resource,
-                format!("bad environment variable {k:?}: names are non-empty, without '=' or NUL"),
-            ));
-        }
-    }
-    for s in &c.secrets {
-        if bad_name(&s.env) {
-            return Err(op.invalid(resource, format!("bad secret variable name {:?}", s.env)));
-        }
-    }
-    if c.command.iter().any(|a| a.contains('\0')) {
-        return Err(op.invalid(resource, "a command argument holds a NUL byte"));
-    }
-    if let Some(h) = &c.health_check
-        && (!h.path.starts_with('/')
-            || h.interval.is_zero()
-            || h.timeout.is_zero()
-            || h.healthy_threshold == 0
-            || h.unhealthy_threshold == 0)
-    {
-        return Err(op.invalid(
-            resource,
-            "a health check needs a path starting with '/', a non-zero interval and timeout, and thresholds of at least 1",
-        ));
-    }
+    mvi_core::container::validate_container(op, resource, c)?;
     if fargate_size(c.cpu_millis, c.memory_mib).is_none() {
         return Err(too_big(op, resource, c));
     }

@@ -56,7 +56,7 @@ use aws_smithy_types::Blob;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use mvi_core::database::{
-    Credentials, DatabaseInfo, DatabaseSpec, DatabaseState, Databases, SnapshotInfo,
+    Credentials, DatabaseInfo, DatabaseSpec, DatabaseState, Databases, SnapshotInfo, validate_name,
 };
 use mvi_core::{ErrorKind, Op, Result, SecretString, Service};
 use rand::Rng;
@@ -721,28 +721,6 @@ fn state_of(status: &str) -> DatabaseState {
         | "upgrading" => DatabaseState::Available,
         // Stopped, starting, rebooting, failed, storage full, ...: not accepting connections.
         _ => DatabaseState::Stopped,
-    }
-}
-
-/// RDS identifier rules (as the local backend checks them): 1–`max` letters, digits and
-/// hyphens, starting with a letter, no trailing hyphen, no two hyphens in a row.
-fn validate_name(o: Op, name: &str, max: usize) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= max
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !name.ends_with('-')
-        && !name.contains("--");
-    if ok {
-        Ok(())
-    } else {
-        Err(o.invalid(
-            name,
-            format!(
-                "identifiers are 1 to {max} letters, digits and hyphens, start with a letter, \
-                 and have no trailing or doubled hyphen"
-            ),
-        ))
     }
 }
 

@@ -68,7 +68,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use mvi_core::lb::{
     Algorithm, ListenerSpec, LoadBalancerInfo, LoadBalancerSpec, LoadBalancers, Protocol,
-    TargetGroupSpec, TargetHealth, TargetStatus,
+    TargetGroupSpec, TargetHealth, TargetStatus, validate_name,
 };
 use mvi_core::{ErrorKind, Op, Result, Service};
 use tokio::sync::OnceCell;
@@ -605,26 +605,6 @@ fn status_of(d: &TargetHealthDescription) -> Option<TargetStatus> {
         health,
         reason,
     })
-}
-
-/// Checks a load balancer or target group name: 1–32 letters, digits and hyphens, not
-/// starting or ending with a hyphen (ELBv2's rule, as the local backend checks it).
-fn validate_name(op: Op, what: &str, name: &str) -> Result<()> {
-    let ok = (1..=32).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(op.invalid(
-            name,
-            format!(
-                "{what} names must be 1 to 32 letters, digits and hyphens, not starting or \
-                 ending with a hyphen"
-            ),
-        ))
-    }
 }
 
 /// Checks a target group spec by the local backend's rules.

@@ -38,8 +38,8 @@ use aws_sdk_cloudwatch::types::{
 };
 use mvi_core::metric::{
     Alarm, AlarmSpec, AlarmState, AlarmTransition, Comparison, Datapoint, Datum, GetStatistics,
-    MAX_BATCH_POINTS, MetricId, Metrics, Statistic, Unit, validate_datum, validate_namespace,
-    validate_period,
+    MAX_BATCH_POINTS, MetricId, Metrics, Statistic, Unit, validate_datum, validate_metric,
+    validate_namespace, validate_period, validate_statistic,
 };
 use mvi_core::{Op, Result, Service, Timestamp};
 use serde::Deserialize;
@@ -306,37 +306,6 @@ struct StateSide {
     state_value: String,
     #[serde(default)]
     state_reason: String,
-}
-
-/// A metric identity as the read paths accept it: any namespace of 1–255 characters (reading
-/// `AWS/...` metrics is allowed, only writing them is not), and the name and dimension rules
-/// of a data point (the local backend's rule).
-fn validate_metric(op: Op, id: &MetricId) -> Result<()> {
-    if id.namespace.is_empty() || id.namespace.len() > 255 {
-        return Err(op.invalid(
-            id.to_string(),
-            "namespaces must be 1 to 255 characters long",
-        ));
-    }
-    // Core's data-point rules, through a probe point rather than restating them.
-    let probe = Datum {
-        name: id.name.clone(),
-        dimensions: id.dimensions.clone(),
-        unit: Unit::None,
-        value: 0.0,
-        timestamp: Timestamp::UNIX_EPOCH,
-    };
-    validate_datum(op, &id.namespace, &probe)
-}
-
-/// Percentiles run from p0 to p100 (10,000 hundredths of a percent).
-fn validate_statistic(op: Op, resource: &str, stat: Statistic) -> Result<()> {
-    match stat {
-        Statistic::Percentile(p) if p > 10_000 => {
-            Err(op.invalid(resource, format!("percentile {stat} is above p100")))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Core's period rule, then CloudWatch's: a query's period is 1, 5, 10, 20 or 30 seconds or a

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::common::Timestamp;
-use crate::error::Result;
+use crate::error::{Op, Result};
 
 /// A secret given to a container as an environment variable, decrypted at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,4 +227,59 @@ pub trait Containers: fmt::Debug + Send + Sync + 'static {
     async fn delete_schedule(&self, name: &str) -> Result<()>;
     /// Every scheduled task.
     async fn list_schedules(&self) -> Result<Vec<ScheduleSpec>>;
+}
+
+/// Checks a service, task or schedule name: 1–`max` ASCII letters, digits, `-` and `_`
+/// (the rule both backends apply, before any other work).
+pub fn validate_name(op: Op, kind: &str, name: &str, max: usize) -> Result<()> {
+    let ok = (1..=max).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(op.invalid(
+            name,
+            format!("a {kind} name is 1–{max} letters, digits, hyphens and underscores"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a container spec: resources above zero, environment and secret variable names
+/// without `=` or NUL, no NUL in the command, a health check with a path and non-zero
+/// timings. Backends add their own limits after this (Fargate sizes on ECS).
+pub fn validate_container(op: Op, resource: &str, c: &ContainerSpec) -> Result<()> {
+    if c.cpu_millis == 0 || c.memory_mib == 0 {
+        return Err(op.invalid(resource, "cpu_millis and memory_mib must be at least 1"));
+    }
+    let bad_name = |k: &str| k.is_empty() || k.contains('=') || k.contains('\0');
+    for (k, v) in &c.env {
+        if bad_name(k) || v.contains('\0') {
+            return Err(op.invalid(
+                resource,
+                format!("bad environment variable {k:?}: names are non-empty, without '=' or NUL"),
+            ));
+        }
+    }
+    for s in &c.secrets {
+        if bad_name(&s.env) {
+            return Err(op.invalid(resource, format!("bad secret variable name {:?}", s.env)));
+        }
+    }
+    if c.command.iter().any(|a| a.contains('\0')) {
+        return Err(op.invalid(resource, "a command argument holds a NUL byte"));
+    }
+    if let Some(h) = &c.health_check
+        && (!h.path.starts_with('/')
+            || h.interval.is_zero()
+            || h.timeout.is_zero()
+            || h.healthy_threshold == 0
+            || h.unhealthy_threshold == 0)
+    {
+        return Err(op.invalid(
+                resource,
+                "a health check needs a path starting with '/', a non-zero interval and timeout, and thresholds of at least 1",
+            ));
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{SecretString, Timestamp};
-use crate::error::Result;
+use crate::error::{Op, Result};
 
 /// A database instance's definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,4 +140,27 @@ pub trait Databases: fmt::Debug + Send + Sync + 'static {
     async fn restore_snapshot(&self, snapshot: &str, spec: DatabaseSpec) -> Result<DatabaseInfo>;
     /// Deletes a snapshot.
     async fn delete_snapshot(&self, snapshot: &str) -> Result<()>;
+}
+
+/// RDS identifier rules, which both backends apply to database and snapshot names: 1–`max`
+/// letters, digits and hyphens, starting with a letter, no trailing hyphen, no two hyphens in
+/// a row (`max` is 63 for a database, 255 for a snapshot).
+pub fn validate_name(o: Op, name: &str, max: usize) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(o.invalid(
+            name,
+            format!(
+                "identifiers are 1 to {max} letters, digits and hyphens, start with a letter, \
+                 and have no trailing or doubled hyphen"
+            ),
+        ))
+    }
 }

@@ -395,6 +395,29 @@ pub fn tar_directory(op: Op, dir: &std::path::Path) -> Result<Vec<u8>> {
     builder.into_inner().map_err(|e| fail(&e))
 }
 
+/// Splits `repository:tag`, `repository@sha256:<hex>` or a bare `repository` (tag `latest`)
+/// into repository and reference, the way both backends read an image a container names
+/// (after taking off their registry prefix). `image` is the name as given, for the message.
+pub fn split_reference(op: Op, image: &str, bare: &str) -> Result<(String, ImageRef)> {
+    let (repo, reference) = if let Some((repo, digest)) = bare.split_once('@') {
+        (repo, ImageRef::Digest(digest.to_owned()))
+    } else {
+        match bare.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo, ImageRef::Tag(tag.to_owned())),
+            _ => (bare, ImageRef::Tag("latest".into())),
+        }
+    };
+    if repo.is_empty()
+        || matches!(&reference, ImageRef::Tag(t) | ImageRef::Digest(t) if t.is_empty())
+    {
+        return Err(op.invalid(
+            image,
+            "an image is `repository:tag` or `repository@sha256:<hex>`",
+        ));
+    }
+    Ok((repo.to_owned(), reference))
+}
+
 /// Builds an image from a local directory ("Build a Custom Image") and pushes it to
 /// `repository` on any backend: the directory becomes one tar layer, `config` the image
 /// config. Returns the manifest's digest. Works the same against the simulator and ECR.

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::container::HealthCheck;
-use crate::error::Result;
+use crate::error::{Op, Result};
 
 /// Listener protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -157,4 +157,21 @@ pub trait LoadBalancers: fmt::Debug + Send + Sync + 'static {
     async fn list_load_balancers(&self) -> Result<Vec<LoadBalancerInfo>>;
     /// Stops and deletes a load balancer.
     async fn delete_load_balancer(&self, name: &str) -> Result<()>;
+}
+
+/// Checks a load balancer or target group name: 1–32 letters, digits and hyphens, not
+/// starting or ending with a hyphen (ELBv2's rule; both backends apply it).
+pub fn validate_name(op: Op, what: &str, name: &str) -> Result<()> {
+    let ok = (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(op.invalid(
+            name,
+            format!("{what} names must be 1 to 32 letters, digits and hyphens, not starting or ending with a hyphen"),
+        ))
+    }
 }

@@ -457,6 +457,38 @@ pub fn evaluate_alarm(spec: &AlarmSpec, period_values: &[Option<f64>]) -> (Alarm
     }
 }
 
+/// A metric identity as the read paths accept it: any namespace of 1–255 characters (reading
+/// `AWS/...` metrics is allowed, only writing them is not), and the name and dimension rules
+/// of a data point. Both backends check reads with it.
+pub fn validate_metric(op: Op, id: &MetricId) -> Result<()> {
+    if id.namespace.is_empty() || id.namespace.len() > 255 {
+        return Err(op.invalid(
+            id.to_string(),
+            "namespaces must be 1 to 255 characters long",
+        ));
+    }
+    // The name and dimension rules are core's data-point rules; check them through a probe
+    // point rather than restating them.
+    let probe = Datum {
+        name: id.name.clone(),
+        dimensions: id.dimensions.clone(),
+        unit: Unit::None,
+        value: 0.0,
+        timestamp: Timestamp::UNIX_EPOCH,
+    };
+    validate_datum(op, &id.namespace, &probe)
+}
+
+/// Percentiles run from p0 to p100 (10,000 hundredths of a percent).
+pub fn validate_statistic(op: Op, resource: &str, stat: Statistic) -> Result<()> {
+    match stat {
+        Statistic::Percentile(p) if p > 10_000 => {
+            Err(op.invalid(resource, format!("percentile {stat} is above p100")))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

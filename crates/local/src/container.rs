@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use mvi_core::container::{
     ContainerInstance, ContainerSpec, Containers, InstanceState, ScheduleSpec, ServiceInfo,
-    ServiceSpec, TaskResult,
+    ServiceSpec, TaskResult, validate_container, validate_name,
 };
 use mvi_core::crypto::{Crypto, EncryptionContext};
 use mvi_core::lb::LoadBalancers;
@@ -366,58 +366,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every change under these locks is a single assignment or insert: a poisoned lock
     // still guards a consistent value.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-// ---- validation ----
-
-fn validate_name(op: Op, kind: &str, name: &str, max: usize) -> Result<()> {
-    let ok = (1..=max).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !ok {
-        return Err(op.invalid(
-            name,
-            format!("a {kind} name is 1–{max} letters, digits, hyphens and underscores"),
-        ));
-    }
-    Ok(())
-}
-
-fn validate_container(op: Op, resource: &str, c: &ContainerSpec) -> Result<()> {
-    if c.cpu_millis == 0 || c.memory_mib == 0 {
-        return Err(op.invalid(resource, "cpu_millis and memory_mib must be at least 1"));
-    }
-    let bad_name = |k: &str| k.is_empty() || k.contains('=') || k.contains('\0');
-    for (k, v) in &c.env {
-        if bad_name(k) || v.contains('\0') {
-            return Err(op.invalid(
-                resource,
-                format!("bad environment variable {k:?}: names are non-empty, without '=' or NUL"),
-            ));
-        }
-    }
-    for s in &c.secrets {
-        if bad_name(&s.env) {
-            return Err(op.invalid(resource, format!("bad secret variable name {:?}", s.env)));
-        }
-    }
-    if c.command.iter().any(|a| a.contains('\0')) {
-        return Err(op.invalid(resource, "a command argument holds a NUL byte"));
-    }
-    if let Some(h) = &c.health_check
-        && (!h.path.starts_with('/')
-            || h.interval.is_zero()
-            || h.timeout.is_zero()
-            || h.healthy_threshold == 0
-            || h.unhealthy_threshold == 0)
-    {
-        return Err(op.invalid(
-                resource,
-                "a health check needs a path starting with '/', a non-zero interval and timeout, and thresholds of at least 1",
-            ));
-    }
-    Ok(())
 }
 
 fn parse_cron(op: Op, name: &str, cron: &str) -> Result<croner::Cron> {

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mvi_core::crypto::{CreateKey, Crypto, EncryptionContext};
 use mvi_core::database::{
-    Credentials, DatabaseInfo, DatabaseSpec, DatabaseState, Databases, SnapshotInfo,
+    Credentials, DatabaseInfo, DatabaseSpec, DatabaseState, Databases, SnapshotInfo, validate_name,
 };
 use mvi_core::{Error, ErrorKind, Op, Result, SecretString, Service};
 use rand::Rng;
@@ -774,28 +774,6 @@ fn remove_file(o: Op, path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_error(o, path, e)),
-    }
-}
-
-/// RDS identifier rules: 1–`max` letters, digits and hyphens, starting with a letter, no
-/// trailing hyphen, no two hyphens in a row.
-fn validate_name(o: Op, name: &str, max: usize) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= max
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !name.ends_with('-')
-        && !name.contains("--");
-    if ok {
-        Ok(())
-    } else {
-        Err(o.invalid(
-            name,
-            format!(
-                "identifiers are 1 to {max} letters, digits and hyphens, start with a letter, \
-                 and have no trailing or doubled hyphen"
-            ),
-        ))
     }
 }
 

@@ -33,7 +33,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mvi_core::lb::{
     LoadBalancerInfo, LoadBalancerSpec, LoadBalancers, Protocol, TargetGroupSpec, TargetHealth,
-    TargetStatus,
+    TargetStatus, validate_name,
 };
 use mvi_core::{ErrorKind, Logs, Metrics, Op, Result, Service};
 use serde::{Deserialize, Serialize};
@@ -403,23 +403,6 @@ fn spawn_flusher(inner: Weak<Inner>, telemetry: Weak<Telemetry>, lb: String, por
             t.flush(&lb, now, metrics.as_ref(), logs.as_ref()).await;
         }
     });
-}
-
-/// Checks a load balancer or target group name: 1–32 letters, digits and hyphens, not
-/// starting or ending with a hyphen (ELBv2's rule).
-fn validate_name(op: Op, what: &str, name: &str) -> Result<()> {
-    let ok = (1..=32).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(op.invalid(
-            name,
-            format!("{what} names must be 1 to 32 letters, digits and hyphens, not starting or ending with a hyphen"),
-        ))
-    }
 }
 
 /// Parses a target `ip:port` (port not 0).

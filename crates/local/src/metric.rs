@@ -36,8 +36,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mvi_core::metric::{
     Alarm, AlarmSpec, AlarmState, AlarmTransition, Datapoint, Datum, GetStatistics,
-    MAX_BATCH_POINTS, MetricId, Metrics, Statistic, Unit, evaluate_alarm, validate_datum,
-    validate_namespace, validate_period,
+    MAX_BATCH_POINTS, MetricId, Metrics, evaluate_alarm, validate_datum, validate_metric,
+    validate_namespace, validate_period, validate_statistic,
 };
 use mvi_core::{Op, Result, Service, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -347,38 +347,6 @@ fn period_values(points: &[Point], spec: &AlarmSpec, now: Timestamp) -> Vec<Opti
     out
 }
 
-/// A metric identity as the read paths accept it: any namespace of 1–255 characters (reading
-/// `AWS/...` metrics is allowed, only writing them is not), and the name and dimension rules
-/// of a data point.
-fn validate_metric(op: Op, id: &MetricId) -> Result<()> {
-    if id.namespace.is_empty() || id.namespace.len() > 255 {
-        return Err(op.invalid(
-            id.to_string(),
-            "namespaces must be 1 to 255 characters long",
-        ));
-    }
-    // The name and dimension rules are core's data-point rules; check them through a probe
-    // point rather than restating them.
-    let probe = Datum {
-        name: id.name.clone(),
-        dimensions: id.dimensions.clone(),
-        unit: Unit::None,
-        value: 0.0,
-        timestamp: Timestamp::UNIX_EPOCH,
-    };
-    validate_datum(op, &id.namespace, &probe)
-}
-
-/// Percentiles run from p0 to p100 (10,000 hundredths of a percent).
-fn validate_statistic(op: Op, resource: &str, stat: Statistic) -> Result<()> {
-    match stat {
-        Statistic::Percentile(p) if p > 10_000 => {
-            Err(op.invalid(resource, format!("percentile {stat} is above p100")))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Checks an alarm's definition as CloudWatch's PutMetricAlarm does.
 fn validate_alarm(op: Op, spec: &AlarmSpec) -> Result<()> {
     let name = spec.name.as_str();
@@ -637,6 +605,7 @@ impl Metrics for LocalMetrics {
 mod tests {
     use std::io::Write;
 
+    use mvi_core::metric::{Statistic, Unit};
     use mvi_core::{Clock, ErrorKind, ManualClock};
 
     use super::*;

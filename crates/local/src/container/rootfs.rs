@@ -9,7 +9,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use mvi_core::image::{ImageConfig, ImageRef, Images, MEDIA_LAYER_TAR, Manifest, pull_config};
+use mvi_core::image::{
+    ImageConfig, ImageRef, Images, MEDIA_LAYER_TAR, Manifest, pull_config, split_reference,
+};
 use mvi_core::{Op, Result};
 
 use crate::image::LocalImages;
@@ -19,23 +21,7 @@ use crate::storage::io_error;
 pub(crate) fn parse_reference(op: Op, image: &str) -> Result<(String, ImageRef)> {
     // `mvi.local/<repo>` is the URI the Image service hands out; accept it as well.
     let bare = image.strip_prefix("mvi.local/").unwrap_or(image);
-    let (repo, reference) = if let Some((repo, digest)) = bare.split_once('@') {
-        (repo, ImageRef::Digest(digest.to_string()))
-    } else {
-        match bare.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') => (repo, ImageRef::Tag(tag.to_string())),
-            _ => (bare, ImageRef::Tag("latest".into())),
-        }
-    };
-    if repo.is_empty()
-        || matches!(&reference, ImageRef::Tag(t) | ImageRef::Digest(t) if t.is_empty())
-    {
-        return Err(op.invalid(
-            image,
-            "an image is `repository:tag` or `repository@sha256:<hex>`",
-        ));
-    }
-    Ok((repo.to_string(), reference))
+    split_reference(op, image, bare)
 }
 
 /// A resolved image: its manifest digest and what it runs.
