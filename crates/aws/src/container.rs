@@ -97,6 +97,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::poll::Backoff;
 use async_trait::async_trait;
 use aws_sdk_ecs::types::Secret as EcsSecret;
 use aws_sdk_ecs::types::{
@@ -1483,15 +1484,13 @@ impl EcsContainers {
     /// Waits (at most [`SCALE_SETTLE`]) until ECS keeps no more than `replicas` tasks of the
     /// service, so a scale-down's answer no longer lists the surplus.
     async fn settle(&self, op: Op, name: &str, replicas: u32) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + SCALE_SETTLE;
-        let mut pause = Duration::from_millis(250);
+        let mut poll = Backoff::new(Duration::from_millis(250), POLL_MAX, SCALE_SETTLE);
         loop {
             let live = self.service_tasks(op, name).await?.len();
-            if live <= replicas as usize || tokio::time::Instant::now() >= deadline {
+            if live <= replicas as usize || poll.expired() {
                 return Ok(());
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(POLL_MAX);
+            poll.wait().await;
         }
     }
 
@@ -1499,8 +1498,7 @@ impl EcsContainers {
 
     /// Polls a task until it stops or `timeout` passes (then stops it).
     async fn wait_task(&self, op: Op, name: &str, arn: &str, timeout: Duration) -> Result<Task> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut pause = Duration::from_millis(200);
+        let mut poll = Backoff::new(Duration::from_millis(200), POLL_MAX, timeout);
         loop {
             let task = self
                 .describe_tasks(op, name, &[arn.to_owned()])
@@ -1511,8 +1509,7 @@ impl EcsContainers {
             if task.last_status() == Some("STOPPED") {
                 return Ok(task);
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
+            if poll.expired() {
                 let id = task_id(arn);
                 if let Err(e) = self
                     .ecs
@@ -1533,8 +1530,7 @@ impl EcsContainers {
                     ),
                 ));
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(POLL_MAX);
+            poll.wait().await;
         }
     }
 }

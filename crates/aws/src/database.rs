@@ -49,6 +49,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::poll::Backoff;
 use async_trait::async_trait;
 use aws_sdk_rds::Client;
 use aws_sdk_rds::types::{DbInstance, DbSnapshot, Tag};
@@ -92,7 +93,8 @@ const MAX_TAG_VALUE: usize = 256;
 const INSTANCE_DEADLINE: Duration = Duration::from_secs(60 * 60);
 /// How long taking or deleting a snapshot may take.
 const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(60 * 60);
-/// The longest pause between two polls.
+/// The first and the longest pause between two polls.
+const FIRST_POLL: Duration = Duration::from_millis(250);
 const MAX_POLL: Duration = Duration::from_secs(15);
 
 /// The Database service on Amazon RDS (or an RDS-compatible endpoint), with passwords
@@ -522,8 +524,7 @@ impl RdsDatabases {
     /// Polls until the instance is available (and, with [`Want::PasswordApplied`], has no
     /// password change pending).
     async fn wait_instance(&self, o: Op, name: &str, want: Want) -> Result<DbInstance> {
-        let start = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(250);
+        let mut poll = Backoff::new(FIRST_POLL, MAX_POLL, INSTANCE_DEADLINE);
         loop {
             let inst = self
                 .find(o, name)
@@ -547,7 +548,7 @@ impl RdsDatabases {
                     format!("RDS reports the database as {status}"),
                 ));
             }
-            if start.elapsed() > INSTANCE_DEADLINE {
+            if poll.expired() {
                 return Err(o.err(
                     ErrorKind::Timeout,
                     name,
@@ -557,16 +558,15 @@ impl RdsDatabases {
                     ),
                 ));
             }
-            pause = backoff(pause).await;
+            poll.wait().await;
         }
     }
 
     /// Polls until the instance is gone.
     async fn wait_gone(&self, o: Op, name: &str) -> Result<()> {
-        let start = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(250);
+        let mut poll = Backoff::new(FIRST_POLL, MAX_POLL, INSTANCE_DEADLINE);
         while self.find(o, name).await?.is_some() {
-            if start.elapsed() > INSTANCE_DEADLINE {
+            if poll.expired() {
                 return Err(o.err(
                     ErrorKind::Timeout,
                     name,
@@ -576,15 +576,14 @@ impl RdsDatabases {
                     ),
                 ));
             }
-            pause = backoff(pause).await;
+            poll.wait().await;
         }
         Ok(())
     }
 
     /// Polls until the snapshot is available; or, with `gone`, until it no longer exists.
     async fn wait_snapshot(&self, o: Op, name: &str, gone: bool) -> Result<Option<DbSnapshot>> {
-        let start = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(250);
+        let mut poll = Backoff::new(FIRST_POLL, MAX_POLL, SNAPSHOT_DEADLINE);
         loop {
             let snap = self.find_snapshot(o, name).await?;
             match (&snap, gone) {
@@ -605,7 +604,7 @@ impl RdsDatabases {
                 },
                 (Some(_), true) => {}
             }
-            if start.elapsed() > SNAPSHOT_DEADLINE {
+            if poll.expired() {
                 return Err(o.err(
                     ErrorKind::Timeout,
                     name,
@@ -615,7 +614,7 @@ impl RdsDatabases {
                     ),
                 ));
             }
-            pause = backoff(pause).await;
+            poll.wait().await;
         }
     }
 }
@@ -676,11 +675,6 @@ fn new_password() -> SecretString {
 }
 
 /// Sleeps `pause`; returns the next, longer pause.
-async fn backoff(pause: Duration) -> Duration {
-    tokio::time::sleep(pause).await;
-    (pause * 2).min(MAX_POLL)
-}
-
 fn timestamp(t: &aws_smithy_types::DateTime) -> Option<mvi_core::Timestamp> {
     chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }

@@ -58,6 +58,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::poll::Backoff;
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::Client;
 use aws_sdk_elasticloadbalancingv2::types::{
@@ -106,7 +107,8 @@ const MAX_TAG_VALUE: usize = 256;
 const ACTIVE_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// How long a deleted load balancer may take to disappear.
 const GONE_DEADLINE: Duration = Duration::from_secs(5 * 60);
-/// The longest pause between two polls.
+/// The first and the longest pause between two polls.
+const FIRST_POLL: Duration = Duration::from_millis(250);
 const MAX_POLL: Duration = Duration::from_secs(10);
 
 /// The Load Balancer service on Elastic Load Balancing v2 (or an ELBv2-compatible endpoint).
@@ -410,8 +412,7 @@ impl ElbLoadBalancers {
 
     /// Polls until the load balancer is active (or impaired but serving).
     async fn wait_active(&self, op: Op, name: &str) -> Result<LoadBalancer> {
-        let start = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(250);
+        let mut poll = Backoff::new(FIRST_POLL, MAX_POLL, ACTIVE_DEADLINE);
         loop {
             let lb = self
                 .find_lb(op, name)
@@ -432,30 +433,29 @@ impl ElbLoadBalancers {
                 }
                 _ => {}
             }
-            if start.elapsed() > ACTIVE_DEADLINE {
+            if poll.expired() {
                 return Err(op.err(
                     ErrorKind::Timeout,
                     name,
                     format!("not active after {} s", ACTIVE_DEADLINE.as_secs()),
                 ));
             }
-            pause = backoff(pause).await;
+            poll.wait().await;
         }
     }
 
     /// Polls until the load balancer is gone.
     async fn wait_gone(&self, op: Op, name: &str) -> Result<()> {
-        let start = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(250);
+        let mut poll = Backoff::new(FIRST_POLL, MAX_POLL, GONE_DEADLINE);
         while self.find_lb(op, name).await?.is_some() {
-            if start.elapsed() > GONE_DEADLINE {
+            if poll.expired() {
                 return Err(op.err(
                     ErrorKind::Timeout,
                     name,
                     format!("still there {} s after deletion", GONE_DEADLINE.as_secs()),
                 ));
             }
-            pause = backoff(pause).await;
+            poll.wait().await;
         }
         Ok(())
     }
@@ -497,11 +497,6 @@ fn random_token() -> String {
 }
 
 /// Sleeps `pause`; returns the next, longer pause.
-async fn backoff(pause: Duration) -> Duration {
-    tokio::time::sleep(pause).await;
-    (pause * 2).min(MAX_POLL)
-}
-
 fn elb_protocol(p: Protocol) -> ProtocolEnum {
     match p {
         Protocol::Http => ProtocolEnum::Http,

@@ -50,6 +50,8 @@ pub mod log;
 pub mod metric;
 #[cfg(feature = "sdk")]
 pub mod moto;
+#[cfg(any(feature = "ecs", feature = "elbv2", feature = "rds", feature = "ec2"))]
+mod poll;
 #[cfg(feature = "ec2")]
 pub mod vm;
 #[cfg(feature = "ec2")]

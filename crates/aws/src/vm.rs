@@ -27,8 +27,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::poll::Backoff;
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
@@ -274,20 +275,22 @@ impl Ec2Vms {
     /// Describes `id` again until it has left state `from` (EC2 refuses some changes while
     /// a VM is between states), or the wait runs out.
     async fn wait_while(&self, op: Op, id: &str, from: VmState) -> Result<Instance> {
-        let deadline = Instant::now() + STATE_WAIT;
+        // A steady look every 2 s: EC2's state changes take tens of seconds.
+        let every = Duration::from_secs(2);
+        let mut poll = Backoff::new(every, every, STATE_WAIT);
         loop {
             let i = self.instance(op, id).await?;
             if state_of(&i) != from {
                 return Ok(i);
             }
-            if Instant::now() >= deadline {
+            if poll.expired() {
                 return Err(op.err(
                     ErrorKind::Timeout,
                     id,
                     format!("the VM stayed {from:?} for {} s", STATE_WAIT.as_secs()),
                 ));
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            poll.wait().await;
         }
     }
 }

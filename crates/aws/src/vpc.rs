@@ -26,8 +26,9 @@
 //! still holds its network interface in the subnet and its groups for a minute or so; deleting
 //! those then waits for such instances to finish shutting down and tries once more.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::poll::Backoff;
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
@@ -510,7 +511,8 @@ impl Ec2Networks {
     /// Waits while instances matching `which` are shutting down (terminated, but still
     /// holding their network interface). Whether there were any: then the caller retries.
     async fn wait_for_shutdown(&self, op: Op, resource: &str, which: Filter) -> Result<bool> {
-        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        let every = Duration::from_secs(5);
+        let mut poll = Backoff::new(every, every, SHUTDOWN_WAIT);
         let mut waited = false;
         loop {
             let out = self
@@ -522,11 +524,11 @@ impl Ec2Networks {
                 .await
                 .map_err(|e| map(op, resource, e))?;
             let busy = out.reservations().iter().any(|r| !r.instances().is_empty());
-            if !busy || Instant::now() >= deadline {
+            if !busy || poll.expired() {
                 return Ok(waited && !busy);
             }
             waited = true;
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            poll.wait().await;
         }
     }
 
