@@ -7,6 +7,26 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A reused build cache grows with every change (old test binaries, incremental data) until
+# the disk is full, and a full disk shows up as a linker "Bus error" half-way through. So
+# before building: below 20 GiB free, drop incremental data; still below, drop the cache's
+# build output (a cold build needs about 15 GiB and 25 minutes, a failed one saves nothing).
+target_dir="${CARGO_TARGET_DIR:-target}"
+free_gib() {
+  local probe="$target_dir"
+  while [ ! -e "$probe" ]; do probe="$(dirname "$probe")"; done
+  df -Pk "$probe" | awk 'NR == 2 { print int($4 / 1048576) }'
+}
+if [ -d "$target_dir" ] && (($(free_gib) < 20)); then
+  echo "test: only $(free_gib) GiB free; removing incremental data from $target_dir"
+  rm -rf "$target_dir"/*/incremental
+  if (($(free_gib) < 20)); then
+    echo "test: still $(free_gib) GiB free; removing the build cache $target_dir/debug"
+    rm -rf "$target_dir/debug"
+  fi
+fi
+(($(free_gib) >= 15)) || echo "test: warning: $(free_gib) GiB free, a cold build needs about 15" >&2
+
 step "system packages (PostgreSQL, python3)"
 ./scripts/setup.sh
 
