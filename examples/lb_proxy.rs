@@ -8,19 +8,20 @@ use std::time::Duration;
 use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec, TargetHealth};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Worker threads: `LB_THREADS=0` (the default) is a current-thread runtime, one thread
-    // as nginx's `worker_processes 1`; `N` a multi-thread one with N workers. On the 2-core
-    // benchmark machine the current-thread runtime did best (see docs/lb.md).
-    let threads: usize = std::env::var("LB_THREADS")
+    // Worker threads: unset, a multi-thread runtime with one worker per core (what
+    // `#[tokio::main]` gives a program); `LB_THREADS=0` a current-thread runtime, one thread as
+    // nginx's `worker_processes 1`; `LB_THREADS=N` N workers (see docs/lb.md).
+    let threads: Option<usize> = std::env::var("LB_THREADS")
         .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let mut rt = if threads == 0 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
+        .and_then(|t| t.parse().ok());
+    let mut rt = match threads {
+        Some(0) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
     };
     rt.enable_all().build()?.block_on(run())?;
     Ok(())

@@ -400,7 +400,21 @@ fn spawn_flusher(inner: Weak<Inner>, telemetry: Weak<Telemetry>, lb: String, por
                 inner.ctx.sim.now(),
             );
             drop(inner);
-            t.flush(&lb, now, metrics.as_ref(), logs.as_ref()).await;
+            // Formatting and storing a second's access lines takes milliseconds at full load:
+            // on a blocking thread, so the listeners' threads never wait for it (a current-
+            // thread runtime would otherwise stall every connection meanwhile: that was the
+            // load balancer's p99).
+            let (handle, name) = (tokio::runtime::Handle::current(), lb.clone());
+            let flushed = tokio::task::spawn_blocking(move || {
+                handle.block_on(t.flush(&name, now, metrics.as_ref(), logs.as_ref()));
+            })
+            .await;
+            match flushed {
+                Ok(()) => {}
+                // The runtime is shutting down.
+                Err(e) if e.is_cancelled() => break,
+                Err(e) => tracing::warn!("load balancer {lb}: telemetry flush failed: {e}"),
+            }
         }
     });
 }

@@ -167,25 +167,30 @@ impl Telemetry {
                 "load balancer {lb}: {dropped} access lines dropped (over {MAX_LINES}/s)"
             );
         }
-        let mut by_port: BTreeMap<u16, Vec<LogEvent>> = BTreeMap::new();
+        // Lines are formatted a batch at a time, as they are sent, so a second's tens of
+        // thousands of lines at full load never exist twice in memory.
+        let mut by_port: BTreeMap<u16, Vec<Access>> = BTreeMap::new();
         for a in lines {
-            by_port
-                .entry(a.port)
-                .or_default()
-                .push(LogEvent::new(a.at, a.line()));
+            by_port.entry(a.port).or_default().push(a);
         }
         let group = log_group(lb);
-        for (port, events) in by_port {
+        for (port, lines) in by_port {
             let stream = log_stream(port);
-            for chunk in events.chunks(LOG_BATCH) {
-                let mut result = logs.put_events(&group, &stream, chunk.to_vec()).await;
+            for chunk in lines.chunks(LOG_BATCH) {
+                let events = || {
+                    chunk
+                        .iter()
+                        .map(|a| LogEvent::new(a.at, a.line()))
+                        .collect()
+                };
+                let mut result = logs.put_events(&group, &stream, events()).await;
                 if result
                     .as_ref()
                     .is_err_and(|e| e.kind() == ErrorKind::NotFound)
                 {
                     // The group or stream was deleted by someone: make them again once.
                     ensure_log_stream(logs, &group, &stream).await;
-                    result = logs.put_events(&group, &stream, chunk.to_vec()).await;
+                    result = logs.put_events(&group, &stream, events()).await;
                 }
                 if let Err(e) = result {
                     tracing::warn!("load balancer {lb}: cannot put access lines: {e}");
