@@ -751,3 +751,186 @@ impl LoadBalancers for LocalLoadBalancers {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use mvi_core::lb::ListenerSpec;
+    use mvi_core::log::GetEvents;
+    use mvi_core::metric::{GetStatistics, MetricId, Statistic};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A keep-alive HTTP/1.1 target: `/boom` answers 500, every other path 200.
+    async fn target() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let boom = buf.starts_with(b"GET /boom ");
+                        buf.drain(..end + 4);
+                        let status = if boom { "500 Oops" } else { "200 OK" };
+                        let resp = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nhi");
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// The status of `GET path` through `url`.
+    async fn get(url: &str, path: &str) -> u16 {
+        let host = url.trim_start_matches("http://").trim_end_matches('/');
+        let mut s = TcpStream::connect(host).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Polls `check` every 100 ms until it returns `Some`, for at most 20 s.
+    async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        for _ in 0..200 {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what} never happened");
+    }
+
+    /// The sum of a load balancer metric of `front` over the last minutes.
+    async fn sum(metrics: &Arc<dyn Metrics>, name: &str, bucket: Option<&str>) -> f64 {
+        let mut id = MetricId::new("mvi/LoadBalancer", name).dimension("LoadBalancer", "front");
+        if let Some(b) = bucket {
+            id = id.dimension(telemetry::BUCKET_DIMENSION, b);
+        }
+        let now = chrono::Utc::now();
+        let req = GetStatistics::new(
+            id,
+            now - chrono::Duration::minutes(5),
+            now + chrono::Duration::minutes(1),
+            Duration::from_secs(600),
+            [Statistic::Sum],
+        );
+        let points = metrics.get_statistics(req).await.unwrap();
+        points.iter().filter_map(|p| p.get(Statistic::Sum)).sum()
+    }
+
+    /// Requests through a listener show up as metrics (counts, 5xx, the response-time mean
+    /// and histogram) and as one access line each in the load balancer's log group.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn traffic_is_counted_in_metrics_and_logged_line_by_line() {
+        let cloud = crate::LocalCloud::builder()
+            .in_memory()
+            .build()
+            .await
+            .unwrap();
+        let lbs = cloud.load_balancers().unwrap().clone();
+        let mut group = TargetGroupSpec::new("web", Protocol::Http);
+        group.health_check.path = "/".into();
+        group.health_check.interval = Duration::from_millis(100);
+        group.health_check.timeout = Duration::from_millis(100);
+        group.health_check.healthy_threshold = 2;
+        lbs.create_target_group(group).await.unwrap();
+        lbs.register_targets("web", vec![target().await])
+            .await
+            .unwrap();
+        let info = lbs
+            .create_load_balancer(LoadBalancerSpec::new(
+                "front",
+                vec![ListenerSpec {
+                    protocol: Protocol::Http,
+                    port: 0,
+                    forward: vec![("web".into(), 1)],
+                }],
+            ))
+            .await
+            .unwrap();
+        eventually("the target healthy", || async {
+            let health = lbs.target_health("web").await.unwrap();
+            health
+                .iter()
+                .any(|t| t.health == TargetHealth::Healthy)
+                .then_some(())
+        })
+        .await;
+        let url = &info.urls[0];
+        let statuses = [
+            get(url, "/a").await,
+            get(url, "/b").await,
+            get(url, "/boom").await,
+        ];
+        assert_eq!(statuses, [200, 200, 500]);
+
+        let port = url.rsplit(':').next().unwrap().trim_end_matches('/');
+        let logs = cloud.logs().unwrap().clone();
+        let lines = eventually("three access lines", || async {
+            let req = GetEvents::new("/mvi/lb/front", format!("listener-{port}"));
+            let page = logs.get_events(req).await.ok()?;
+            (page.items.len() >= 3).then_some(page.items)
+        })
+        .await;
+        let lines: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[2].contains(" 500 \"GET /boom HTTP/1.1\""),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains(" 200 \"GET /a HTTP/1.1\""), "{lines:?}");
+
+        let metrics = cloud.metrics().unwrap().clone();
+        eventually("RequestCount 3", || async {
+            (sum(&metrics, "RequestCount", None).await == 3.0).then_some(())
+        })
+        .await;
+        assert_eq!(sum(&metrics, "HTTPCode_Target_5XX_Count", None).await, 1.0);
+        assert_eq!(sum(&metrics, "HTTPCode_ELB_5XX_Count", None).await, 0.0);
+        let mut in_buckets = 0.0;
+        for i in 0..=telemetry::BUCKETS_US.len() {
+            let bucket = telemetry::bucket_label(i);
+            in_buckets += sum(&metrics, telemetry::HISTOGRAM, Some(&bucket)).await;
+        }
+        assert_eq!(in_buckets, 3.0, "every response is in one histogram bucket");
+        let mean = metrics
+            .get_statistics(GetStatistics::new(
+                MetricId::new("mvi/LoadBalancer", "TargetResponseTime")
+                    .dimension("LoadBalancer", "front"),
+                chrono::Utc::now() - chrono::Duration::minutes(5),
+                chrono::Utc::now() + chrono::Duration::minutes(1),
+                Duration::from_secs(600),
+                [Statistic::Average],
+            ))
+            .await
+            .unwrap();
+        assert!(
+            mean.iter()
+                .any(|p| p.get(Statistic::Average).is_some_and(|v| v > 0.0)),
+            "no TargetResponseTime: {mean:?}"
+        );
+    }
+}

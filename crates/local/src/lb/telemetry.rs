@@ -1,9 +1,13 @@
 //! Per-request metrics and access lines, batched off the hot path.
 //!
-//! A request only bumps a few atomic counters and pushes one formatted line into a buffer;
-//! a task per load balancer hands the totals to the Metric service and the lines to the Log
-//! service once a second. Response times are sent as the second's mean (one data point per
-//! second, not one per request), so statistics over a minute average per-second means.
+//! A request only bumps a few atomic counters and pushes its access line's facts into a
+//! buffer; a task per load balancer hands the totals to the Metric service and the lines to
+//! the Log service once a second. Response times go two ways: `TargetResponseTime` is the
+//! second's mean (one data point per second, not one per request), and the latency histogram
+//! is `TargetResponseTimeHistogram`, one `Count` data point per second and non-empty bucket,
+//! the bucket's upper bound in milliseconds in the `UpperBoundMs` dimension (`+Inf` for the
+//! last). Summing a bucket's points over any period counts the responses in it, from which
+//! percentiles follow without storing a point per request.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -33,6 +37,27 @@ pub(crate) fn log_stream(port: u16) -> String {
     format!("listener-{port}")
 }
 
+/// Upper bounds of the response-time histogram's buckets, in microseconds; a last bucket
+/// (`+Inf`) takes the slower responses.
+pub(crate) const BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// The histogram's metric name.
+pub(crate) const HISTOGRAM: &str = "TargetResponseTimeHistogram";
+
+/// The dimension naming a histogram bucket by its upper bound.
+pub(crate) const BUCKET_DIMENSION: &str = "UpperBoundMs";
+
+/// The `UpperBoundMs` value of bucket `i`: `0.1`, `0.25`, ..., `10000`, `+Inf`.
+pub(crate) fn bucket_label(i: usize) -> String {
+    match BUCKETS_US.get(i) {
+        Some(us) => format!("{}", *us as f64 / 1000.0),
+        None => "+Inf".into(),
+    }
+}
+
 /// What a load balancer's listeners accumulated since the last flush.
 #[derive(Debug, Default)]
 pub(crate) struct Telemetry {
@@ -41,6 +66,8 @@ pub(crate) struct Telemetry {
     elb_5xx: AtomicU64,
     response_us: AtomicU64,
     responses: AtomicU64,
+    /// Responses per histogram bucket (`BUCKETS_US`, then `+Inf`).
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
     dropped: AtomicU64,
     lines: Mutex<Vec<Access>>,
 }
@@ -113,6 +140,8 @@ impl Telemetry {
                 }
                 self.response_us.fetch_add(us, Ordering::Relaxed);
                 self.responses.fetch_add(1, Ordering::Relaxed);
+                let bucket = BUCKETS_US.partition_point(|&bound| bound < us);
+                self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Flow => {}
             Outcome::Elb(status) => {
@@ -157,6 +186,12 @@ impl Telemetry {
                         .dimension("LoadBalancer", lb)
                         .unit(Unit::Milliseconds),
                 );
+            }
+            for (i, bucket) in self.buckets.iter().enumerate() {
+                let n = bucket.swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    data.push(count(HISTOGRAM, n).dimension(BUCKET_DIMENSION, bucket_label(i)));
+                }
             }
             if let Err(e) = metrics.put_data(NAMESPACE, data).await {
                 tracing::warn!("load balancer {lb}: cannot put metrics: {e}");
