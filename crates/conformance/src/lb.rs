@@ -178,6 +178,12 @@ async fn http_backend(
     Ok(addr)
 }
 
+/// An HTTP/1.1 target on `127.0.0.1:0` for tests outside the suite: every path answers `name`
+/// with 200, except `/health`, which answers 500 unless `healthy`. Returns its `ip:port`.
+pub async fn http_target(name: &str, healthy: bool) -> Result<String, crate::Failure> {
+    http_backend(name, healthy, None).await
+}
+
 /// Starts a TCP echo server.
 async fn echo_backend() -> Result<String, crate::Failure> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -762,40 +762,9 @@ mod tests {
     use mvi_core::log::GetEvents;
     use mvi_core::metric::{GetStatistics, MetricId, Statistic};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpStream;
 
     use super::*;
-
-    /// A keep-alive HTTP/1.1 target: `/boom` answers 500, every other path 200.
-    async fn target() -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                            continue;
-                        };
-                        let boom = buf.starts_with(b"GET /boom ");
-                        buf.drain(..end + 4);
-                        let status = if boom { "500 Oops" } else { "200 OK" };
-                        let resp = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nhi");
-                        if s.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        addr
-    }
 
     /// The status of `GET path` through `url`.
     async fn get(url: &str, path: &str) -> u16 {
@@ -857,9 +826,11 @@ mod tests {
         group.health_check.timeout = Duration::from_millis(100);
         group.health_check.healthy_threshold = 2;
         lbs.create_target_group(group).await.unwrap();
-        lbs.register_targets("web", vec![target().await])
+        // Its `/health` answers 500: a target error the load balancer passes on.
+        let target = mvi_conformance::lb::http_target("web", false)
             .await
             .unwrap();
+        lbs.register_targets("web", vec![target]).await.unwrap();
         let info = lbs
             .create_load_balancer(LoadBalancerSpec::new(
                 "front",
@@ -883,7 +854,7 @@ mod tests {
         let statuses = [
             get(url, "/a").await,
             get(url, "/b").await,
-            get(url, "/boom").await,
+            get(url, "/health").await,
         ];
         assert_eq!(statuses, [200, 200, 500]);
 
@@ -898,7 +869,7 @@ mod tests {
         let lines: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert!(
-            lines[2].contains(" 500 \"GET /boom HTTP/1.1\""),
+            lines[2].contains(" 500 \"GET /health HTTP/1.1\""),
             "{lines:?}"
         );
         assert!(lines[0].contains(" 200 \"GET /a HTTP/1.1\""), "{lines:?}");
