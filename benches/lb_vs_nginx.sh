@@ -7,9 +7,10 @@
 # Per configuration:
 #   - throughput: `wrk -t2 -c64` for DURATION, ROUNDS rounds with nginx and mvi in alternating
 #     order; prints requests/s and p99 of each round and the median ratio mvi / nginx.
-#   - added latency: the same 64 connections paced by benches/wrk_paced.lua (each waits
-#     PACE_MS between its requests, so all three see the same moderate load); prints p50 and
-#     p99 of each and what each proxy adds to the backend's p99.
+#   - added latency, two ways: one connection (`wrk -c1`, no queueing: what the proxy itself
+#     adds), ROUNDS rounds, the median p99 of each against the backend's; and the same 64
+#     connections paced by benches/wrk_paced.lua (each waits PACE_MS between its requests, so
+#     all three see the same moderate load, in bursts), p99 of each against the backend's.
 # nginx (both variants) keeps a keepalive upstream pool. "nginx+" also does the load
 # balancer's job: X-Forwarded-For/-Proto/-Port headers and a buffered access line per request.
 # Installs wrk and nginx with apt-get if they are missing. Usage: benches/lb_vs_nginx.sh
@@ -107,7 +108,8 @@ CONF
     exit 1
 }
 
-# run NAME URL [wrk args...]: prints "NAME req/s p50 p99"
+# run NAME URL [wrk args...]: prints "NAME req/s p50 p99" (64 connections unless the args
+# say otherwise: wrk takes the last -t/-c given)
 run() {
     local name=$1 url=$2; shift 2
     local out; out=$(wrk -t2 -c64 -d"$DURATION" --latency "$@" "$url")
@@ -147,7 +149,25 @@ for workers in $WORKERS; do
     echo "mvi-lb / nginx  requests/s per round: ${r_nginx[*]}; median $(median "${r_nginx[@]}")"
     echo "mvi-lb / nginx+ requests/s per round: ${r_job[*]}; median $(median "${r_job[@]}")"
 
-    echo "added latency, each connection pacing its requests ${PACE_MS} ms apart:"
+    echo "added latency, one connection (wrk -t1 -c1), $ROUNDS rounds:"
+    declare -A p99s=()
+    for round in $(seq 1 "$ROUNDS"); do
+        for target in "backend $BACKEND_PORT" "nginx $NGINX_PORT" "mvi-lb $LB_PORT"; do
+            set -- $target
+            line=$(run "$1" "http://127.0.0.1:$2/" -t1 -c1)
+            echo "$line"
+            p99s[$1]+="$(ms "$(awk '{print $7}' <<<"$line")") "
+        done
+    done
+    # shellcheck disable=SC2086
+    b1=$(median ${p99s[backend]})
+    for name in nginx mvi-lb; do
+        # shellcheck disable=SC2086
+        awk -v name="$name" -v p="$(median ${p99s[$name]})" -v b="$b1" \
+            'BEGIN {printf "%-8s median p99 %.3f ms, adds %.3f ms to the backend median p99 (%.3f ms)\n", name, p, p - b, b}'
+    done
+
+    echo "added latency, 64 connections each pacing its requests ${PACE_MS} ms apart:"
     export WRK_PACE_MS=$PACE_MS
     b=$(run backend "http://127.0.0.1:$BACKEND_PORT/" -s benches/wrk_paced.lua)
     n=$(run nginx "http://127.0.0.1:$NGINX_PORT/" -s benches/wrk_paced.lua)
