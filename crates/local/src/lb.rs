@@ -10,7 +10,8 @@
 //!
 //! Listeners, health checkers and the telemetry flushers are tokio tasks holding only weak
 //! references (or a stop channel whose sender the service owns): dropping the service or
-//! deleting the load balancer stops them and frees the ports.
+//! deleting the load balancer stops them and frees the ports. A flusher hands each second's
+//! formatting and storing to the blocking pool, so listeners never wait for telemetry.
 //!
 //! Routing follows ELBv2: healthy targets get traffic; when a group has none it *fails open*
 //! to every target that is not draining (see `lb/balance.rs`); a group with no such target
