@@ -110,7 +110,7 @@ use aws_sdk_ecs::types::{
 use aws_sdk_ssm::types::ParameterType;
 use mvi_core::container::{
     ContainerInstance, ContainerSpec, Containers, HealthCheck, InstanceState, ScheduleSpec,
-    ServiceInfo, ServiceSpec, TaskResult, validate_name,
+    ServiceInfo, ServiceSpec, TaskResult, validate_name, validate_replicas,
 };
 use mvi_core::image::ImageRef;
 use mvi_core::{Error, ErrorKind, Op, Result, SecretBytes, Service, Timestamp};
@@ -121,8 +121,7 @@ const fn op(name: &'static str) -> Op {
     Op::new(Service::Container, name)
 }
 
-/// Replicas of one service at most (the local backend's limit too).
-pub const MAX_REPLICAS: u32 = 100;
+pub use mvi_core::container::MAX_REPLICAS;
 /// The cluster of a handle that names none.
 pub const DEFAULT_CLUSTER: &str = "mvi";
 /// `PORT` of a container whose spec gives no port.
@@ -1280,12 +1279,7 @@ impl EcsContainers {
     fn check_service(&self, op: Op, spec: &ServiceSpec) -> Result<()> {
         validate_name(op, "service", &spec.name, 255)?;
         validate_container(op, &spec.name, &spec.container)?;
-        if spec.replicas > MAX_REPLICAS {
-            return Err(op.invalid(
-                &spec.name,
-                format!("at most {MAX_REPLICAS} replicas per service"),
-            ));
-        }
+        validate_replicas(op, &spec.name, spec.replicas)?;
         #[cfg(not(feature = "elbv2"))]
         if let Some(group) = &spec.target_group
             && !group.starts_with("arn:")
@@ -2035,9 +2029,7 @@ impl Containers for EcsContainers {
 
     async fn scale_service(&self, name: &str, replicas: u32) -> Result<ServiceInfo> {
         let op = op("scale_service");
-        if replicas > MAX_REPLICAS {
-            return Err(op.invalid(name, format!("at most {MAX_REPLICAS} replicas per service")));
-        }
+        validate_replicas(op, name, replicas)?;
         let before = self.active_service(op, name).await?;
         let out = self
             .ecs

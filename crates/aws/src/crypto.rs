@@ -61,6 +61,7 @@ use mvi_core::crypto::{
     AuditEvent, AuditQuery, CreateKey, Crypto, DELETION_WINDOW_DAYS, DataKey, Decrypted,
     EncryptionContext, KeyMetadata, KeyOrigin, KeyState, MAX_PLAINTEXT, validate_alias,
 };
+use mvi_core::error::found;
 use mvi_core::{Error, ErrorKind, Op, Result, SecretBytes, Service, Timestamp};
 
 use crate::error::map;
@@ -206,10 +207,8 @@ impl KmsCrypto {
         id: String,
         aliases: Vec<String>,
     ) -> Result<Option<KeyMetadata>> {
-        let raw = match self.describe_raw(op, &id).await {
-            Ok(raw) => raw,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(raw) = found(self.describe_raw(op, &id).await)? else {
+            return Ok(None);
         };
         if raw.key_manager() == Some(&KeyManagerType::Aws) {
             return Ok(None);

@@ -59,6 +59,7 @@ use base64::engine::general_purpose::STANDARD;
 use mvi_core::database::{
     Credentials, DatabaseInfo, DatabaseSpec, DatabaseState, Databases, SnapshotInfo, validate_name,
 };
+use mvi_core::error::found;
 use mvi_core::{ErrorKind, Op, Result, SecretString, Service};
 use rand::Rng;
 use tokio::sync::OnceCell;
@@ -132,27 +133,19 @@ impl RdsDatabases {
         if validate_name(o, name, 63).is_err() {
             return Ok(None);
         }
-        match self
+        let out = self
             .rds
             .describe_db_instances()
             .db_instance_identifier(name)
             .send()
             .await
-        {
-            Ok(out) => Ok(out
-                .db_instances()
+            .map_err(|e| map(o, name, e));
+        Ok(found(out)?.and_then(|out| {
+            out.db_instances()
                 .iter()
                 .find(|i| i.db_instance_identifier() == Some(name))
-                .cloned()),
-            Err(e) => {
-                let e = map(o, name, e);
-                if e.kind() == ErrorKind::NotFound {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+                .cloned()
+        }))
     }
 
     /// The instance `name`, or NotFound.
@@ -167,27 +160,19 @@ impl RdsDatabases {
         if validate_name(o, name, 255).is_err() {
             return Ok(None);
         }
-        match self
+        let out = self
             .rds
             .describe_db_snapshots()
             .db_snapshot_identifier(name)
             .send()
             .await
-        {
-            Ok(out) => Ok(out
-                .db_snapshots()
+            .map_err(|e| map(o, name, e));
+        Ok(found(out)?.and_then(|out| {
+            out.db_snapshots()
                 .iter()
                 .find(|s| s.db_snapshot_identifier() == Some(name))
-                .cloned()),
-            Err(e) => {
-                let e = map(o, name, e);
-                if e.kind() == ErrorKind::NotFound {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+                .cloned()
+        }))
     }
 
     /// An instance's tags: those DescribeDBInstances carried, else asked for.

@@ -67,6 +67,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     TargetGroupAttribute, TargetGroupTuple, TargetHealthDescription, TargetHealthReasonEnum,
     TargetHealthStateEnum, TargetTypeEnum,
 };
+use mvi_core::error::found;
 use mvi_core::lb::{
     Algorithm, ListenerSpec, LoadBalancerInfo, LoadBalancerSpec, LoadBalancers, Protocol,
     TargetGroupSpec, TargetHealth, TargetStatus, validate_name,
@@ -229,21 +230,13 @@ impl ElbLoadBalancers {
         if validate_name(op, "load balancer", name).is_err() {
             return Ok(None);
         }
-        match self.elb.describe_load_balancers().names(name).send().await {
-            Ok(out) => Ok(out
-                .load_balancers()
+        let out = self.elb.describe_load_balancers().names(name).send().await;
+        Ok(found(out.map_err(|e| map(op, name, e)))?.and_then(|out| {
+            out.load_balancers()
                 .iter()
                 .find(|l| l.load_balancer_name() == Some(name))
-                .cloned()),
-            Err(e) => {
-                let e = map(op, name, e);
-                if e.kind() == ErrorKind::NotFound {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+                .cloned()
+        }))
     }
 
     /// The load balancer `name`, or NotFound.

@@ -38,8 +38,8 @@ use aws_sdk_cloudwatch::types::{
 };
 use mvi_core::metric::{
     Alarm, AlarmSpec, AlarmState, AlarmTransition, Comparison, Datapoint, Datum, GetStatistics,
-    MAX_BATCH_POINTS, MetricId, Metrics, Statistic, Unit, validate_datum, validate_metric,
-    validate_namespace, validate_period, validate_statistic,
+    MAX_BATCH_POINTS, MetricId, Metrics, Statistic, Unit, validate_alarm, validate_datum,
+    validate_metric, validate_namespace, validate_period, validate_statistic,
 };
 use mvi_core::{Op, Result, Service, Timestamp};
 use serde::Deserialize;
@@ -338,41 +338,6 @@ fn validate_cloudwatch_period(op: Op, resource: &str, period: Duration, alarm: b
     Ok(())
 }
 
-/// Checks an alarm's definition as CloudWatch's PutMetricAlarm does (the local backend's
-/// rules, plus CloudWatch's alarm periods).
-fn validate_alarm(op: Op, spec: &AlarmSpec) -> Result<()> {
-    let name = spec.name.as_str();
-    let chars = name.chars().count();
-    if chars == 0 || chars > 255 {
-        return Err(op.invalid(name, "alarm names must be 1 to 255 characters long"));
-    }
-    validate_metric(op, &spec.metric)?;
-    validate_cloudwatch_period(op, name, spec.period, true)?;
-    validate_statistic(op, name, spec.statistic)?;
-    if spec.evaluation_periods == 0 {
-        return Err(op.invalid(name, "evaluation_periods must be at least 1"));
-    }
-    if !spec.threshold.is_finite() {
-        return Err(op.invalid(
-            name,
-            format!("threshold {} is not a finite number", spec.threshold),
-        ));
-    }
-    // CloudWatch's limits on the whole window: one day for periods under an hour, else seven.
-    let period = spec.period.as_secs();
-    let limit: u64 = if period < 3600 { 86_400 } else { 604_800 };
-    let total = period.saturating_mul(u64::from(spec.evaluation_periods));
-    if total > limit {
-        return Err(op.invalid(
-            name,
-            format!(
-                "period × evaluation_periods is {total} s; at most {limit} s for a period of {period} s"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// A rough upper bound of a datum's size on the wire.
 fn datum_size(d: &Datum) -> usize {
     64 + d.name.len()
@@ -601,7 +566,10 @@ impl Metrics for CloudWatchMetrics {
 
     async fn put_alarm(&self, spec: AlarmSpec) -> Result<()> {
         let op = op("put_alarm");
-        validate_alarm(op, &spec)?;
+        // CloudWatch's alarm periods on top of the common rules.
+        validate_alarm(op, &spec, |op, name, period| {
+            validate_cloudwatch_period(op, name, period, true)
+        })?;
         let name = spec.name.as_str();
         // Validated: the period fits in i32 and period × evaluation_periods ≤ 7 days.
         let period = i32::try_from(spec.period.as_secs())

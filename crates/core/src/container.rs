@@ -229,6 +229,17 @@ pub trait Containers: fmt::Debug + Send + Sync + 'static {
     async fn list_schedules(&self) -> Result<Vec<ScheduleSpec>>;
 }
 
+/// Replicas of one service at most, on every backend.
+pub const MAX_REPLICAS: u32 = 100;
+
+/// At most [`MAX_REPLICAS`] replicas for service `name`.
+pub fn validate_replicas(op: Op, name: &str, replicas: u32) -> Result<()> {
+    if replicas > MAX_REPLICAS {
+        return Err(op.invalid(name, format!("at most {MAX_REPLICAS} replicas per service")));
+    }
+    Ok(())
+}
+
 /// Checks a service, task or schedule name: 1–`max` ASCII letters, digits, `-` and `_`
 /// (the rule both backends apply, before any other work).
 pub fn validate_name(op: Op, kind: &str, name: &str, max: usize) -> Result<()> {

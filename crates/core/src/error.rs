@@ -244,6 +244,15 @@ impl std::error::Error for Error {
 /// `Result` with mvi's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `Ok(None)` for a NotFound error: for lookups where absence is an answer, not a failure.
+pub fn found<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A cheap builder of errors for one service and operation, so backends write
 /// `op.not_found(name, "no such bucket")` instead of repeating the service and operation.
 #[derive(Debug, Clone, Copy)]

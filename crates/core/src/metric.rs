@@ -479,6 +479,45 @@ pub fn validate_metric(op: Op, id: &MetricId) -> Result<()> {
     validate_datum(op, &id.namespace, &probe)
 }
 
+/// Checks an alarm's definition as CloudWatch's PutMetricAlarm does; `check_period` checks
+/// its period (backends add their own period rules to [`validate_period`]'s).
+pub fn validate_alarm(
+    op: Op,
+    spec: &AlarmSpec,
+    check_period: impl FnOnce(Op, &str, Duration) -> Result<()>,
+) -> Result<()> {
+    let name = spec.name.as_str();
+    let chars = name.chars().count();
+    if chars == 0 || chars > 255 {
+        return Err(op.invalid(name, "alarm names must be 1 to 255 characters long"));
+    }
+    validate_metric(op, &spec.metric)?;
+    check_period(op, name, spec.period)?;
+    validate_statistic(op, name, spec.statistic)?;
+    if spec.evaluation_periods == 0 {
+        return Err(op.invalid(name, "evaluation_periods must be at least 1"));
+    }
+    if !spec.threshold.is_finite() {
+        return Err(op.invalid(
+            name,
+            format!("threshold {} is not a finite number", spec.threshold),
+        ));
+    }
+    // CloudWatch's limits on the whole window: one day for periods under an hour, else seven.
+    let period = spec.period.as_secs();
+    let limit: u64 = if period < 3600 { 86_400 } else { 604_800 };
+    let total = period.saturating_mul(u64::from(spec.evaluation_periods));
+    if total > limit {
+        return Err(op.invalid(
+            name,
+            format!(
+                "period × evaluation_periods is {total} s; at most {limit} s for a period of {period} s"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Percentiles run from p0 to p100 (10,000 hundredths of a percent).
 pub fn validate_statistic(op: Op, resource: &str, stat: Statistic) -> Result<()> {
     match stat {

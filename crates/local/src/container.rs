@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use mvi_core::container::{
     ContainerInstance, ContainerSpec, Containers, InstanceState, ScheduleSpec, ServiceInfo,
-    ServiceSpec, TaskResult, validate_container, validate_name,
+    ServiceSpec, TaskResult, validate_container, validate_name, validate_replicas,
 };
 use mvi_core::crypto::{Crypto, EncryptionContext};
 use mvi_core::lb::LoadBalancers;
@@ -56,8 +56,7 @@ use process::{Launch, PidRecord, SecretEnv};
 use rootfs::Resolved;
 
 const STATE_FILE: &str = "state.json";
-/// Replicas of one service at most.
-pub const MAX_REPLICAS: u32 = 100;
+pub use mvi_core::container::MAX_REPLICAS;
 /// First restart delay after a crash.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest restart delay.
@@ -1108,12 +1107,7 @@ impl LocalContainers {
     fn check_service(&self, op: Op, spec: &ServiceSpec) -> Result<()> {
         validate_name(op, "service", &spec.name, 255)?;
         validate_container(op, &spec.name, &spec.container)?;
-        if spec.replicas > MAX_REPLICAS {
-            return Err(op.invalid(
-                &spec.name,
-                format!("at most {MAX_REPLICAS} replicas per service"),
-            ));
-        }
+        validate_replicas(op, &spec.name, spec.replicas)?;
         if spec.target_group.is_some() && self.inner.load_balancers.is_none() {
             return Err(op.invalid(
                 &spec.name,
@@ -1299,9 +1293,7 @@ impl Containers for LocalContainers {
 
     async fn scale_service(&self, name: &str, replicas: u32) -> Result<ServiceInfo> {
         let op = op("scale_service");
-        if replicas > MAX_REPLICAS {
-            return Err(op.invalid(name, format!("at most {MAX_REPLICAS} replicas per service")));
-        }
+        validate_replicas(op, name, replicas)?;
         let _changes = self.inner.changes.lock().await;
         let record = self
             .inner

@@ -36,8 +36,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mvi_core::metric::{
     Alarm, AlarmSpec, AlarmState, AlarmTransition, Datapoint, Datum, GetStatistics,
-    MAX_BATCH_POINTS, MetricId, Metrics, evaluate_alarm, validate_datum, validate_metric,
-    validate_namespace, validate_period, validate_statistic,
+    MAX_BATCH_POINTS, MetricId, Metrics, evaluate_alarm, validate_alarm, validate_datum,
+    validate_metric, validate_namespace, validate_period, validate_statistic,
 };
 use mvi_core::{Op, Result, Service, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -347,40 +347,6 @@ fn period_values(points: &[Point], spec: &AlarmSpec, now: Timestamp) -> Vec<Opti
     out
 }
 
-/// Checks an alarm's definition as CloudWatch's PutMetricAlarm does.
-fn validate_alarm(op: Op, spec: &AlarmSpec) -> Result<()> {
-    let name = spec.name.as_str();
-    let chars = name.chars().count();
-    if chars == 0 || chars > 255 {
-        return Err(op.invalid(name, "alarm names must be 1 to 255 characters long"));
-    }
-    validate_metric(op, &spec.metric)?;
-    validate_period(op, name, spec.period)?;
-    validate_statistic(op, name, spec.statistic)?;
-    if spec.evaluation_periods == 0 {
-        return Err(op.invalid(name, "evaluation_periods must be at least 1"));
-    }
-    if !spec.threshold.is_finite() {
-        return Err(op.invalid(
-            name,
-            format!("threshold {} is not a finite number", spec.threshold),
-        ));
-    }
-    // CloudWatch's limits on the whole window: one day for periods under an hour, else seven.
-    let period = spec.period.as_secs();
-    let limit: u64 = if period < 3600 { 86_400 } else { 604_800 };
-    let total = period.saturating_mul(u64::from(spec.evaluation_periods));
-    if total > limit {
-        return Err(op.invalid(
-            name,
-            format!(
-                "period × evaluation_periods is {total} s; at most {limit} s for a period of {period} s"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Metrics for LocalMetrics {
     async fn put_data(&self, namespace: &str, data: Vec<Datum>) -> Result<()> {
@@ -520,7 +486,7 @@ impl Metrics for LocalMetrics {
 
     async fn put_alarm(&self, spec: AlarmSpec) -> Result<()> {
         let op = Op::new(Service::Metric, "put_alarm");
-        validate_alarm(op, &spec)?;
+        validate_alarm(op, &spec, validate_period)?;
         let now = self.sim.now();
         let name = spec.name.clone();
         let mut state = self.state();

@@ -117,14 +117,7 @@ where
     })
 }
 
-/// `Ok(None)` for NotFound.
-pub(crate) fn found<T>(r: Result<T>) -> Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
+pub(crate) use crate::error::found;
 
 /// A delete of something already gone succeeds.
 pub(crate) fn gone_ok(r: Result<()>) -> Result<()> {
