@@ -982,12 +982,10 @@ impl EcsContainers {
             "mvi schedule `{cron}` (UTC) of ECS cluster {}",
             self.cluster
         );
-        let mut update = exists;
-        for _ in 0..2 {
-            if update {
-                match self
-                    .scheduler
-                    .update_schedule()
+        // Create and update take the same fields, through builders of distinct types.
+        macro_rules! send {
+            ($request:expr) => {
+                $request
                     .group_name(self.group())
                     .name(name)
                     .description(&description)
@@ -998,7 +996,12 @@ impl EcsContainers {
                     .target(target.clone())
                     .send()
                     .await
-                {
+            };
+        }
+        let mut update = exists;
+        for _ in 0..2 {
+            if update {
+                match send!(self.scheduler.update_schedule()) {
                     Ok(_) => return Ok(()),
                     Err(e)
                         if e.as_service_error()
@@ -1009,20 +1012,7 @@ impl EcsContainers {
                     Err(e) => return Err(map(op, name, e)),
                 }
             } else {
-                match self
-                    .scheduler
-                    .create_schedule()
-                    .group_name(self.group())
-                    .name(name)
-                    .description(&description)
-                    .schedule_expression(expression)
-                    .schedule_expression_timezone("UTC")
-                    .flexible_time_window(window.clone())
-                    .state(ScheduleState::Enabled)
-                    .target(target.clone())
-                    .send()
-                    .await
-                {
+                match send!(self.scheduler.create_schedule()) {
                     Ok(_) => return Ok(()),
                     Err(e)
                         if e.as_service_error()
