@@ -107,15 +107,30 @@ use aws_sdk_ecs::types::{
     NetworkConfiguration, NetworkMode, PortMapping, Service as EcsService, Task, TaskDefinition,
     TaskDefinitionStatus, TaskStopCode, TransportProtocol,
 };
+use aws_sdk_ecs::types::{DeploymentControllerType, TaskSet};
 use aws_sdk_ssm::types::ParameterType;
 use mvi_core::container::{
-    ContainerInstance, ContainerSpec, Containers, HealthCheck, InstanceState, ScheduleSpec,
-    ServiceInfo, ServiceSpec, TaskResult, validate_name, validate_replicas,
+    ContainerInstance, ContainerSpec, Containers, HealthCheck, InstanceState, PRIMARY_SET,
+    Revision, RevisionSet, RevisionState, Rollout, RolloutState, ScheduleSpec, ServiceEvent,
+    ServiceInfo, ServiceSpec, TaskResult, parse_cron, same_revision, validate_name,
+    validate_replicas,
 };
 use mvi_core::image::ImageRef;
 use mvi_core::{Error, ErrorKind, Op, Result, SecretBytes, Service, Timestamp};
 
 use crate::error::map;
+
+mod definition;
+mod deploy;
+mod iam;
+mod network;
+mod schedule;
+mod secrets;
+
+use definition::{arn_revision, fargate_size, labels, serves, spec_from_definition, task_id};
+use deploy::{controller_of, deployment_configuration, deployment_controller, is_external};
+use schedule::{scheduler_expression, scheduler_target};
+use secrets::Plain;
 
 const fn op(name: &'static str) -> Op {
     Op::new(Service::Container, name)
@@ -168,15 +183,6 @@ const FARGATE_SIZES: &[(u32, u32, u32, u32)] = &[
     (8192, 16384, 61440, 4096),
     (16384, 32768, 122_880, 8192),
 ];
-
-/// A decrypted secret, held only until it is stored in SSM (no `Debug`: it is never shown).
-struct Plain {
-    env: String,
-    /// UTF-8, not empty.
-    text: SecretBytes,
-    /// The KMS key that decrypted it (an ARN), if KMS named it.
-    key: Option<String>,
-}
 
 /// What a task definition is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,65 +280,6 @@ impl EcsContainers {
     /// The ECS cluster of this handle.
     pub fn cluster(&self) -> &str {
         &self.cluster
-    }
-
-    fn partition(&self) -> &'static str {
-        if self.region.starts_with("cn-") {
-            "aws-cn"
-        } else if self.region.starts_with("us-gov-") {
-            "aws-us-gov"
-        } else {
-            "aws"
-        }
-    }
-
-    fn registry_host(&self, account: &str) -> String {
-        let suffix = if self.region.starts_with("cn-") {
-            "amazonaws.com.cn"
-        } else {
-            "amazonaws.com"
-        };
-        format!("{account}.dkr.ecr.{}.{suffix}", self.region)
-    }
-
-    /// The account id (ECR's registry id), read once.
-    async fn account(&self, op: Op) -> Result<String> {
-        self.account
-            .get_or_try_init(|| async {
-                let out = self
-                    .ecr
-                    .describe_registry()
-                    .send()
-                    .await
-                    .map_err(|e| map(op, "registry", e))?;
-                out.registry_id()
-                    .map(str::to_owned)
-                    .ok_or_else(|| op.internal("registry", "DescribeRegistry answered no id"))
-            })
-            .await
-            .cloned()
-    }
-
-    async fn execution_role(&self, op: Op) -> Result<String> {
-        if let Some(arn) = &self.execution_role {
-            return Ok(arn.clone());
-        }
-        let account = self.account(op).await?;
-        Ok(format!(
-            "arn:{}:iam::{account}:role/{EXECUTION_ROLE}",
-            self.partition()
-        ))
-    }
-
-    async fn scheduler_role(&self, op: Op) -> Result<String> {
-        if let Some(arn) = &self.scheduler_role {
-            return Ok(arn.clone());
-        }
-        let account = self.account(op).await?;
-        Ok(format!(
-            "arn:{}:iam::{account}:role/{SCHEDULER_ROLE}",
-            self.partition()
-        ))
     }
 
     async fn cluster_arn(&self, op: Op) -> Result<String> {
@@ -463,643 +410,11 @@ impl EcsContainers {
 
     // ---- networking ----
 
-    /// The awsvpc configuration of `subnets` and `groups`, each defaulting to the default
-    /// VPC's default subnets and the VPC's default security group. Security groups are always
-    /// named, as ECS would choose them: moto answers a configuration without them with an
-    /// HTTP 500 (a KeyError in its RunTask).
-    async fn network(
-        &self,
-        op: Op,
-        resource: &str,
-        subnets: &[String],
-        groups: &[String],
-    ) -> Result<NetworkConfiguration> {
-        use aws_sdk_ec2::types::Filter;
-        let mut request = self.ec2.describe_subnets();
-        if subnets.is_empty() {
-            request = request.filters(
-                Filter::builder()
-                    .name("default-for-az")
-                    .values("true")
-                    .build(),
-            );
-        } else {
-            request = request.set_subnet_ids(Some(subnets.to_vec()));
-        }
-        let found = request
-            .send()
-            .await
-            .map_err(|e| map(op, resource, e))?
-            .subnets
-            .unwrap_or_default();
-        if found.is_empty() {
-            return Err(op.precondition(
-                resource,
-                "the account has no default VPC in this region: name the subnets",
-            ));
-        }
-        let vpcs: std::collections::BTreeSet<&str> =
-            found.iter().filter_map(|s| s.vpc_id()).collect();
-        let vpc = match vpcs.len() {
-            1 => vpcs.into_iter().next().unwrap_or_default().to_owned(),
-            _ => {
-                return Err(op.invalid(
-                    resource,
-                    format!(
-                        "the subnets are in {} VPCs; a task's are in one",
-                        vpcs.len()
-                    ),
-                ));
-            }
-        };
-        let public = found
-            .iter()
-            .all(|s| s.map_public_ip_on_launch() == Some(true));
-        let subnet_ids: Vec<String> = found
-            .iter()
-            .filter_map(|s| s.subnet_id().map(str::to_owned))
-            .collect();
-        let group_ids = if groups.is_empty() {
-            let out = self
-                .ec2
-                .describe_security_groups()
-                .filters(Filter::builder().name("vpc-id").values(&vpc).build())
-                .filters(
-                    Filter::builder()
-                        .name("group-name")
-                        .values("default")
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| map(op, resource, e))?;
-            let id = out
-                .security_groups()
-                .iter()
-                .find_map(|g| g.group_id())
-                .ok_or_else(|| {
-                    op.precondition(
-                        resource,
-                        format!("VPC {vpc} has no default security group: name the groups"),
-                    )
-                })?;
-            vec![id.to_owned()]
-        } else {
-            groups.to_vec()
-        };
-        let config = AwsVpcConfiguration::builder()
-            .set_subnets(Some(subnet_ids))
-            .set_security_groups(Some(group_ids))
-            .assign_public_ip(if public {
-                AssignPublicIp::Enabled
-            } else {
-                AssignPublicIp::Disabled
-            })
-            .build()
-            .map_err(|e| op.internal(resource, e))?;
-        Ok(NetworkConfiguration::builder()
-            .awsvpc_configuration(config)
-            .build())
-    }
-
-    /// The ARN of the target group `group` (a name, or already an ARN).
-    async fn target_group_arn(&self, op: Op, resource: &str, group: &str) -> Result<String> {
-        if group.starts_with("arn:") {
-            return Ok(group.to_owned());
-        }
-        #[cfg(feature = "elbv2")]
-        {
-            let _ = resource;
-            let out = self
-                .elb
-                .describe_target_groups()
-                .names(group)
-                .send()
-                .await
-                .map_err(|e| map(op, group, e))?;
-            out.target_groups()
-                .iter()
-                .find_map(|g| g.target_group_arn())
-                .map(str::to_owned)
-                .ok_or_else(|| op.not_found(group, "no such target group"))
-        }
-        #[cfg(not(feature = "elbv2"))]
-        {
-            Err(no_balancers(op, resource))
-        }
-    }
-
     // ---- task definitions ----
-
-    fn family(&self, kind: Kind, name: &str) -> String {
-        family(&self.cluster, kind, name)
-    }
-
-    /// Registers a Fargate task definition of one container.
-    async fn register(
-        &self,
-        op: Op,
-        resource: &str,
-        family: &str,
-        spec: &ContainerSpec,
-        container: ContainerDefinition,
-    ) -> Result<TaskDefinition> {
-        let (cpu, memory) = fargate_size(spec.cpu_millis, spec.memory_mib)
-            .ok_or_else(|| too_big(op, resource, spec))?;
-        let role = self.execution_role(op).await?;
-        let out = self
-            .ecs
-            .register_task_definition()
-            .family(family)
-            .requires_compatibilities(Compatibility::Fargate)
-            .network_mode(NetworkMode::Awsvpc)
-            .cpu(cpu.to_string())
-            .memory(memory.to_string())
-            .execution_role_arn(role)
-            .container_definitions(container)
-            .send()
-            .await
-            .map_err(|e| map(op, resource, e))?;
-        let def = out
-            .task_definition
-            .ok_or_else(|| op.internal(resource, "RegisterTaskDefinition answered nothing"))?;
-        if let Some(arn) = def.task_definition_arn() {
-            lock(&self.definitions).insert(arn.to_owned(), def.clone());
-        }
-        Ok(def)
-    }
-
-    /// A task definition by ARN.
-    async fn definition(&self, op: Op, resource: &str, arn: &str) -> Result<TaskDefinition> {
-        if let Some(def) = lock(&self.definitions).get(arn) {
-            return Ok(def.clone());
-        }
-        let out = self
-            .ecs
-            .describe_task_definition()
-            .task_definition(arn)
-            .send()
-            .await
-            .map_err(|e| map(op, resource, e))?;
-        let def = out
-            .task_definition
-            .ok_or_else(|| op.internal(resource, "DescribeTaskDefinition answered nothing"))?;
-        lock(&self.definitions).insert(arn.to_owned(), def.clone());
-        Ok(def)
-    }
-
-    /// The ARNs of the family's active revisions, newest first.
-    async fn active_revisions(&self, op: Op, resource: &str, family: &str) -> Result<Vec<String>> {
-        let mut arns = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .ecs
-                .list_task_definitions()
-                .family_prefix(family)
-                .status(TaskDefinitionStatus::Active)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| map(op, resource, e))?;
-            arns.extend(
-                out.task_definition_arns()
-                    .iter()
-                    // The prefix is a whole family on AWS; make sure of it.
-                    .filter(|a| arn_family(a) == Some(family))
-                    .cloned(),
-            );
-            token = out.next_token;
-            if token.is_none() {
-                break;
-            }
-        }
-        arns.sort_by_key(|a| std::cmp::Reverse(arn_revision(a)));
-        Ok(arns)
-    }
-
-    /// Deregisters every active revision of `family` but `keep`; with `delete`, deletes them
-    /// too. Best effort: what fails is logged and left.
-    async fn retire(&self, op: Op, resource: &str, family: &str, keep: Option<&str>, delete: bool) {
-        match self.active_revisions(op, resource, family).await {
-            Ok(arns) => {
-                let arns: Vec<String> = arns
-                    .into_iter()
-                    .filter(|a| Some(a.as_str()) != keep)
-                    .collect();
-                self.drop_definitions(op, resource, &arns, delete).await;
-            }
-            Err(e) => tracing::warn!("cannot list the task definitions of {family}: {e}"),
-        }
-    }
-
-    /// Deregisters the task definitions `arns`; with `delete`, deletes them too (running
-    /// tasks keep theirs until they stop). Best effort: what fails is logged and left.
-    async fn drop_definitions(&self, op: Op, resource: &str, arns: &[String], delete: bool) {
-        let mut gone = Vec::new();
-        for arn in arns {
-            match self
-                .ecs
-                .deregister_task_definition()
-                .task_definition(arn)
-                .send()
-                .await
-            {
-                Ok(_) => gone.push(arn.clone()),
-                Err(e) => tracing::warn!("cannot deregister {arn}: {}", map(op, resource, e)),
-            }
-        }
-        if delete {
-            for chunk in gone.chunks(10) {
-                if let Err(e) = self
-                    .ecs
-                    .delete_task_definitions()
-                    .set_task_definitions(Some(chunk.to_vec()))
-                    .send()
-                    .await
-                {
-                    tracing::warn!(
-                        "cannot delete task definitions {chunk:?}: {}",
-                        map(op, resource, e)
-                    );
-                }
-            }
-        }
-    }
 
     // ---- secrets ----
 
-    /// Decrypts every secret of `c` with KMS (empty encryption context, as the local backend
-    /// does), before anything changes: a secret that does not decrypt fails the call. When a
-    /// variable is named twice the later secret wins, as locally.
-    async fn decrypt_secrets(&self, op: Op, c: &ContainerSpec) -> Result<Vec<Plain>> {
-        let mut plain: Vec<Plain> = Vec::with_capacity(c.secrets.len());
-        for s in &c.secrets {
-            let out = self
-                .kms
-                .decrypt()
-                .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(s.ciphertext.to_vec()))
-                .send()
-                .await
-                .map_err(|e| {
-                    let e = map(op, &s.env, e);
-                    op.err(
-                        e.kind(),
-                        &s.env,
-                        format!("cannot decrypt the secret: {}", e.message()),
-                    )
-                })?;
-            let text = SecretBytes::new(
-                out.plaintext
-                    .map(aws_sdk_kms::primitives::Blob::into_inner)
-                    .unwrap_or_default(),
-            );
-            if std::str::from_utf8(text.expose()).is_err() {
-                return Err(op.invalid(&s.env, "the secret's plaintext is not UTF-8 text"));
-            }
-            if text.is_empty() {
-                return Err(op.invalid(&s.env, "the secret's plaintext is empty"));
-            }
-            plain.retain(|p| p.env != s.env);
-            plain.push(Plain {
-                env: s.env.clone(),
-                text,
-                key: out.key_id,
-            });
-        }
-        Ok(plain)
-    }
-
-    /// The SSM path holding the secrets of `kind` `name` (and of one run of a task).
-    fn secret_path(&self, kind: Kind, name: &str, run: Option<&str>) -> String {
-        let mut path = format!("/mvi/{}/{}/{name}", self.cluster, kind.as_str());
-        if let Some(run) = run {
-            path.push('/');
-            path.push_str(run);
-        }
-        path
-    }
-
-    /// Stores each secret as a `SecureString` parameter under `path` (encrypted with the key
-    /// of its ciphertext, else SSM's own), replacing what was there, and answers the ECS
-    /// secrets referring to them, in the spec's order.
-    async fn put_secrets(
-        &self,
-        op: Op,
-        resource: &str,
-        path: &str,
-        plain: &[Plain],
-    ) -> Result<Vec<EcsSecret>> {
-        if plain.is_empty() {
-            return Ok(Vec::new());
-        }
-        let account = self.account(op).await?;
-        let mut refs = Vec::with_capacity(plain.len());
-        for p in plain {
-            let name = format!("{path}/{}", param_segment(&p.env));
-            // Checked when decrypted; the SDK takes the value as text.
-            let value = std::str::from_utf8(p.text.expose())
-                .map_err(|_| op.invalid(&p.env, "the secret's plaintext is not UTF-8 text"))?;
-            self.ssm
-                .put_parameter()
-                .name(&name)
-                .description(format!(
-                    "mvi: a secret of {resource} in ECS cluster {}",
-                    self.cluster
-                ))
-                .value(value)
-                .r#type(ParameterType::SecureString)
-                .key_id(p.key.as_deref().unwrap_or(SSM_DEFAULT_KEY))
-                .overwrite(true)
-                .send()
-                .await
-                .map_err(|e| {
-                    // Only the error's code and kind: a service message could quote the
-                    // value.
-                    use aws_sdk_ssm::error::ProvideErrorMetadata;
-                    let code = e.code().unwrap_or("no error code").to_owned();
-                    let kind = map(op, &p.env, e).kind();
-                    op.err(
-                        kind,
-                        &p.env,
-                        format!("cannot store the secret in SSM Parameter Store: {code}"),
-                    )
-                })?;
-            let arn = format!(
-                "arn:{}:ssm:{}:{account}:parameter{name}",
-                self.partition(),
-                self.region
-            );
-            refs.push(
-                EcsSecret::builder()
-                    .name(&p.env)
-                    .value_from(arn)
-                    .build()
-                    .map_err(|e| op.internal(resource, e))?,
-            );
-        }
-        Ok(refs)
-    }
-
-    /// Deletes the parameters under `path` that `keep` (ECS secrets) does not refer to. Best
-    /// effort: what fails is logged and left.
-    async fn prune_secrets(&self, op: Op, resource: &str, path: &str, keep: &[EcsSecret]) {
-        use aws_sdk_ssm::types::ParameterStringFilter;
-        let kept: Vec<&str> = keep
-            .iter()
-            .map(|s| s.value_from())
-            .filter_map(|arn| arn.split_once(":parameter").map(|(_, n)| n))
-            .collect();
-        let filter = match ParameterStringFilter::builder()
-            .key("Path")
-            .option("Recursive")
-            .values(path)
-            .build()
-        {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!("cannot list the secrets of {resource}: {e}");
-                return;
-            }
-        };
-        // DescribeParameters gives names only: no value leaves SSM to be deleted.
-        let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            match self
-                .ssm
-                .describe_parameters()
-                .parameter_filters(filter.clone())
-                .set_next_token(token)
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    names.extend(
-                        out.parameters()
-                            .iter()
-                            .filter_map(|p| p.name())
-                            .filter(|n| !kept.contains(n))
-                            .map(str::to_owned),
-                    );
-                    token = out.next_token;
-                    if token.is_none() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot list the secrets of {resource}: {}",
-                        map(op, resource, e)
-                    );
-                    return;
-                }
-            }
-        }
-        for chunk in names.chunks(10) {
-            if let Err(e) = self
-                .ssm
-                .delete_parameters()
-                .set_names(Some(chunk.to_vec()))
-                .send()
-                .await
-            {
-                tracing::warn!(
-                    "cannot delete the parameters {chunk:?}: {}",
-                    map(op, resource, e)
-                );
-            }
-        }
-    }
-
     // ---- schedules ----
-
-    /// The schedule group of this handle's schedules: one per cluster, named as it.
-    fn group(&self) -> &str {
-        &self.cluster
-    }
-
-    /// Creates the schedule group unless it exists. It is looked up first: CreateScheduleGroup
-    /// of an existing group is a conflict on AWS (and moto replaces the group, dropping its
-    /// schedules).
-    async fn ensure_group(&self, op: Op) -> Result<()> {
-        if self.group_ready.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let group = self.group();
-        match self.scheduler.get_schedule_group().name(group).send().await {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                let created = self
-                    .scheduler
-                    .create_schedule_group()
-                    .name(group)
-                    .tags(
-                        aws_sdk_scheduler::types::Tag::builder()
-                            .key("mvi:managed")
-                            .value("true")
-                            .build()
-                            .map_err(|e| op.internal(group, e))?,
-                    )
-                    .send()
-                    .await;
-                match created {
-                    Ok(_) => {}
-                    // Another handle made it meanwhile.
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|e| e.is_conflict_exception()) => {}
-                    Err(e) => return Err(map(op, group, e)),
-                }
-            }
-            Err(e) => return Err(map(op, group, e)),
-        }
-        self.group_ready.store(true, Ordering::Release);
-        Ok(())
-    }
-
-    /// Creates the schedule `name` (or updates it when `exists`), firing at `expression` (UTC,
-    /// no flexible window) with `target`. A create that finds the schedule made meanwhile
-    /// updates it, and an update that finds it gone creates it.
-    async fn send_schedule(
-        &self,
-        op: Op,
-        name: &str,
-        expression: &str,
-        cron: &str,
-        target: aws_sdk_scheduler::types::Target,
-        exists: bool,
-    ) -> Result<()> {
-        use aws_sdk_scheduler::types::{FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState};
-        let window = FlexibleTimeWindow::builder()
-            .mode(FlexibleTimeWindowMode::Off)
-            .build()
-            .map_err(|e| op.internal(name, e))?;
-        let description = format!(
-            "mvi schedule `{cron}` (UTC) of ECS cluster {}",
-            self.cluster
-        );
-        // Create and update take the same fields, through builders of distinct types.
-        macro_rules! send {
-            ($request:expr) => {
-                $request
-                    .group_name(self.group())
-                    .name(name)
-                    .description(&description)
-                    .schedule_expression(expression)
-                    .schedule_expression_timezone("UTC")
-                    .flexible_time_window(window.clone())
-                    .state(ScheduleState::Enabled)
-                    .target(target.clone())
-                    .send()
-                    .await
-            };
-        }
-        let mut update = exists;
-        for _ in 0..2 {
-            if update {
-                match send!(self.scheduler.update_schedule()) {
-                    Ok(_) => return Ok(()),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|e| e.is_resource_not_found_exception()) =>
-                    {
-                        update = false;
-                    }
-                    Err(e) => return Err(map(op, name, e)),
-                }
-            } else {
-                match send!(self.scheduler.create_schedule()) {
-                    Ok(_) => return Ok(()),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|e| e.is_conflict_exception()) =>
-                    {
-                        update = true;
-                    }
-                    Err(e) => {
-                        let e = map(op, name, e);
-                        if e.is_not_found() {
-                            // The group vanished: made again next time.
-                            self.group_ready.store(false, Ordering::Release);
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        Err(op.precondition(
-            name,
-            "the schedule was created and deleted concurrently; try again",
-        ))
-    }
-
-    /// The task definition a schedule starts, if the schedule exists.
-    async fn schedule_target(&self, op: Op, name: &str) -> Result<Option<String>> {
-        match self
-            .scheduler
-            .get_schedule()
-            .group_name(self.group())
-            .name(name)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(
-                out.target()
-                    .and_then(|t| t.ecs_parameters())
-                    .map(|p| p.task_definition_arn().to_owned())
-                    .unwrap_or_default(),
-            )),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(map(op, name, e)),
-        }
-    }
-
-    /// The names of this handle's schedules (none if its group does not exist).
-    async fn schedule_names(&self, op: Op) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            let out = match self
-                .scheduler
-                .list_schedules()
-                .group_name(self.group())
-                .set_next_token(token)
-                .send()
-                .await
-            {
-                Ok(out) => out,
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_resource_not_found_exception()) =>
-                {
-                    return Ok(Vec::new());
-                }
-                Err(e) => return Err(map(op, self.group(), e)),
-            };
-            names.extend(
-                out.schedules()
-                    .iter()
-                    .filter(|s| s.group_name() == Some(self.group()))
-                    .filter_map(|s| s.name().map(str::to_owned)),
-            );
-            token = out.next_token;
-            if token.is_none() {
-                break;
-            }
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
-    }
 
     // ---- services ----
 
@@ -1192,18 +507,41 @@ impl EcsContainers {
     /// A service as the contract shows it.
     async fn info(&self, op: Op, svc: &EcsService) -> Result<ServiceInfo> {
         let name = svc.service_name().unwrap_or_default().to_owned();
-        let arn = svc
-            .task_definition()
-            .ok_or_else(|| op.internal(&name, "the service has no task definition"))?;
-        let def = self.definition(op, &name, arn).await?;
+        let external = is_external(svc);
+        let sets = if external {
+            self.task_sets(op, &name).await?
+        } else {
+            Vec::new()
+        };
+        let primary_set = sets.iter().find(|s| s.status() == Some("PRIMARY"));
+        let arn = match (external, primary_set) {
+            (true, Some(p)) => p.task_definition(),
+            _ => svc.task_definition(),
+        }
+        .ok_or_else(|| op.internal(&name, "the service has no task definition"))?
+        .to_owned();
+        let def = self.definition(op, &name, &arn).await?;
         let labels = labels(&def);
         let container = spec_from_definition(op, &name, &def)?;
         let replicas = u32::try_from(svc.desired_count()).unwrap_or(0);
         let mut spec = ServiceSpec::new(&name, container, replicas);
-        spec.target_group = labels.get(L_TARGET_GROUP).cloned();
-        let vpc = svc
-            .network_configuration()
-            .and_then(|n| n.awsvpc_configuration());
+        let doc = self.read_doc(op, &name).await?;
+        spec.deployment = doc.deployment.clone().unwrap_or_default();
+        let vpc = if external {
+            primary_set.and_then(|s| s.network_configuration())
+        } else {
+            svc.network_configuration()
+        }
+        .and_then(|n| n.awsvpc_configuration());
+        spec.target_group = if external {
+            // A set's definition may have been made for another group: the set says.
+            match primary_set {
+                Some(p) => self.set_target_group(op, p).await?,
+                None => None,
+            }
+        } else {
+            labels.get(L_TARGET_GROUP).cloned()
+        };
         if !labels.contains_key(L_DEFAULT_SUBNETS) {
             spec.subnets = vpc.map(|v| v.subnets().to_vec()).unwrap_or_default();
         }
@@ -1215,54 +553,120 @@ impl EcsContainers {
         let serves = serves(&spec.container, spec.target_group.is_some());
         let port = spec.container.port.unwrap_or(DEFAULT_PORT);
         let tasks = self.service_tasks(op, &name).await?;
-        let mut instances: Vec<ContainerInstance> = tasks
-            .iter()
-            .map(|t| instance(t, serves.then_some(port)))
-            .collect();
-        // Replicas the current deployment has no task for yet: ECS starts them shortly.
-        let primary = svc
-            .deployments()
-            .iter()
-            .find(|d| d.status() == Some("PRIMARY"));
-        let primary_id = primary.and_then(|d| d.id());
-        let started = match primary_id {
-            Some(id) => tasks.iter().filter(|t| t.started_by() == Some(id)).count(),
-            None => tasks.len(),
+        // The tasks that exist, and nothing else: ECS's counts lag its task list, and a
+        // replica nobody can name is not one.
+        let set_of = |t: &Task| -> String {
+            match t.started_by() {
+                Some(by) if external && sets.iter().any(|s| s.id() == Some(by)) => {
+                    if primary_set.and_then(|p| p.id()) == Some(by) {
+                        PRIMARY_SET.to_string()
+                    } else {
+                        by.to_string()
+                    }
+                }
+                _ => PRIMARY_SET.to_string(),
+            }
         };
-        // Tasks ECS counts as running that ListTasks has not shown (it lags; moto, run with
-        // MOTO_ECS_SERVICE_RUNNING, counts tasks it never creates). A deployment ECS calls
-        // completed has its tasks healthy (its circuit breaker watches the health check).
-        let counted = primary
-            .map(|d| usize::try_from(d.running_count()).unwrap_or(0))
-            .unwrap_or(0)
-            .min(replicas as usize);
-        let completed = primary.and_then(|d| d.rollout_state())
-            == Some(&aws_sdk_ecs::types::DeploymentRolloutState::Completed);
-        for n in started..counted {
-            instances.push(ContainerInstance {
-                id: format!("{}/running-{}", primary_id.unwrap_or("service"), n + 1),
-                state: if completed {
-                    InstanceState::Healthy
-                } else {
-                    InstanceState::Running
-                },
-                vm: None,
-                address: None,
-                restarts: 0,
-                started: None,
+        let instances: Vec<ContainerInstance> = tasks
+            .iter()
+            .map(|t| {
+                let mut i = instance(t, serves.then_some(port));
+                i.set = set_of(t);
+                i
+            })
+            .collect();
+        let revision = arn_revision(&arn);
+        let mut revision_sets = vec![RevisionSet {
+            id: PRIMARY_SET.to_string(),
+            revision,
+            target_group: spec.target_group.clone(),
+            replicas,
+        }];
+        for s in sets.iter().filter(|s| s.status() != Some("PRIMARY")) {
+            revision_sets.push(RevisionSet {
+                id: s.id().unwrap_or_default().to_owned(),
+                revision: s.task_definition().map(arn_revision).unwrap_or(0),
+                target_group: self.set_target_group(op, s).await?,
+                replicas: u32::try_from(s.computed_desired_count()).unwrap_or(0),
             });
         }
-        for n in started.max(counted)..replicas as usize {
-            instances.push(ContainerInstance {
-                id: format!("{}/pending-{}", primary_id.unwrap_or("service"), n + 1),
-                state: InstanceState::Pending,
-                vm: None,
-                address: None,
-                restarts: 0,
-                started: None,
+        let (rollout, stable) = if external {
+            let steady = primary_set.is_some_and(|p| {
+                p.stability_status() == Some(&aws_sdk_ecs::types::StabilityStatus::SteadyState)
+                    && p.running_count() == p.computed_desired_count()
             });
-        }
-        Ok(ServiceInfo { spec, instances })
+            let rollout = doc.rollout.clone();
+            let stable = rollout.is_none() && revision_sets.len() == 1 && steady;
+            (rollout, stable)
+        } else {
+            let deployments = svc.deployments();
+            let primary = deployments.iter().find(|d| d.status() == Some("PRIMARY"));
+            let rollout_state = primary.and_then(|d| d.rollout_state());
+            use aws_sdk_ecs::types::DeploymentRolloutState as Ros;
+            let in_progress = deployments.len() > 1 || rollout_state == Some(&Ros::InProgress);
+            let rollout = in_progress.then(|| {
+                let target = primary
+                    .and_then(|d| d.task_definition())
+                    .map(arn_revision)
+                    .unwrap_or(revision);
+                let from = deployments
+                    .iter()
+                    .find(|d| d.status() == Some("ACTIVE"))
+                    .and_then(|d| d.task_definition())
+                    .map(arn_revision)
+                    .unwrap_or(revision);
+                Rollout {
+                    revision: target,
+                    from,
+                    strategy: "rolling".into(),
+                    state: RolloutState::InProgress,
+                    weight: None,
+                    restore: Vec::new(),
+                }
+            });
+            // ECS's services-stable: one deployment, running the desired count.
+            let stable = !in_progress
+                && primary.is_some_and(|d| {
+                    i64::from(d.running_count()) == i64::from(svc.desired_count())
+                        && d.desired_count() == svc.desired_count()
+                });
+            (rollout, stable)
+        };
+        let events = svc
+            .events()
+            .iter()
+            .rev()
+            .filter_map(|e| {
+                Some(ServiceEvent {
+                    at: e.created_at().and_then(timestamp)?,
+                    message: e.message()?.to_owned(),
+                })
+            })
+            .collect();
+        Ok(ServiceInfo {
+            spec,
+            revision,
+            instances,
+            sets: revision_sets,
+            rollout,
+            stable,
+            events,
+        })
+    }
+
+    /// The name of the target group a task set registers with (as mvi names it: the
+    /// group's name, or its ARN when the service was given one).
+    async fn set_target_group(&self, _op: Op, set: &TaskSet) -> Result<Option<String>> {
+        Ok(set
+            .load_balancers()
+            .first()
+            .and_then(|l| l.target_group_arn())
+            .map(|arn| {
+                arn.rsplit_once(":targetgroup/")
+                    .and_then(|(_, rest)| rest.split('/').next())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| arn.to_owned())
+            }))
     }
 
     /// Checks a service spec as the local backend does, before any request.
@@ -1270,6 +674,12 @@ impl EcsContainers {
         validate_name(op, "service", &spec.name, 255)?;
         validate_container(op, &spec.name, &spec.container)?;
         validate_replicas(op, &spec.name, spec.replicas)?;
+        mvi_core::deploy::validate(
+            op,
+            &spec.name,
+            &spec.deployment,
+            spec.target_group.as_deref(),
+        )?;
         #[cfg(not(feature = "elbv2"))]
         if let Some(group) = &spec.target_group
             && !group.starts_with("arn:")
@@ -1297,18 +707,7 @@ impl EcsContainers {
         let network = self
             .network(op, name, &spec.subnets, &spec.security_groups)
             .await?;
-        let port = spec.container.port.unwrap_or(DEFAULT_PORT);
-        let mut balancers = Vec::new();
-        if let Some(group) = &spec.target_group {
-            let arn = self.target_group_arn(op, name, group).await?;
-            balancers.push(
-                LoadBalancer::builder()
-                    .target_group_arn(arn)
-                    .container_name(CONTAINER)
-                    .container_port(i32::from(port))
-                    .build(),
-            );
-        }
+        let balancers = self.balancers(op, spec).await?;
         let mut extra = BTreeMap::new();
         if let Some(group) = &spec.target_group {
             extra.insert(L_TARGET_GROUP, group.clone());
@@ -1319,11 +718,14 @@ impl EcsContainers {
         if spec.security_groups.is_empty() {
             extra.insert(L_DEFAULT_GROUPS, "true".into());
         }
+        // Each revision's secrets have parameters of their own: tasks of an older revision
+        // (a rollback) start with that revision's values.
+        let version = format!("{:08x}", rand::random::<u32>());
         let secrets = self
             .put_secrets(
                 op,
                 &format!("service {name}"),
-                &self.secret_path(Kind::Service, name, None),
+                &self.secret_path(Kind::Service, name, Some(&version)),
                 plain,
             )
             .await?;
@@ -1350,119 +752,21 @@ impl EcsContainers {
         Ok((def, network, balancers, secrets))
     }
 
-    /// The container definition of `spec`, running `image`, logging to `group`.
-    #[allow(clippy::too_many_arguments)]
-    fn container_definition(
-        &self,
-        op: Op,
-        kind: Kind,
-        name: &str,
-        spec: &ContainerSpec,
-        image: &str,
-        group: &str,
-        behind_balancer: bool,
-        extra: BTreeMap<&'static str, String>,
-        secrets: Vec<EcsSecret>,
-    ) -> Result<ContainerDefinition> {
-        let port = spec.port.unwrap_or(DEFAULT_PORT);
-        let mut labels: HashMap<String, String> = HashMap::new();
-        labels.insert(L_KIND.into(), kind.as_str().into());
-        labels.insert(L_CLUSTER.into(), self.cluster.clone());
-        labels.insert(L_NAME.into(), name.to_owned());
-        labels.insert(L_IMAGE.into(), spec.image.clone());
-        if let Some(p) = spec.port {
-            labels.insert(L_PORT.into(), p.to_string());
-        }
-        if let Some(h) = &spec.health_check {
-            let json = serde_json::to_string(h).map_err(|e| op.internal(name, e))?;
-            labels.insert(L_HEALTH.into(), json);
-        }
-        if let Some(p) = spec.env.get("PORT") {
-            // As locally, the service's PORT wins; the spec's is kept to be given back.
-            labels.insert(L_ENV_PORT.into(), p.clone());
-        }
-        for (k, v) in extra {
-            labels.insert(k.into(), v);
-        }
-        if !spec.secrets.is_empty() {
-            // The ciphertexts, so a describe gives back the spec: never the plaintext, which
-            // is in SSM only.
-            use base64::Engine;
-            let given: Vec<[String; 2]> = spec
-                .secrets
-                .iter()
-                .map(|s| {
-                    [
-                        s.env.clone(),
-                        base64::engine::general_purpose::STANDARD.encode(&s.ciphertext),
-                    ]
-                })
-                .collect();
-            let json = serde_json::to_string(&given).map_err(|e| op.internal(name, e))?;
-            labels.insert(L_SECRETS.into(), json);
-        }
-        // A secret wins over a variable of the same name, as locally: ECS is given the secret
-        // only.
-        let secret = |k: &str| secrets.iter().any(|s| s.name() == k);
-        let mut env: Vec<KeyValuePair> = spec
-            .env
-            .iter()
-            .filter(|(k, _)| k.as_str() != "PORT")
-            .filter(|(k, _)| !secret(k))
-            .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
-            .collect();
-        let shadowed: BTreeMap<&String, &String> = spec
-            .env
-            .iter()
-            .filter(|(k, _)| k.as_str() != "PORT" && secret(k))
-            .collect();
-        if !shadowed.is_empty() {
-            let json = serde_json::to_string(&shadowed).map_err(|e| op.internal(name, e))?;
-            labels.insert(L_ENV_SHADOWED.into(), json);
-        }
-        if !secret("PORT") {
-            env.push(
-                KeyValuePair::builder()
-                    .name("PORT")
-                    .value(port.to_string())
-                    .build(),
-            );
-        }
-        let logs = LogConfiguration::builder()
-            .log_driver(LogDriver::Awslogs)
-            .options("awslogs-group", group)
-            .options("awslogs-region", &self.region)
-            .options("awslogs-stream-prefix", LOG_PREFIX)
-            .options("awslogs-create-group", "true")
-            .build()
-            .map_err(|e| op.internal(name, e))?;
-        let mut def = ContainerDefinition::builder()
-            .name(CONTAINER)
-            .image(image)
-            .essential(true)
-            .cpu(i32::try_from(spec.cpu_millis).unwrap_or(i32::MAX))
-            .memory(i32::try_from(spec.memory_mib).unwrap_or(i32::MAX))
-            .set_environment(Some(env))
-            .set_docker_labels(Some(labels))
-            .log_configuration(logs);
-        if !spec.command.is_empty() {
-            def = def.set_command(Some(spec.command.clone()));
-        }
-        if !secrets.is_empty() {
-            def = def.set_secrets(Some(secrets));
-        }
-        if serves(spec, behind_balancer) {
-            def = def.port_mappings(
-                PortMapping::builder()
+    /// The load balancer attachment of a service (or task set) of `spec`.
+    async fn balancers(&self, op: Op, spec: &ServiceSpec) -> Result<Vec<LoadBalancer>> {
+        let port = spec.container.port.unwrap_or(DEFAULT_PORT);
+        let mut balancers = Vec::new();
+        if let Some(group) = &spec.target_group {
+            let arn = self.target_group_arn(op, &spec.name, group).await?;
+            balancers.push(
+                LoadBalancer::builder()
+                    .target_group_arn(arn)
+                    .container_name(CONTAINER)
                     .container_port(i32::from(port))
-                    .protocol(TransportProtocol::Tcp)
                     .build(),
             );
         }
-        if let Some(h) = &spec.health_check {
-            def = def.health_check(ecs_health_check(op, name, h, port)?);
-        }
-        Ok(def.build())
+        Ok(balancers)
     }
 
     /// Waits (at most [`SCALE_SETTLE`]) until ECS keeps no more than `replicas` tasks of the
@@ -1553,326 +857,7 @@ fn no_balancers(op: Op, resource: &str) -> Error {
     )
 }
 
-/// The last part of a secret's SSM parameter name: the variable itself when it is made of
-/// letters, digits and underscores (as variables usually are), else `-` and a hash of it
-/// (SSM names allow fewer characters than variables; `-` starts no plain name).
-fn param_segment(env: &str) -> String {
-    if (1..=128).contains(&env.len()) && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return env.to_owned();
-    }
-    use sha2::Digest;
-    format!(
-        "-{}",
-        &hex::encode(sha2::Sha256::digest(env.as_bytes()))[..32]
-    )
-}
-
-/// An EventBridge Scheduler target running one Fargate task of `definition` in the cluster,
-/// with the awsvpc configuration of `network`, started with `role`.
-fn scheduler_target(
-    op: Op,
-    name: &str,
-    cluster_arn: &str,
-    role: &str,
-    definition: &str,
-    network: &NetworkConfiguration,
-) -> Result<aws_sdk_scheduler::types::Target> {
-    use aws_sdk_scheduler::types as sch;
-    let vpc = network.awsvpc_configuration();
-    let public = vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled);
-    let awsvpc = sch::AwsVpcConfiguration::builder()
-        .set_subnets(vpc.map(|v| v.subnets().to_vec()))
-        .set_security_groups(vpc.map(|v| v.security_groups().to_vec()))
-        .assign_public_ip(if public {
-            sch::AssignPublicIp::Enabled
-        } else {
-            sch::AssignPublicIp::Disabled
-        })
-        .build()
-        .map_err(|e| op.internal(name, e))?;
-    let ecs = sch::EcsParameters::builder()
-        .task_definition_arn(definition)
-        .task_count(1)
-        .launch_type(sch::LaunchType::Fargate)
-        .network_configuration(
-            sch::NetworkConfiguration::builder()
-                .awsvpc_configuration(awsvpc)
-                .build(),
-        )
-        .build()
-        .map_err(|e| op.internal(name, e))?;
-    sch::Target::builder()
-        .arn(cluster_arn)
-        .role_arn(role)
-        .ecs_parameters(ecs)
-        .build()
-        .map_err(|e| op.internal(name, e))
-}
-
-/// The EventBridge Scheduler expression of a five-field cron expression (UTC), checked with
-/// the local backend's rules first. Scheduler's cron has six fields (`min hour day-of-month
-/// month day-of-week year`), wants `?` in one day field, and numbers weekdays 1–7 from
-/// Sunday (cron: 0–7, Sunday being 0 and 7): each field is rebuilt from the set of values it
-/// matches, weekdays by name. Unsupported: both day fields restricted (cron runs when either
-/// matches; Scheduler cannot say that) and `L`, `W` and `#`.
-fn scheduler_expression(op: Op, name: &str, cron: &str) -> Result<String> {
-    let parsed = parse_cron(op, name, cron)?;
-    let p = &parsed.pattern;
-    let values = |c: &croner::CronComponent| -> Result<Vec<u16>> {
-        if c.has_modifiers() {
-            return Err(op.unsupported(format!(
-                "schedule {name}: cron expression {cron:?} uses L, W or #, which this backend does not translate for EventBridge Scheduler"
-            )));
-        }
-        Ok(c.values())
-    };
-    let minutes = render_field(&values(&p.minutes)?, 0, 59);
-    let hours = render_field(&values(&p.hours)?, 0, 23);
-    let months = render_field(&values(&p.months)?, 1, 12);
-    let dom = values(&p.days)?;
-    let dow = values(&p.days_of_week)?;
-    let (dom, dow) = match (p.is_dom_wildcard(), p.is_dow_wildcard()) {
-        (_, true) => (render_field(&dom, 1, 31), "?".to_owned()),
-        (true, false) => ("?".to_owned(), render_weekdays(&dow)),
-        (false, false) => {
-            return Err(op.unsupported(format!(
-                "schedule {name}: cron expression {cron:?} restricts both the day of month and the day of week (cron runs when either matches); EventBridge Scheduler takes one of them only"
-            )));
-        }
-    };
-    Ok(format!("cron({minutes} {hours} {dom} {months} {dow} *)"))
-}
-
-/// A field matching `vals` (sorted) of `lo..=hi`: `*`, `start/step` for a progression running
-/// to the end, else a list of values and ranges.
-fn render_field(vals: &[u16], lo: u16, hi: u16) -> String {
-    if vals.len() == usize::from(hi - lo + 1) {
-        return "*".into();
-    }
-    if let [a, b, ..] = vals {
-        let step = b - a;
-        if step > 1
-            && vals.windows(2).all(|w| w[1] - w[0] == step)
-            && vals.last().is_some_and(|l| l + step > hi)
-        {
-            return format!("{a}/{step}");
-        }
-    }
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < vals.len() {
-        let mut j = i;
-        while j + 1 < vals.len() && vals[j + 1] == vals[j] + 1 {
-            j += 1;
-        }
-        if j >= i + 2 {
-            parts.push(format!("{}-{}", vals[i], vals[j]));
-        } else {
-            parts.extend(vals[i..=j].iter().map(u16::to_string));
-        }
-        i = j + 1;
-    }
-    parts.join(",")
-}
-
-/// Weekdays (cron's 0–6 from Sunday) by name: `*` for all, else names and ranges, which
-/// mean the same in Scheduler's numbering (1–7 from Sunday).
-fn render_weekdays(days: &[u16]) -> String {
-    const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-    if days.len() == 7 {
-        return "*".into();
-    }
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < days.len() {
-        let mut j = i;
-        while j + 1 < days.len() && days[j + 1] == days[j] + 1 {
-            j += 1;
-        }
-        let name = |d: u16| NAMES[usize::from(d % 7)];
-        if j >= i + 2 {
-            parts.push(format!("{}-{}", name(days[i]), name(days[j])));
-        } else {
-            parts.extend(days[i..=j].iter().map(|d| name(*d).to_owned()));
-        }
-        i = j + 1;
-    }
-    parts.join(",")
-}
-
-fn parse_cron(op: Op, name: &str, cron: &str) -> Result<croner::Cron> {
-    use croner::parser::{CronParser, Seconds, Year};
-    CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build()
-        .parse(cron)
-        .map_err(|e| {
-            op.invalid(
-                name,
-                format!("bad cron expression {cron:?} (five fields, UTC: `*/5 * * * *`): {e}"),
-            )
-        })
-}
-
 // ---- mapping ----
-
-/// The smallest Fargate size (CPU units, MiB) holding `cpu` units and `memory` MiB.
-fn fargate_size(cpu: u32, memory: u32) -> Option<(u32, u32)> {
-    FARGATE_SIZES
-        .iter()
-        .filter(|(units, ..)| *units >= cpu)
-        .find_map(|&(units, from, to, step)| {
-            let mem = if memory <= from {
-                from
-            } else {
-                from + (memory - from).div_ceil(step) * step
-            };
-            (mem <= to).then_some((units, mem))
-        })
-}
-
-/// The family of a task definition: `<cluster>-<kind>-<name>`, shortened with a hash of the
-/// name past ECS's 255 characters.
-fn family(cluster: &str, kind: Kind, name: &str) -> String {
-    let full = format!("{cluster}-{}-{name}", kind.as_str());
-    if full.len() <= 255 {
-        return full;
-    }
-    use sha2::Digest;
-    let hash = hex::encode(sha2::Sha256::digest(name.as_bytes()));
-    let keep = 255 - cluster.len() - kind.as_str().len() - 2 - 13;
-    // Names are ASCII (validated), so any byte index is a char boundary.
-    format!(
-        "{cluster}-{}-{}-{}",
-        kind.as_str(),
-        &name[..keep.min(name.len())],
-        &hash[..12]
-    )
-}
-
-/// The family of a task definition ARN (`...:task-definition/<family>:<revision>`).
-fn arn_family(arn: &str) -> Option<&str> {
-    arn.rsplit_once('/')
-        .and_then(|(_, fr)| fr.rsplit_once(':'))
-        .map(|(f, _)| f)
-}
-
-fn arn_revision(arn: &str) -> u64 {
-    arn.rsplit_once(':')
-        .and_then(|(_, r)| r.parse().ok())
-        .unwrap_or(0)
-}
-
-fn task_id(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
-}
-
-/// Whether a container serves (its port is mapped and its address reported).
-fn serves(c: &ContainerSpec, behind_balancer: bool) -> bool {
-    c.port.is_some() || c.health_check.is_some() || behind_balancer
-}
-
-/// `s` as one single-quoted shell word.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// An ECS container health check doing an HTTP GET of `h.path` with curl, else wget, its
-/// timings rounded into ECS's ranges.
-fn ecs_health_check(op: Op, name: &str, h: &HealthCheck, port: u16) -> Result<EcsCheck> {
-    let url = shell_quote(&format!("http://127.0.0.1:{port}{}", h.path));
-    let secs = |d: Duration| i32::try_from(d.as_secs_f64().ceil() as u64).unwrap_or(i32::MAX);
-    let timeout = secs(h.timeout).clamp(2, 60);
-    let script = format!(
-        "curl -fs -o /dev/null --max-time {timeout} {url} || wget -q -O /dev/null -T {timeout} {url} || exit 1"
-    );
-    EcsCheck::builder()
-        .command("CMD-SHELL")
-        .command(script)
-        .interval(secs(h.interval).clamp(5, 300))
-        .timeout(timeout)
-        .retries(
-            i32::try_from(h.unhealthy_threshold)
-                .unwrap_or(10)
-                .clamp(1, 10),
-        )
-        .build()
-        .map_err(|e| op.internal(name, e))
-}
-
-fn labels(def: &TaskDefinition) -> HashMap<String, String> {
-    def.container_definitions()
-        .iter()
-        .find(|c| c.name() == Some(CONTAINER))
-        .and_then(|c| c.docker_labels())
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// The container spec a task definition was registered from.
-fn spec_from_definition(op: Op, resource: &str, def: &TaskDefinition) -> Result<ContainerSpec> {
-    let c = def
-        .container_definitions()
-        .iter()
-        .find(|c| c.name() == Some(CONTAINER))
-        .ok_or_else(|| {
-            op.internal(
-                resource,
-                format!("task definition without a container named {CONTAINER}"),
-            )
-        })?;
-    let labels = c.docker_labels().cloned().unwrap_or_default();
-    let image = labels
-        .get(L_IMAGE)
-        .cloned()
-        .or_else(|| c.image().map(str::to_owned))
-        .unwrap_or_default();
-    let mut spec = ContainerSpec::new(image);
-    spec.command = c.command().to_vec();
-    spec.env = c
-        .environment()
-        .iter()
-        .filter(|kv| kv.name() != Some("PORT"))
-        .filter_map(|kv| {
-            Some((
-                kv.name()?.to_owned(),
-                kv.value().unwrap_or_default().to_owned(),
-            ))
-        })
-        .collect();
-    if let Some(p) = labels.get(L_ENV_PORT) {
-        spec.env.insert("PORT".into(), p.clone());
-    }
-    if let Some(json) = labels.get(L_ENV_SHADOWED) {
-        let shadowed: BTreeMap<String, String> =
-            serde_json::from_str(json).map_err(|e| op.internal(resource, e))?;
-        spec.env.extend(shadowed);
-    }
-    if let Some(json) = labels.get(L_SECRETS) {
-        use base64::Engine;
-        let given: Vec<[String; 2]> =
-            serde_json::from_str(json).map_err(|e| op.internal(resource, e))?;
-        for [env, ciphertext] in given {
-            let ciphertext = base64::engine::general_purpose::STANDARD
-                .decode(ciphertext)
-                .map_err(|e| op.internal(resource, e))?;
-            spec.secrets.push(mvi_core::container::SecretRef {
-                env,
-                ciphertext: ciphertext.into(),
-            });
-        }
-    }
-    spec.port = labels.get(L_PORT).and_then(|p| p.parse().ok());
-    spec.cpu_millis = u32::try_from(c.cpu()).unwrap_or(0);
-    spec.memory_mib = c.memory().and_then(|m| u32::try_from(m).ok()).unwrap_or(0);
-    spec.health_check = match labels.get(L_HEALTH) {
-        Some(json) => Some(serde_json::from_str(json).map_err(|e| op.internal(resource, e))?),
-        None => None,
-    };
-    Ok(spec)
-}
 
 fn timestamp(t: &aws_smithy_types::DateTime) -> Option<Timestamp> {
     chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
@@ -1905,6 +890,8 @@ fn instance(t: &Task, port: Option<u16>) -> ContainerInstance {
         address: port.and_then(|p| ip.map(|ip| format!("{ip}:{p}"))),
         restarts: 0,
         started: t.started_at().and_then(timestamp),
+        revision: t.task_definition_arn().map(arn_revision).unwrap_or(0),
+        set: PRIMARY_SET.to_string(),
     }
 }
 
@@ -1939,30 +926,39 @@ impl Containers for EcsContainers {
         };
         drop(plain);
         let arn = def.task_definition_arn().unwrap_or_default().to_owned();
-        let created = self
-            .ecs
-            .create_service()
-            .cluster(&self.cluster)
-            .service_name(name)
-            .task_definition(&arn)
-            .desired_count(i32::try_from(spec.replicas).unwrap_or(i32::MAX))
-            .launch_type(LaunchType::Fargate)
-            .network_configuration(network)
-            .set_load_balancers((!balancers.is_empty()).then_some(balancers))
-            .deployment_configuration(
-                DeploymentConfiguration::builder()
-                    .minimum_healthy_percent(100)
-                    .maximum_percent(200)
-                    .deployment_circuit_breaker(
-                        DeploymentCircuitBreaker::builder()
-                            .enable(true)
-                            .rollback(true)
-                            .build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await;
+        let external = controller_of(&spec.deployment) == DeploymentControllerType::External;
+        let desired = i32::try_from(spec.replicas).unwrap_or(i32::MAX);
+        if let Err(e) = self.note_deployment(op, name, &spec.deployment).await {
+            self.drop_definitions(op, name, &[arn], true).await;
+            self.prune_secrets(op, name, &path, &[]).await;
+            return Err(e);
+        }
+        let created = if external {
+            // Blue-green and canary: the service only holds the count; its replicas are
+            // task sets, the first one made primary below.
+            self.ecs
+                .create_service()
+                .cluster(&self.cluster)
+                .service_name(name)
+                .desired_count(desired)
+                .set_deployment_controller(deployment_controller(&spec.deployment))
+                .send()
+                .await
+        } else {
+            self.ecs
+                .create_service()
+                .cluster(&self.cluster)
+                .service_name(name)
+                .task_definition(&arn)
+                .desired_count(desired)
+                .launch_type(LaunchType::Fargate)
+                .network_configuration(network)
+                .set_load_balancers((!balancers.is_empty()).then_some(balancers))
+                .set_deployment_controller(deployment_controller(&spec.deployment))
+                .deployment_configuration(deployment_configuration(&spec.deployment, spec.replicas))
+                .send()
+                .await
+        };
         let svc = match created {
             Ok(out) => out
                 .service
@@ -1971,9 +967,44 @@ impl Containers for EcsContainers {
                 let e = self.fail(op, name, e);
                 self.drop_definitions(op, name, &[arn], true).await;
                 self.prune_secrets(op, name, &path, &[]).await;
+                self.drop_doc(name).await;
                 return Err(e);
             }
         };
+        if external {
+            let primary = async {
+                let set = self.start_task_set(op, &spec, &arn, spec.replicas).await?;
+                let set_arn = set.task_set_arn().unwrap_or_default().to_owned();
+                self.ecs
+                    .update_service_primary_task_set()
+                    .cluster(&self.cluster)
+                    .service(name)
+                    .primary_task_set(set_arn)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail(op, name, e))?;
+                self.active_service(op, name).await
+            }
+            .await;
+            return match primary {
+                Ok(svc) => self.info(op, &svc).await,
+                Err(e) => {
+                    // No half-made service: it goes, with its definition and secrets.
+                    let _ = self
+                        .ecs
+                        .delete_service()
+                        .cluster(&self.cluster)
+                        .service(name)
+                        .force(true)
+                        .send()
+                        .await;
+                    self.drop_definitions(op, name, &[arn], true).await;
+                    self.prune_secrets(op, name, &path, &[]).await;
+                    self.drop_doc(name).await;
+                    Err(e)
+                }
+            };
+        }
         self.info(op, &svc).await
     }
 
@@ -1981,23 +1012,65 @@ impl Containers for EcsContainers {
         let op = op("update_service");
         self.check_service(op, &spec)?;
         let name = &spec.name;
-        self.active_service(op, name).await?;
+        let before = self.active_service(op, name).await?;
+        let current = self.info(op, &before).await?;
+        let external = is_external(&before);
+        if external != (controller_of(&spec.deployment) == DeploymentControllerType::External) {
+            return Err(op.invalid(
+                name,
+                "an ECS service's deployment controller is chosen when it is made (ECS for rolling, EXTERNAL for blue-green and canary): delete and create the service to change between them",
+            ));
+        }
+        let desired = i32::try_from(spec.replicas).unwrap_or(i32::MAX);
+        if same_revision(&current.spec, &spec) {
+            // The count or the deployment settings only: no new revision.
+            let mut update = self
+                .ecs
+                .update_service()
+                .cluster(&self.cluster)
+                .service(name)
+                .desired_count(desired);
+            if !external {
+                update = update.deployment_configuration(deployment_configuration(
+                    &spec.deployment,
+                    spec.replicas,
+                ));
+            }
+            update.send().await.map_err(|e| self.fail(op, name, e))?;
+            self.note_deployment(op, name, &spec.deployment).await?;
+            if spec.replicas < current.spec.replicas {
+                self.settle(op, name, spec.replicas).await?;
+            }
+            return self.describe_service(name).await;
+        }
+        if external {
+            return Err(op.invalid(
+                name,
+                format!(
+                    "a {} deployment moves load balancer traffic, which the container service alone does not: deploy with mvi::deploy::deploy(&cloud, spec)",
+                    spec.deployment.strategy.name()
+                ),
+            ));
+        }
+        if current.rollout.is_some() {
+            return Err(op.precondition(name, "a deployment is in progress; wait for it to finish"));
+        }
         let plain = self.decrypt_secrets(op, &spec.container).await?;
-        // The secrets' parameters are rewritten in place: tasks of the old version that start
-        // from now on (a rollback) get the new values.
-        let (def, network, balancers, secrets) = self.prepare_service(op, &spec, &plain).await?;
+        let (def, network, balancers, _) = self.prepare_service(op, &spec, &plain).await?;
         drop(plain);
         let arn = def.task_definition_arn().unwrap_or_default().to_owned();
+        let from_arn = before.task_definition().unwrap_or_default().to_owned();
         let updated = self
             .ecs
             .update_service()
             .cluster(&self.cluster)
             .service(name)
             .task_definition(&arn)
-            .desired_count(i32::try_from(spec.replicas).unwrap_or(i32::MAX))
+            .desired_count(desired)
             .network_configuration(network)
             // An empty list takes the service off a load balancer it was behind.
             .set_load_balancers(Some(balancers))
+            .deployment_configuration(deployment_configuration(&spec.deployment, spec.replicas))
             .force_new_deployment(true)
             .send()
             .await;
@@ -2008,13 +1081,58 @@ impl Containers for EcsContainers {
             Err(e) => {
                 let e = self.fail(op, name, e);
                 self.drop_definitions(op, name, &[arn], true).await;
+                self.prune_revisions(op, name, &from_arn).await;
                 return Err(e);
             }
         };
-        // Secrets the new version no longer has.
-        let path = self.secret_path(Kind::Service, name, None);
-        self.prune_secrets(op, name, &path, &secrets).await;
-        self.info(op, &svc).await
+        let (number, from) = (arn_revision(&arn), arn_revision(&from_arn));
+        let id = svc
+            .deployments()
+            .iter()
+            .find(|d| d.status() == Some("PRIMARY"))
+            .and_then(|d| d.id())
+            .unwrap_or_default()
+            .to_owned();
+        // `up` and the caller go on once ECS has finished, not when it has accepted.
+        let cause = match self
+            .wait_deployment(op, name, &id, spec.deployment.progress_deadline)
+            .await?
+        {
+            Ok(svc) => {
+                self.note_revision(op, name, number, RevisionState::Active, None)
+                    .await?;
+                self.note_deployment(op, name, &spec.deployment).await?;
+                self.prune_revisions(op, name, &arn).await;
+                return self.info(op, &svc).await;
+            }
+            Err(cause) => cause,
+        };
+        // ECS rolled it back, or it ran out of time and we put the last good one back.
+        let back = self.active_service(op, name).await?;
+        if back.task_definition() != Some(from_arn.as_str()) {
+            self.ecs
+                .update_service()
+                .cluster(&self.cluster)
+                .service(name)
+                .task_definition(&from_arn)
+                .force_new_deployment(true)
+                .send()
+                .await
+                .map_err(|e| self.fail(op, name, e))?;
+        }
+        self.note_revision(
+            op,
+            name,
+            number,
+            RevisionState::RolledBack,
+            Some(cause.clone()),
+        )
+        .await?;
+        Err(op.err(
+            ErrorKind::DeploymentFailed,
+            name,
+            format!("revision {number} failed and was rolled back to revision {from}: {cause}"),
+        ))
     }
 
     async fn scale_service(&self, name: &str, replicas: u32) -> Result<ServiceInfo> {
@@ -2044,6 +1162,183 @@ impl Containers for EcsContainers {
         let op = op("describe_service");
         let svc = self.active_service(op, name).await?;
         self.info(op, &svc).await
+    }
+
+    async fn list_revisions(&self, name: &str) -> Result<Vec<Revision>> {
+        let op = op("list_revisions");
+        let svc = self.active_service(op, name).await?;
+        let current = svc.task_definition().map(arn_revision).unwrap_or(0);
+        let doc = self.read_doc(op, name).await?;
+        let family = self.family(Kind::Service, name);
+        let mut arns = self.active_revisions(op, name, &family).await?;
+        arns.sort_by_key(|a| arn_revision(a));
+        let mut out = Vec::new();
+        for arn in &arns {
+            let def = self.definition(op, name, arn).await?;
+            let number = arn_revision(arn);
+            let (state, reason) = match doc.revisions.get(&number) {
+                _ if number == current => (RevisionState::Active, None),
+                Some((RevisionState::RolledBack, why)) => (RevisionState::RolledBack, why.clone()),
+                _ if doc.rollout.as_ref().is_some_and(|r| r.revision == number) => {
+                    (RevisionState::Deploying, None)
+                }
+                _ if number > current => (RevisionState::Deploying, None),
+                _ => (RevisionState::Superseded, None),
+            };
+            out.push(Revision {
+                number,
+                container: spec_from_definition(op, name, &def)?,
+                created: def.registered_at().and_then(timestamp).unwrap_or_default(),
+                state,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn create_revision_set(&self, spec: ServiceSpec) -> Result<RevisionSet> {
+        let op = op("create_revision_set");
+        validate_name(op, "service", &spec.name, 255)?;
+        validate_container(op, &spec.name, &spec.container)?;
+        validate_replicas(op, &spec.name, spec.replicas)?;
+        let name = &spec.name;
+        let svc = self.active_service(op, name).await?;
+        if !is_external(&svc) {
+            return Err(op.invalid(
+                name,
+                "revision sets are ECS task sets, which need a service made with a blue-green or canary deployment (the EXTERNAL controller)",
+            ));
+        }
+        // The revision that runs this container, if one is kept; else a new one.
+        let family = self.family(Kind::Service, name);
+        let mut arn = None;
+        for a in self.active_revisions(op, name, &family).await? {
+            let def = self.definition(op, name, &a).await?;
+            if spec_from_definition(op, name, &def).is_ok_and(|c| c == spec.container) {
+                arn = Some(a);
+                break;
+            }
+        }
+        let arn = match arn {
+            Some(a) => a,
+            None => {
+                let plain = self.decrypt_secrets(op, &spec.container).await?;
+                let (def, ..) = self.prepare_service(op, &spec, &plain).await?;
+                def.task_definition_arn().unwrap_or_default().to_owned()
+            }
+        };
+        let desired = u32::try_from(svc.desired_count()).unwrap_or(0);
+        let set = self.start_task_set(op, &spec, &arn, desired).await?;
+        Ok(RevisionSet {
+            id: set.id().unwrap_or_default().to_owned(),
+            revision: arn_revision(&arn),
+            target_group: spec.target_group.clone(),
+            replicas: spec.replicas,
+        })
+    }
+
+    async fn delete_revision_set(&self, service: &str, set: &str) -> Result<()> {
+        let op = op("delete_revision_set");
+        if set == PRIMARY_SET {
+            return Err(op.invalid(
+                service,
+                "the primary set is the service's own replicas: delete the service",
+            ));
+        }
+        self.active_service(op, service).await?;
+        if !self
+            .task_sets(op, service)
+            .await?
+            .iter()
+            .any(|s| s.id() == Some(set))
+        {
+            return Err(op.not_found(format!("{service}/{set}"), "no such revision set"));
+        }
+        // ECS drains the set's tasks from their target group, then stops them.
+        self.ecs
+            .delete_task_set()
+            .cluster(&self.cluster)
+            .service(service)
+            .task_set(set)
+            .send()
+            .await
+            .map_err(|e| self.fail(op, service, e))?;
+        let mut poll = Backoff::new(
+            Duration::from_millis(250),
+            POLL_MAX,
+            Duration::from_secs(3600),
+        );
+        while self
+            .task_sets(op, service)
+            .await?
+            .iter()
+            .any(|s| s.id() == Some(set))
+        {
+            if poll.expired() {
+                return Err(op.err(
+                    ErrorKind::Timeout,
+                    format!("{service}/{set}"),
+                    "the task set was not gone within an hour",
+                ));
+            }
+            poll.wait().await;
+        }
+        Ok(())
+    }
+
+    async fn promote_revision_set(&self, service: &str, set: &str) -> Result<RevisionSet> {
+        let op = op("promote_revision_set");
+        self.active_service(op, service).await?;
+        let sets = self.task_sets(op, service).await?;
+        let old = sets
+            .iter()
+            .find(|s| s.status() == Some("PRIMARY"))
+            .cloned()
+            .ok_or_else(|| op.internal(service, "the service has no primary task set"))?;
+        let new = sets
+            .iter()
+            .find(|s| s.id() == Some(set))
+            .cloned()
+            .ok_or_else(|| op.not_found(format!("{service}/{set}"), "no such revision set"))?;
+        self.ecs
+            .update_service_primary_task_set()
+            .cluster(&self.cluster)
+            .service(service)
+            .primary_task_set(new.task_set_arn().unwrap_or(set))
+            .send()
+            .await
+            .map_err(|e| self.fail(op, service, e))?;
+        let revision = new.task_definition().map(arn_revision).unwrap_or(0);
+        self.note_revision(op, service, revision, RevisionState::Active, None)
+            .await?;
+        let old_group = self.set_target_group(op, &old).await?;
+        Ok(RevisionSet {
+            id: old.id().unwrap_or_default().to_owned(),
+            revision: old.task_definition().map(arn_revision).unwrap_or(0),
+            target_group: old_group,
+            replicas: u32::try_from(old.computed_desired_count()).unwrap_or(0),
+        })
+    }
+
+    async fn record_rollout(&self, service: &str, rollout: Option<Rollout>) -> Result<()> {
+        let op = op("record_rollout");
+        self.active_service(op, service).await?;
+        let mut doc = self.read_doc(op, service).await?;
+        doc.rollout = rollout;
+        self.write_doc(op, service, &doc).await
+    }
+
+    async fn mark_revision(
+        &self,
+        service: &str,
+        revision: u64,
+        state: RevisionState,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let op = op("mark_revision");
+        self.active_service(op, service).await?;
+        self.note_revision(op, service, revision, state, reason)
+            .await
     }
 
     async fn list_services(&self) -> Result<Vec<ServiceInfo>> {
@@ -2113,6 +1408,7 @@ impl Containers for EcsContainers {
             .await;
         let path = self.secret_path(Kind::Service, name, None);
         self.prune_secrets(op, name, &path, &[]).await;
+        self.drop_doc(name).await;
         Ok(())
     }
 
@@ -2407,118 +1703,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn scheduler_expressions() {
-        let x = |cron: &str| scheduler_expression(op("t"), "s", cron);
-        for (cron, want) in [
-            ("0 3 * * *", "cron(0 3 * * ? *)"),
-            ("*/5 * * * *", "cron(0/5 * * * ? *)"),
-            ("*/7 * * * *", "cron(0/7 * * * ? *)"),
-            ("1-10/3 * * * *", "cron(1,4,7,10 * * * ? *)"),
-            ("15,45 */2 * * *", "cron(15/30 0/2 * * ? *)"),
-            ("30 2 * * 1-5", "cron(30 2 ? * MON-FRI *)"),
-            ("0 0 * * 0", "cron(0 0 ? * SUN *)"),
-            ("0 0 * * 7", "cron(0 0 ? * SUN *)"),
-            ("0 0 * * 5-7", "cron(0 0 ? * SUN,FRI,SAT *)"),
-            ("0 0 * * 0-6", "cron(0 0 ? * * *)"),
-            ("0 12 1,15 * *", "cron(0 12 1,15 * ? *)"),
-            ("0 12 ? * *", "cron(0 12 * * ? *)"),
-            ("0 9-17 * JAN-MAR sat", "cron(0 9-17 ? 1-3 SAT *)"),
-            ("5 4 1-3,5 */2 *", "cron(5 4 1-3,5 1/2 ? *)"),
-        ] {
-            assert_eq!(x(cron).ok().as_deref(), Some(want), "{cron}");
-        }
-        for unsupported in [
-            "0 0 1 * 1",
-            "0 0 L * *",
-            "0 0 * * 5L",
-            "0 0 * * 1#2",
-            "0 0 15W * *",
-        ] {
-            assert_eq!(
-                x(unsupported).err().map(|e| e.kind()),
-                Some(ErrorKind::Unsupported),
-                "{unsupported}"
-            );
-        }
-        assert_eq!(
-            x("61 * * * *").err().map(|e| e.kind()),
-            Some(ErrorKind::InvalidArgument)
-        );
-    }
-
-    #[test]
-    fn parameter_names() {
-        assert_eq!(param_segment("API_TOKEN"), "API_TOKEN");
-        let odd = param_segment("my token");
-        assert!(odd.starts_with('-') && odd.len() == 33, "{odd}");
-        assert_ne!(odd, param_segment("my-token"));
-    }
-
-    #[test]
-    fn fargate_sizes() {
-        assert_eq!(fargate_size(128, 64), Some((256, 512)));
-        assert_eq!(fargate_size(256, 512), Some((256, 512)));
-        assert_eq!(fargate_size(256, 600), Some((256, 1024)));
-        assert_eq!(fargate_size(256, 3000), Some((512, 3072)));
-        assert_eq!(fargate_size(300, 100), Some((512, 1024)));
-        assert_eq!(fargate_size(1024, 9000), Some((2048, 9216)));
-        assert_eq!(fargate_size(8192, 20000), Some((8192, 20480)));
-        assert_eq!(fargate_size(16384, 122_880), Some((16384, 122_880)));
-        assert_eq!(fargate_size(16385, 1), None);
-        assert_eq!(fargate_size(1, 122_881), None);
-    }
-
-    #[test]
-    fn families_fit() {
-        assert_eq!(family("mvi", Kind::Service, "web"), "mvi-svc-web");
-        let long = "x".repeat(255);
-        let f = family("mvi", Kind::Service, &long);
-        assert_eq!(f.len(), 255);
-        assert_ne!(f, family("mvi", Kind::Service, &"x".repeat(254)));
-    }
-
-    #[test]
-    fn arns() {
-        let arn = "arn:aws:ecs:eu-west-1:123456789012:task-definition/mvi-svc-web:12";
-        assert_eq!(arn_family(arn), Some("mvi-svc-web"));
-        assert_eq!(arn_revision(arn), 12);
-        assert_eq!(task_id("arn:aws:ecs:eu-west-1:1:task/mvi/abc"), "abc");
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("/a'b"), r"'/a'\''b'");
-        let h = HealthCheck {
-            path: "/healthz".into(),
-            interval: Duration::from_millis(200),
-            timeout: Duration::from_secs(1),
-            healthy_threshold: 2,
-            unhealthy_threshold: 20,
-        };
-        let c = ecs_health_check(op("t"), "t", &h, 8080).expect("a health check");
-        assert_eq!(c.interval(), Some(5));
-        assert_eq!(c.timeout(), Some(2));
-        assert_eq!(c.retries(), Some(10));
-        assert!(c.command()[1].contains("'http://127.0.0.1:8080/healthz'"));
-    }
-
-    #[test]
-    fn crons_as_locally() {
-        for bad in ["not a cron", "61 * * * *", "* * * * * *", ""] {
-            assert!(parse_cron(op("t"), "s", bad).is_err(), "{bad}");
-        }
-        for good in ["0 3 * * *", "*/5 * * * *"] {
-            assert!(parse_cron(op("t"), "s", good).is_ok(), "{good}");
-        }
-    }
-
     /// Services, tasks and schedules go through ECS and come back as they were put (moto's
     /// ECS runs nothing, so replicas stay pending and a task's fake run ends at once).
     #[tokio::test]
     async fn specs_round_trip_through_ecs_on_moto() -> Result<()> {
         let t = op("test");
-        let moto = crate::moto::MotoServer::start()?;
+        // With as many tasks "running" as the services want, ECS (moto) calls their
+        // deployments completed.
+        let moto = crate::moto::MotoOptions::default()
+            .env("MOTO_ECS_SERVICE_RUNNING", "2")
+            .start()?;
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("eu-west-1"))
             .endpoint_url(moto.endpoint_url())
@@ -2558,12 +1752,14 @@ mod tests {
         let spec = ServiceSpec::new("api", c.clone(), 2);
         let created = ecs.create_service(spec.clone()).await?;
         assert_eq!(created.spec, spec);
-        assert_eq!(created.instances.len(), 2);
+        assert_eq!(created.revision, 1);
+        // Only tasks that exist are replicas (moto never starts a service's tasks).
+        assert!(created.instances.len() <= 2, "{:?}", created.instances);
         assert!(
             created
                 .instances
                 .iter()
-                .all(|i| i.state == InstanceState::Pending && i.vm.is_none())
+                .all(|i| i.revision == 1 && i.vm.is_none() && !i.id.contains("pending"))
         );
         let e = ecs
             .create_service(spec.clone())
@@ -2617,8 +1813,10 @@ mod tests {
             updated.instances,
             created.instances
         );
+        assert_eq!(updated.revision, 2);
         let scaled = ecs.scale_service("api", 5).await?;
-        assert_eq!((scaled.spec.replicas, scaled.instances.len()), (5, 5));
+        assert_eq!(scaled.spec.replicas, 5);
+        assert!(scaled.instances.len() <= 5);
         let scaled = ecs.scale_service("api", 0).await?;
         assert_eq!((scaled.spec.replicas, scaled.instances.len()), (0, 0));
         ecs.delete_service("api").await?;
@@ -2717,24 +1915,75 @@ mod tests {
         let spec = ServiceSpec::new("vault", vault.clone(), 1);
         assert_eq!(ecs.create_service(spec.clone()).await?.spec, spec);
         assert_eq!(ecs.describe_service("vault").await?.spec, spec);
-        let read = |name: &'static str| {
+        let read = |name: String| {
             let ssm = ecs.ssm.clone();
             async move {
                 let out = ssm
                     .get_parameter()
-                    .name(name)
+                    .name(&name)
                     .with_decryption(true)
                     .send()
                     .await
-                    .map_err(|e| map(t, name, e))?;
+                    .map_err(|e| map(t, &name, e))?;
                 let p = out
                     .parameter
-                    .ok_or_else(|| t.internal(name, "no parameter"))?;
+                    .ok_or_else(|| t.internal(&name, "no parameter"))?;
                 Ok::<_, Error>((p.r#type, p.value))
             }
         };
+        // ECS as it answers (not this handle's cache): a reference, never the plaintext.
+        let refs = |ecs: &EcsContainers| {
+            let (ecs, ssm_arn) = (
+                ecs.ecs.clone(),
+                "arn:aws:ssm:eu-west-1:123456789012:parameter",
+            );
+            async move {
+                let svc = ecs
+                    .describe_services()
+                    .cluster("mvi")
+                    .services("vault")
+                    .send()
+                    .await
+                    .map_err(|e| map(t, "vault", e))?;
+                let arn = svc.services()[0]
+                    .task_definition()
+                    .unwrap_or_default()
+                    .to_owned();
+                let def = ecs
+                    .describe_task_definition()
+                    .task_definition(arn)
+                    .send()
+                    .await
+                    .map_err(|e| map(t, "vault", e))?
+                    .task_definition
+                    .ok_or_else(|| t.internal("vault", "no definition"))?;
+                let shown = format!("{def:?}");
+                assert!(!shown.contains("s3cr3t-value"), "plaintext in {shown}");
+                let cd = &def.container_definitions()[0];
+                // A secret wins over the environment variable of the same name.
+                let shadowed = cd.secrets().iter().any(|s| s.name() == "TOKEN");
+                assert!(!shadowed || cd.environment().iter().all(|kv| kv.name() != Some("TOKEN")));
+                Ok::<_, Error>(
+                    cd.secrets()
+                        .iter()
+                        .map(|s| {
+                            let name = s.value_from().strip_prefix(ssm_arn).unwrap_or_default();
+                            (s.name().to_owned(), name.to_owned())
+                        })
+                        .collect::<Vec<(String, String)>>(),
+                )
+            }
+        };
+        let first = refs(&ecs).await?;
+        assert_eq!(first.len(), 1);
+        let (var, token_param) = first[0].clone();
+        assert_eq!(var, "TOKEN");
+        assert!(
+            token_param.starts_with("/mvi/mvi/svc/vault/") && token_param.ends_with("/TOKEN"),
+            "{token_param}: a parameter of the revision's own"
+        );
         assert_eq!(
-            read("/mvi/mvi/svc/vault/TOKEN").await?,
+            read(token_param.clone()).await?,
             (
                 Some(ParameterType::SecureString),
                 Some("s3cr3t-value".to_owned())
@@ -2746,7 +1995,7 @@ mod tests {
             .parameter_filters(
                 aws_sdk_ssm::types::ParameterStringFilter::builder()
                     .key("Name")
-                    .values("/mvi/mvi/svc/vault/TOKEN")
+                    .values(&token_param)
                     .build()
                     .map_err(|e| t.internal("filter", e))?,
             )
@@ -2758,47 +2007,44 @@ mod tests {
             Some(key_arn.as_str()),
             "the parameter is encrypted with the secret's own key"
         );
-        // ECS as it answers (not this handle's cache): a reference, never the plaintext.
-        let svc = ecs.active_service(t, "vault").await?;
-        let def = ecs
-            .ecs
-            .describe_task_definition()
-            .task_definition(svc.task_definition().unwrap_or_default())
-            .send()
-            .await
-            .map_err(|e| map(t, "vault", e))?
-            .task_definition
-            .ok_or_else(|| t.internal("vault", "no definition"))?;
-        let cd = &def.container_definitions()[0];
-        let refs: Vec<(&str, &str)> = cd
-            .secrets()
-            .iter()
-            .map(|s| (s.name(), s.value_from()))
-            .collect();
-        assert_eq!(
-            refs,
-            vec![(
-                "TOKEN",
-                "arn:aws:ssm:eu-west-1:123456789012:parameter/mvi/mvi/svc/vault/TOKEN"
-            )]
-        );
-        assert!(cd.environment().iter().all(|kv| kv.name() != Some("TOKEN")));
-        let shown = format!("{def:?}");
-        assert!(!shown.contains("s3cr3t-value"), "plaintext in {shown}");
-        // An update that changes the secrets removes the parameter no longer used.
+        // An update that changes the secrets makes parameters of its own; the old revision
+        // keeps its values (a rollback starts its tasks with them).
         let mut next = spec.clone();
         next.container.secrets = vec![SecretRef {
             env: "OTHER".into(),
             ciphertext: other.clone(),
         }];
         assert_eq!(ecs.update_service(next.clone()).await?.spec, next);
+        let second = refs(&ecs).await?;
+        let other_param = second[0].1.clone();
+        assert!(
+            other_param.ends_with("/OTHER")
+                && !other_param.starts_with(token_param.trim_end_matches("TOKEN"))
+        );
+        let mut names = vec![token_param.clone(), other_param.clone()];
+        names.sort();
+        assert_eq!(ecs.secret_names("/mvi/mvi/svc/vault").await?, names);
         assert_eq!(
-            ecs.secret_names("/mvi/mvi/svc/vault").await?,
-            vec!["/mvi/mvi/svc/vault/OTHER".to_owned()]
+            read(token_param.clone()).await?.1.as_deref(),
+            Some("s3cr3t-value")
         );
         assert_eq!(
-            read("/mvi/mvi/svc/vault/OTHER").await?.1.as_deref(),
+            read(other_param.clone()).await?.1.as_deref(),
             Some("other-value")
+        );
+        // Once no kept revision uses a parameter, it goes.
+        for i in 0..deploy::KEPT_REVISIONS {
+            let mut later = next.clone();
+            later.container.env.insert("ROUND".into(), i.to_string());
+            ecs.update_service(later).await?;
+        }
+        let left = ecs.secret_names("/mvi/mvi/svc/vault").await?;
+        assert!(!left.contains(&token_param), "{left:?}");
+        let revisions = ecs.list_revisions("vault").await?;
+        assert_eq!(revisions.len(), deploy::KEPT_REVISIONS);
+        assert_eq!(
+            revisions.last().map(|r| r.state),
+            Some(RevisionState::Active)
         );
         ecs.delete_service("vault").await?;
         assert!(ecs.secret_names("/mvi/mvi").await?.is_empty());
@@ -2861,7 +2107,10 @@ mod tests {
             .and_then(|n| n.awsvpc_configuration());
         assert!(vpc.is_some_and(|v| !v.subnets().is_empty() && v.security_groups().len() == 1));
         assert_eq!(
-            read("/mvi/mvi/sched/nightly/TOKEN").await?.1.as_deref(),
+            read("/mvi/mvi/sched/nightly/TOKEN".to_owned())
+                .await?
+                .1
+                .as_deref(),
             Some("s3cr3t-value")
         );
         assert_eq!(ecs.list_schedules().await?, vec![sched.clone()]);

@@ -44,6 +44,9 @@ pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
         | "ServiceNotFoundException"
         | "ServiceNotActiveException"
         | "TargetNotFoundException"
+        | "TaskSetNotFoundException"
+        // SSM
+        | "ParameterNotFound"
         // ELBv2
         | "LoadBalancerNotFound"
         | "TargetGroupNotFound"

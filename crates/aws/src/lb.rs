@@ -72,6 +72,7 @@ use mvi_core::lb::{
     Algorithm, ListenerSpec, LoadBalancerInfo, LoadBalancerSpec, LoadBalancers, Protocol,
     TargetGroupSpec, TargetHealth, TargetStatus, validate_name,
 };
+use mvi_core::metric::MetricId;
 use mvi_core::{ErrorKind, Op, Result, Service};
 use tokio::sync::OnceCell;
 
@@ -1083,6 +1084,30 @@ impl LoadBalancers for ElbLoadBalancers {
         Ok(())
     }
 
+    async fn metric(&self, lb: &str, group: Option<&str>, name: &str) -> Result<MetricId> {
+        let op = op("metric");
+        validate_name(op, "load balancer", lb)?;
+        let found = self.lb(op, lb).await?;
+        let arn = found
+            .load_balancer_arn()
+            .ok_or_else(|| op.internal(lb, "ELBv2 described a load balancer without ARN"))?;
+        let namespace = match found.r#type() {
+            Some(LoadBalancerTypeEnum::Network) => "AWS/NetworkELB",
+            _ => "AWS/ApplicationELB",
+        };
+        // CloudWatch names them by the ARN's end: `app/<name>/<id>`, `targetgroup/<name>/<id>`.
+        let mut id = MetricId::new(namespace, name)
+            .dimension("LoadBalancer", arn_suffix(arn, ":loadbalancer/"));
+        if let Some(g) = group {
+            let tg = self.group(op, g).await?;
+            let tg_arn = tg
+                .target_group_arn()
+                .ok_or_else(|| op.internal(g, "ELBv2 described a target group without ARN"))?;
+            id = id.dimension("TargetGroup", arn_suffix(tg_arn, ":"));
+        }
+        Ok(id)
+    }
+
     async fn describe_load_balancer(&self, name: &str) -> Result<LoadBalancerInfo> {
         let op = op("describe_load_balancer");
         let lb = self.lb(op, name).await?;
@@ -1140,6 +1165,14 @@ impl LoadBalancers for ElbLoadBalancers {
             .map_err(|e| map(op, name, e))?;
         self.wait_gone(op, name).await
     }
+}
+
+/// What follows `after` in an ARN (its last occurrence): the name CloudWatch gives the
+/// resource in its dimensions.
+fn arn_suffix(arn: &str, after: &str) -> String {
+    arn.rsplit_once(after)
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_else(|| arn.to_string())
 }
 
 #[cfg(test)]
@@ -1209,6 +1242,17 @@ mod tests {
         assert_eq!(health_settings(&spec), (6, 5, 2, 2));
         spec.health_check = HealthCheck::default();
         assert_eq!(health_settings(&spec), (5, 2, 2, 2));
+    }
+
+    #[test]
+    fn cloudwatch_dimensions_are_arn_suffixes() {
+        let lb = "arn:aws:elasticloadbalancing:eu-west-1:1:loadbalancer/app/front/50dc6c495c0c9188";
+        assert_eq!(
+            arn_suffix(lb, ":loadbalancer/"),
+            "app/front/50dc6c495c0c9188"
+        );
+        let tg = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/web/73e2d6bc24d8a067";
+        assert_eq!(arn_suffix(tg, ":"), "targetgroup/web/73e2d6bc24d8a067");
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mvi_core::container::{
-    ContainerSpec, Containers, HealthCheck, InstanceState, ScheduleSpec, SecretRef, ServiceInfo,
-    ServiceSpec,
+    ContainerSpec, Containers, HealthCheck, InstanceState, RevisionState, ScheduleSpec, SecretRef,
+    ServiceInfo, ServiceSpec,
 };
+use mvi_core::deploy::{BlueGreen, Count, Deployment, Rolling, Strategy, TrafficShift};
 use mvi_core::image::{ImageConfig, Images, build_from_dir};
 use mvi_core::log::{FilterEvents, Logs};
 
@@ -30,6 +31,9 @@ macro_rules! container_cases {
             container_replicas_spread_across_zones => $crate::container::replicas_spread_across_zones [VmPlacement];
             container_scale_up_down => $crate::container::scale_up_down [RealProcesses];
             container_update_to_new_image => $crate::container::update_to_new_image [RealProcesses];
+            container_updates_make_numbered_revisions => $crate::container::updates_make_numbered_revisions [RealProcesses];
+            container_failed_update_rolls_back => $crate::container::failed_update_rolls_back [RealProcesses];
+            container_bad_deployment_settings_refused => $crate::container::bad_deployment_settings_refused;
             container_run_task_exit_codes_and_output => $crate::container::run_task_exit_codes_and_output [RealProcesses];
             container_run_task_timeout => $crate::container::run_task_timeout [RealProcesses];
             container_env_port_and_secret_reach_process => $crate::container::env_port_and_secret_reach_process [RealProcesses];
@@ -152,11 +156,15 @@ pub async fn create_describe_list_delete(ctx: &mut Ctx) -> Outcome {
         .create_service(ServiceSpec::new(&name, small(&img), 2))
         .await?;
     ensure!(info.spec.name == name, "name {}", info.spec.name);
+    // Replicas are the ones that exist: a backend may start them a moment later (ECS), but
+    // never lists more than asked or replicas nobody can name.
     ensure!(
-        info.instances.len() == 2,
-        "{} replicas",
-        info.instances.len()
+        info.spec.replicas == 2 && info.instances.len() <= 2,
+        "{} replicas listed, {} wanted",
+        info.instances.len(),
+        info.spec.replicas
     );
+    ensure!(info.revision == 1, "first revision {}", info.revision);
     let described = containers.describe_service(&name).await?;
     ensure!(described.spec.replicas == 2, "spec {:?}", described.spec);
     let listed = containers.list_services().await?;
@@ -232,9 +240,10 @@ pub async fn duplicate_service_refused(ctx: &mut Ctx) -> Outcome {
             .await,
         AlreadyExists
     );
+    let first = containers.describe_service(&name).await?;
     ensure!(
-        containers.describe_service(&name).await?.instances.len() == 1,
-        "the first service changed"
+        first.spec.replicas == 1 && first.instances.len() <= 1 && first.revision == 1,
+        "the first service changed: {first:?}"
     );
     containers.delete_service(&name).await?;
     drop_repo(ctx, "dup").await
@@ -471,6 +480,145 @@ pub async fn update_to_new_image(ctx: &mut Ctx) -> Outcome {
     );
     logs.delete_group(&group).await?;
     drop_repo(ctx, "upd").await
+}
+
+/// Every change of what runs is a numbered revision; a change of the count alone is not.
+pub async fn updates_make_numbered_revisions(ctx: &mut Ctx) -> Outcome {
+    let v1 = image(ctx, "rev", "v1", "exec sleep 300\n").await?;
+    let v2 = image(ctx, "rev", "v2", "echo v2\nexec sleep 300\n").await?;
+    let containers = ctx.cloud().containers()?.clone();
+    let name = ctx.name("svc");
+    let created = containers
+        .create_service(ServiceSpec::new(&name, small(&v1), 2))
+        .await?;
+    ensure!(created.revision == 1, "first revision {}", created.revision);
+    let after = containers
+        .update_service(ServiceSpec::new(&name, small(&v2), 2))
+        .await?;
+    ensure!(
+        after.revision == 2,
+        "revision after an update: {}",
+        after.revision
+    );
+    ensure!(
+        after.rollout.is_none(),
+        "rollout still shown: {:?}",
+        after.rollout
+    );
+    ensure!(
+        after.instances.iter().all(|i| i.revision == 2),
+        "replicas of another revision: {:?}",
+        after.instances
+    );
+    let scaled = containers
+        .update_service(ServiceSpec::new(&name, small(&v2), 3))
+        .await?;
+    ensure!(
+        scaled.revision == 2,
+        "a count change made revision {}",
+        scaled.revision
+    );
+    let revisions = containers.list_revisions(&name).await?;
+    let seen: Vec<(u64, RevisionState)> = revisions.iter().map(|r| (r.number, r.state)).collect();
+    ensure!(
+        seen == [(1, RevisionState::Superseded), (2, RevisionState::Active)],
+        "revisions {seen:?}"
+    );
+    ensure!(
+        revisions[1].container.image == v2,
+        "{:?}",
+        revisions[1].container
+    );
+    containers.delete_service(&name).await?;
+    expect_err!(containers.list_revisions(&name).await, NotFound);
+    drop_repo(ctx, "rev").await
+}
+
+/// A revision whose replicas exit at once trips the circuit breaker: the service is rolled
+/// back to the last good revision, which stays recorded, and the error says so.
+pub async fn failed_update_rolls_back(ctx: &mut Ctx) -> Outcome {
+    let good = image(ctx, "rb", "good", "echo good\nexec sleep 300\n").await?;
+    let bad = image(ctx, "rb", "bad", "echo bad\nexit 3\n").await?;
+    let containers = ctx.cloud().containers()?.clone();
+    let name = ctx.name("svc");
+    containers
+        .create_service(ServiceSpec::new(&name, small(&good), 2))
+        .await?;
+    wait_service(&containers, &name, "2 running", |i| {
+        all_in(i, 2, &[InstanceState::Running])
+    })
+    .await?;
+    let mut spec = ServiceSpec::new(&name, small(&bad), 2);
+    spec.deployment = Deployment::default().progress_deadline(Duration::from_secs(60));
+    let e = expect_err!(
+        containers.update_service(spec.clone()).await,
+        DeploymentFailed
+    );
+    let msg = e.to_string();
+    ensure!(
+        msg.contains("revision 2") && msg.contains("rolled back to revision 1"),
+        "the error does not name the revision and the rollback: {msg}"
+    );
+    ensure!(
+        msg.contains("circuit breaker"),
+        "the error does not give the cause: {msg}"
+    );
+    let info = containers.describe_service(&name).await?;
+    ensure!(
+        info.revision == 1 && info.spec.container.image == good,
+        "recorded after the rollback: revision {} {:?}",
+        info.revision,
+        info.spec.container.image
+    );
+    wait_service(&containers, &name, "2 replicas of revision 1", |i| {
+        i.instances.len() == 2
+            && i.instances
+                .iter()
+                .all(|r| r.revision == 1 && r.state == InstanceState::Running)
+    })
+    .await?;
+    let revisions = containers.list_revisions(&name).await?;
+    let failed = revisions.iter().find(|r| r.number == 2);
+    ensure!(
+        failed.is_some_and(|r| r.state == RevisionState::RolledBack && r.reason.is_some()),
+        "revision 2 not recorded as rolled back: {revisions:?}"
+    );
+    // Trying again is a new attempt (a new revision), not "no change".
+    let again = expect_err!(containers.update_service(spec).await, DeploymentFailed);
+    ensure!(again.to_string().contains("revision 3"), "{again}");
+    containers.delete_service(&name).await?;
+    drop_repo(ctx, "rb").await
+}
+
+/// Deployment settings that cannot work are refused before anything changes.
+pub async fn bad_deployment_settings_refused(ctx: &mut Ctx) -> Outcome {
+    let containers = ctx.cloud().containers()?.clone();
+    let name = ctx.name("svc");
+    let c = small("nothing:v1");
+    let mut spec = ServiceSpec::new(&name, c.clone(), 1);
+    spec.deployment = Deployment::new(Strategy::Rolling(Rolling::new(
+        Count::Replicas(0),
+        Count::Replicas(0),
+    )));
+    expect_err!(containers.create_service(spec).await, InvalidArgument);
+    let mut spec = ServiceSpec::new(&name, c.clone(), 1);
+    spec.deployment = Deployment::new(Strategy::Canary(TrafficShift::canary(
+        "canary",
+        10,
+        Duration::from_secs(1),
+    )));
+    let e = expect_err!(containers.create_service(spec).await, InvalidArgument);
+    ensure!(e.message().contains("target group"), "{e}");
+    let mut spec = ServiceSpec::new(&name, c.clone(), 1);
+    spec.target_group = Some("web".into());
+    spec.deployment = Deployment::new(Strategy::BlueGreen(BlueGreen::new("web")));
+    let e = expect_err!(containers.create_service(spec).await, InvalidArgument);
+    ensure!(e.message().contains("must differ"), "{e}");
+    let mut spec = ServiceSpec::new(&name, c, 1);
+    spec.deployment = Deployment::default().progress_deadline(Duration::ZERO);
+    expect_err!(containers.update_service(spec).await, InvalidArgument);
+    expect_err!(containers.describe_service(&name).await, NotFound);
+    Ok(())
 }
 
 /// A task's exit code comes back, and its output is in the log stream named.

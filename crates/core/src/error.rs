@@ -33,6 +33,9 @@ pub enum ErrorKind {
     Timeout,
     /// A fault in the backend itself (corrupt data, a bug, an unexpected native error).
     Internal,
+    /// A deployment of a new revision failed and was rolled back: the service runs its last
+    /// good revision (the message names the revision, the cause and the rollback).
+    DeploymentFailed,
 }
 
 impl ErrorKind {
@@ -50,6 +53,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Internal => "internal error",
+            ErrorKind::DeploymentFailed => "deployment failed",
         }
     }
 }

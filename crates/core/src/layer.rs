@@ -182,6 +182,12 @@ mod container {
         fn update_service(spec: ServiceSpec) -> Result<ServiceInfo>;
         fn scale_service(name: &str, replicas: u32) -> Result<ServiceInfo>;
         fn describe_service(name: &str) -> Result<ServiceInfo>;
+        fn list_revisions(name: &str) -> Result<Vec<Revision>>;
+        fn create_revision_set(spec: ServiceSpec) -> Result<RevisionSet>;
+        fn delete_revision_set(service: &str, set: &str) -> Result<()>;
+        fn promote_revision_set(service: &str, set: &str) -> Result<RevisionSet>;
+        fn record_rollout(service: &str, rollout: Option<Rollout>) -> Result<()>;
+        fn mark_revision(service: &str, revision: u64, state: RevisionState, reason: Option<String>) -> Result<()>;
         fn list_services() -> Result<Vec<ServiceInfo>>;
         fn delete_service(name: &str) -> Result<()>;
         fn run_task(name: &str, spec: ContainerSpec, timeout: Duration) -> Result<TaskResult>;
@@ -194,6 +200,7 @@ mod container {
 mod lb {
     use super::*;
     use crate::lb::*;
+    use crate::metric::MetricId;
 
     layered! { LoadBalancers, LoadBalancer;
         fn create_target_group(spec: TargetGroupSpec) -> Result<()>;
@@ -206,6 +213,7 @@ mod lb {
         fn describe_load_balancer(name: &str) -> Result<LoadBalancerInfo>;
         fn list_load_balancers() -> Result<Vec<LoadBalancerInfo>>;
         fn delete_load_balancer(name: &str) -> Result<()>;
+        fn metric(lb: &str, group: Option<&str>, name: &str) -> Result<MetricId>;
     }
 }
 

@@ -8,6 +8,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::HealthCheck;
 use crate::error::{Op, Result};
+use crate::metric::MetricId;
+
+/// The names of the metrics every backend's load balancers report (ELBv2's).
+pub mod metric_names {
+    /// Requests (TCP: connections).
+    pub const REQUESTS: &str = "RequestCount";
+    /// Target answers with a 5xx status.
+    pub const TARGET_5XX: &str = "HTTPCode_Target_5XX_Count";
+    /// 5xx answers of the load balancer itself (no target, target unreachable).
+    pub const ELB_5XX: &str = "HTTPCode_ELB_5XX_Count";
+    /// Time to the target's response.
+    pub const RESPONSE_TIME: &str = "TargetResponseTime";
+    /// The response-time histogram (where a backend keeps one): a `Count` per bucket.
+    pub const RESPONSE_TIME_HISTOGRAM: &str = "TargetResponseTimeHistogram";
+    /// The histogram's bucket dimension: the bucket's upper bound in milliseconds, `+Inf`.
+    pub const BUCKET_DIMENSION: &str = "UpperBoundMs";
+}
 
 /// Listener protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -157,6 +174,11 @@ pub trait LoadBalancers: fmt::Debug + Send + Sync + 'static {
     async fn list_load_balancers(&self) -> Result<Vec<LoadBalancerInfo>>;
     /// Stops and deletes a load balancer.
     async fn delete_load_balancer(&self, name: &str) -> Result<()>;
+    /// The identity of metric `name` (see [`metric_names`]) of load balancer `lb`, for
+    /// target group `group` or (`None`) the whole load balancer, as this backend stores it
+    /// in the Metric service (locally namespace `mvi/LoadBalancer` with the names as
+    /// dimensions; on AWS `AWS/ApplicationELB` with ELBv2's ARN suffixes).
+    async fn metric(&self, lb: &str, group: Option<&str>, name: &str) -> Result<MetricId>;
 }
 
 /// Checks a load balancer or target group name: 1–32 letters, digits and hyphens, not

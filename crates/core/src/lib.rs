@@ -25,6 +25,7 @@ pub mod common;
 pub mod container;
 pub mod crypto;
 pub mod database;
+pub mod deploy;
 pub mod error;
 pub mod image;
 pub mod kv;

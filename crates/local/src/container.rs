@@ -26,9 +26,10 @@
 
 mod placement;
 mod process;
+mod rollout;
 mod rootfs;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -36,8 +37,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use mvi_core::container::{
-    ContainerInstance, ContainerSpec, Containers, InstanceState, ScheduleSpec, ServiceInfo,
-    ServiceSpec, TaskResult, validate_container, validate_name, validate_replicas,
+    ContainerInstance, ContainerSpec, Containers, InstanceState, MAX_EVENTS, MAX_REVISIONS,
+    PRIMARY_SET, Revision, RevisionSet, RevisionState, Rollout, ScheduleSpec, ServiceEvent,
+    ServiceInfo, ServiceSpec, TaskResult, parse_cron, validate_container, validate_name,
+    validate_replicas,
 };
 use mvi_core::crypto::{Crypto, EncryptionContext};
 use mvi_core::lb::LoadBalancers;
@@ -73,8 +76,11 @@ const SCHEDULER_TICK: Duration = Duration::from_millis(200);
 const SCHEDULED_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How often a replica that found no capacity tries again.
 const PLACEMENT_RETRY: Duration = Duration::from_secs(1);
-/// How long an update waits for a new replica to become ready (beyond its health checks).
-const READY_WAIT: Duration = Duration::from_secs(30);
+/// The longest a stopping replica waits for the load balancer to drain it (ELBv2's longest
+/// deregistration delay, and a little).
+const MAX_DRAIN: Duration = Duration::from_secs(3605);
+/// How often draining and readiness are looked at.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// A hook called before a replica's address is registered with its target group, with the
 /// address and the service's security groups (the local load balancer uses it to apply
@@ -88,9 +94,158 @@ fn op(name: &'static str) -> Op {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ServiceRecord {
+    /// The recorded definition: the last good revision's (what runs when no deployment is
+    /// in progress, and what a reopened cloud starts).
     spec: ServiceSpec,
-    /// The image resolved at create/update time: restarts and reopens run exactly it.
+    /// The image of that revision, resolved when it was made: restarts and reopens run
+    /// exactly it.
     image: Resolved,
+    /// The number of that revision (0 in state written before revisions: read as 1).
+    #[serde(default)]
+    revision: u64,
+    /// The revisions, oldest first, at most `MAX_REVISIONS`.
+    #[serde(default)]
+    revisions: Vec<RevisionRecord>,
+    /// The deployment in progress. Found on open with the simulator's own (rolling)
+    /// strategy, it was interrupted by the program's end: its revision is marked rolled back
+    /// and the recorded one runs. A controller's (blue-green, canary) is left for the
+    /// controller to recover from.
+    #[serde(default)]
+    rollout: Option<Rollout>,
+    /// Revision sets beside the service's own replicas (a controller's), by id.
+    #[serde(default)]
+    sets: BTreeMap<String, SetRecord>,
+}
+
+/// A revision set beside a service's own replicas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SetRecord {
+    revision: u64,
+    target_group: Option<String>,
+    replicas: u32,
+}
+
+impl ServiceRecord {
+    fn new(spec: ServiceSpec, image: Resolved, created: Timestamp) -> Self {
+        let revisions = vec![RevisionRecord {
+            number: 1,
+            container: spec.container.clone(),
+            image: image.clone(),
+            target_group: spec.target_group.clone(),
+            created,
+            state: RevisionState::Active,
+            reason: None,
+        }];
+        ServiceRecord {
+            spec,
+            image,
+            revision: 1,
+            revisions,
+            rollout: None,
+            sets: BTreeMap::new(),
+        }
+    }
+
+    /// The recorded revision's number (state written before revisions has none: 1).
+    fn revision(&self) -> u64 {
+        self.revision.max(1)
+    }
+
+    fn plan(&self) -> Plan {
+        Plan {
+            spec: self.spec.clone(),
+            image: self.image.clone(),
+            revision: self.revision(),
+        }
+    }
+
+    /// What the replicas of set `s` run: its revision's definition, registering with its
+    /// target group.
+    fn set_plan(&self, s: &SetRecord) -> Option<Plan> {
+        let r = self.revisions.iter().find(|r| r.number == s.revision)?;
+        let mut spec = self.spec.clone();
+        spec.container = r.container.clone();
+        spec.target_group = s.target_group.clone();
+        spec.replicas = s.replicas;
+        Some(Plan {
+            spec,
+            image: r.image.clone(),
+            revision: s.revision,
+        })
+    }
+
+    /// The public view of the service's sets.
+    fn public_sets(&self) -> Vec<RevisionSet> {
+        let mut out = vec![RevisionSet {
+            id: PRIMARY_SET.to_string(),
+            revision: self.revision(),
+            target_group: self.spec.target_group.clone(),
+            replicas: self.spec.replicas,
+        }];
+        out.extend(self.sets.iter().map(|(id, s)| RevisionSet {
+            id: id.clone(),
+            revision: s.revision,
+            target_group: s.target_group.clone(),
+            replicas: s.replicas,
+        }));
+        out
+    }
+
+    fn next_revision(&self) -> u64 {
+        self.revisions
+            .iter()
+            .map(|r| r.number)
+            .max()
+            .unwrap_or(0)
+            .max(self.revision())
+            + 1
+    }
+
+    fn set_revision_state(&mut self, number: u64, state: RevisionState, reason: Option<String>) {
+        if let Some(r) = self.revisions.iter_mut().find(|r| r.number == number) {
+            r.state = state;
+            r.reason = reason;
+        }
+    }
+
+    fn push_revision(&mut self, r: RevisionRecord) {
+        self.revisions.push(r);
+        let excess = self.revisions.len().saturating_sub(MAX_REVISIONS);
+        self.revisions.drain(..excess);
+    }
+}
+
+/// One revision of a service as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RevisionRecord {
+    number: u64,
+    container: ContainerSpec,
+    image: Resolved,
+    target_group: Option<String>,
+    created: Timestamp,
+    state: RevisionState,
+    reason: Option<String>,
+}
+
+impl RevisionRecord {
+    fn public(&self) -> Revision {
+        Revision {
+            number: self.number,
+            container: self.container.clone(),
+            created: self.created,
+            state: self.state,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// A replica's registration with a target group, recorded before the load balancer is
+/// told and forgotten after it is told otherwise: the next open deregisters whatever a
+/// killed program left registered, so no target outlives its replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Registration {
+    group: String,
+    address: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,13 +261,17 @@ struct State {
     schedules: BTreeMap<String, ScheduleRecord>,
     /// Every live process (replica or task id → pid), so a restarted program kills orphans.
     pids: BTreeMap<String, PidRecord>,
+    /// Every replica registered with a target group (replica id → registration).
+    #[serde(default)]
+    registrations: BTreeMap<String, Registration>,
 }
 
-/// What one replica runs (shared by the replicas of one service version).
+/// What one replica runs (shared by the replicas of one revision).
 #[derive(Debug)]
 struct Plan {
     spec: ServiceSpec,
     image: Resolved,
+    revision: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +282,16 @@ struct Status {
     started: Option<Timestamp>,
     pid: i32,
     registered: bool,
+    /// Ready for traffic: its health check passed, or (without one) its port accepts
+    /// connections, or (not serving) it runs.
+    ready: bool,
+    /// Failed starts and crashes of this replica, and whether the health checks found it
+    /// unhealthy after it was ready (for the deployment's circuit breaker).
+    failures: u32,
+    /// The last failure, for messages.
+    last_failure: Option<String>,
+    /// The revision set it belongs to (`PRIMARY_SET` for the service's own replicas).
+    set: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,13 +342,27 @@ impl Replica {
             address: self.serves().then(|| self.address()),
             restarts: s.restarts,
             started: s.started,
+            revision: self.plan.revision,
+            set: s.set,
         }
+    }
+
+    fn in_set(&self, set: &str) -> bool {
+        self.status().set == set
+    }
+
+    fn fail(&self, why: String) {
+        let mut s = self.status();
+        s.failures += 1;
+        s.last_failure = Some(why);
     }
 }
 
 #[derive(Debug, Default)]
 struct Live {
     services: BTreeMap<String, Vec<Arc<Replica>>>,
+    /// Each service's last events (`MAX_EVENTS`), oldest first.
+    events: BTreeMap<String, VecDeque<ServiceEvent>>,
     /// Running tasks: their hold on a VM (if placed) and pid.
     tasks: BTreeMap<String, (Option<Hold>, i32)>,
 }
@@ -320,16 +503,24 @@ impl LocalContainers {
             Arc::downgrade(&inner),
             inner.shutdown.subscribe(),
         ));
+        inner.forget_stale_registrations().await;
+        inner.end_interrupted_rollouts().await?;
         let services: Vec<ServiceRecord> = inner.state.lock().services.values().cloned().collect();
         for record in services {
-            let plan = Arc::new(Plan {
-                spec: record.spec.clone(),
-                image: record.image,
-            });
+            let plan = Arc::new(record.plan());
             let mut replicas = Vec::new();
             for _ in 0..record.spec.replicas {
                 // A replica that finds no room now keeps trying (Pending).
-                replicas.push(spawn_replica(&inner, plan.clone(), None)?);
+                replicas.push(spawn_replica(&inner, plan.clone(), None, PRIMARY_SET)?);
+            }
+            for (id, set) in &record.sets {
+                let Some(plan) = record.set_plan(set) else {
+                    continue;
+                };
+                let plan = Arc::new(plan);
+                for _ in 0..set.replicas {
+                    replicas.push(spawn_replica(&inner, plan.clone(), None, id)?);
+                }
             }
             lock(&inner.live)
                 .services
@@ -367,26 +558,97 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn parse_cron(op: Op, name: &str, cron: &str) -> Result<croner::Cron> {
-    use croner::parser::{CronParser, Seconds, Year};
-    CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build()
-        .parse(cron)
-        .map_err(|e| {
-            op.invalid(
-                name,
-                format!("bad cron expression {cron:?} (five fields, UTC: `*/5 * * * *`): {e}"),
-            )
-        })
-}
-
 // ---- starting processes ----
 
 impl Inner {
     fn grace(&self) -> Duration {
         *lock(&self.grace)
+    }
+
+    /// SIGTERM to SIGKILL for a replica of `plan`.
+    fn stop_timeout(&self, plan: &Plan) -> Duration {
+        plan.spec
+            .container
+            .stop_timeout
+            .unwrap_or_else(|| self.grace())
+    }
+
+    /// Deregisters the targets a previous run left registered: their replicas are gone
+    /// (killed as orphans), and a reused port must never route to someone else.
+    async fn forget_stale_registrations(&self) {
+        let stale: Vec<(String, Registration)> = self
+            .state
+            .lock()
+            .registrations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        if let Some(lbs) = &self.load_balancers {
+            for (id, r) in &stale {
+                match lbs
+                    .deregister_targets(&r.group, vec![r.address.clone()])
+                    .await
+                {
+                    Ok(()) => tracing::info!(
+                        "deregistered {} of {id} from {}, left by a previous run",
+                        r.address,
+                        r.group
+                    ),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!("cannot deregister {} from {}: {e}", r.address, r.group)
+                    }
+                }
+            }
+        }
+        let r = self.state.mutate(op("open"), |s| {
+            s.registrations.clear();
+            Ok(())
+        });
+        if let Err(e) = r {
+            tracing::warn!("cannot forget stale registrations: {e}");
+        }
+    }
+
+    /// A deployment recorded as in progress was cut short by the program's end: its
+    /// revision is marked rolled back, and the recorded (last good) revision runs again.
+    async fn end_interrupted_rollouts(&self) -> Result<()> {
+        let interrupted: Vec<(String, Rollout)> = self
+            .state
+            .lock()
+            .services
+            .iter()
+            .filter_map(|(n, r)| r.rollout.clone().map(|ro| (n.clone(), ro)))
+            // A controller's deployment (blue-green, canary) is the controller's to recover.
+            .filter(|(_, ro)| ro.strategy == "rolling")
+            .collect();
+        if interrupted.is_empty() {
+            return Ok(());
+        }
+        let why = "the deployment was interrupted (the program stopped)".to_string();
+        self.state.mutate(op("open"), |s| {
+            for (name, ro) in &interrupted {
+                if let Some(r) = s.services.get_mut(name) {
+                    r.set_revision_state(ro.revision, RevisionState::RolledBack, Some(why.clone()));
+                    r.rollout = None;
+                }
+            }
+            Ok(())
+        })?;
+        for (name, ro) in interrupted {
+            self.event(
+                &name,
+                format!(
+                    "revision {} was not deployed: {why}; running revision {}",
+                    ro.revision, ro.from
+                ),
+            )
+            .await;
+        }
+        Ok(())
     }
 
     /// Builds what to start: unpacks the image, decrypts the secrets, assembles the
@@ -473,8 +735,20 @@ impl Inner {
         }
     }
 
-    /// Writes one line to the service's `events` stream (crashes, restarts, placement).
+    /// Records one event of a service: kept for `describe_service` and written as a line to
+    /// the service's `events` log stream (crashes, restarts, placement, deployments).
     async fn event(&self, service: &str, message: String) {
+        {
+            let mut live = lock(&self.live);
+            let events = live.events.entry(service.to_string()).or_default();
+            if events.len() >= MAX_EVENTS {
+                events.pop_front();
+            }
+            events.push_back(ServiceEvent {
+                at: self.ctx.sim.now(),
+                message: message.clone(),
+            });
+        }
         let group = service_group(service);
         if self.ensure_log(&group, "events").await.is_ok() {
             let _ = self
@@ -518,6 +792,8 @@ impl Inner {
         Ok(())
     }
 
+    /// Registers a ready replica with its target group (once). The registration is recorded
+    /// first, so a program killed right after still has it to undo on the next open.
     async fn register(&self, replica: &Replica) {
         let (Some(lbs), Some(group)) = (&self.load_balancers, &replica.plan.spec.target_group)
         else {
@@ -531,8 +807,32 @@ impl Inner {
         {
             tracing::warn!("security groups of {}: {e}", replica.id);
         }
-        match lbs.register_targets(group, vec![replica.address()]).await {
-            Ok(()) => replica.status().registered = true,
+        let recorded = self.state.mutate(op("register"), |s| {
+            s.registrations.insert(
+                replica.id.clone(),
+                Registration {
+                    group: group.clone(),
+                    address: replica.address(),
+                },
+            );
+            Ok(())
+        });
+        let registered = match recorded {
+            Ok(()) => lbs.register_targets(group, vec![replica.address()]).await,
+            Err(e) => Err(e),
+        };
+        match registered {
+            Ok(()) => {
+                replica.status().registered = true;
+                self.event(
+                    &replica.plan.spec.name,
+                    format!(
+                        "{} (revision {}) registered with target group {group}",
+                        replica.id, replica.plan.revision
+                    ),
+                )
+                .await;
+            }
             Err(e) => {
                 self.event(
                     &replica.plan.spec.name,
@@ -546,16 +846,62 @@ impl Inner {
         }
     }
 
-    async fn deregister(&self, replica: &Replica) {
+    /// Deregisters a replica from its target group. Returns what to watch to know when the
+    /// load balancer has drained it (see [`wait_drained`]), if it was registered.
+    async fn deregister(&self, replica: &Replica) -> Option<Draining> {
         let (Some(lbs), Some(group)) = (&self.load_balancers, &replica.plan.spec.target_group)
         else {
-            return;
+            return None;
         };
         if !std::mem::take(&mut replica.status().registered) {
+            return None;
+        }
+        let address = replica.address();
+        let draining = match lbs.deregister_targets(group, vec![address.clone()]).await {
+            Ok(()) => Some(Draining {
+                lbs: lbs.clone(),
+                group: group.clone(),
+                address,
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!("deregistering {}: {e}", replica.id);
+                None
+            }
+        };
+        let r = self.state.mutate(op("deregister"), |s| {
+            s.registrations.remove(&replica.id);
+            Ok(())
+        });
+        if let Err(e) = r {
+            tracing::warn!("cannot forget the registration of {}: {e}", replica.id);
+        }
+        draining
+    }
+}
+
+/// A target being drained by its load balancer.
+struct Draining {
+    lbs: Arc<dyn LoadBalancers>,
+    group: String,
+    address: String,
+}
+
+/// Waits until the load balancer has let a deregistered target go: its in-flight requests
+/// done or the group's deregistration delay over (or the service closed).
+async fn wait_drained(d: &Draining, shutdown: &mut watch::Receiver<()>) {
+    let deadline = tokio::time::Instant::now() + MAX_DRAIN;
+    loop {
+        let listed = match d.lbs.target_health(&d.group).await {
+            Ok(targets) => targets.iter().any(|t| t.target == d.address),
+            Err(_) => false,
+        };
+        if !listed || tokio::time::Instant::now() >= deadline {
             return;
         }
-        if let Err(e) = lbs.deregister_targets(group, vec![replica.address()]).await {
-            tracing::warn!("deregistering {}: {e}", replica.id);
+        tokio::select! {
+            _ = tokio::time::sleep(DRAIN_POLL) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }
@@ -569,7 +915,12 @@ fn task_group(name: &str) -> String {
 }
 
 /// Creates a replica of `plan` (placed on `vm` if already chosen) and starts its supervisor.
-fn spawn_replica(inner: &Arc<Inner>, plan: Arc<Plan>, vm: Option<String>) -> Result<Arc<Replica>> {
+fn spawn_replica(
+    inner: &Arc<Inner>,
+    plan: Arc<Plan>,
+    vm: Option<String>,
+    set: &str,
+) -> Result<Arc<Replica>> {
     let port = process::free_port(op("start"))?;
     let (control, rx) = mpsc::unbounded_channel();
     let replica = Arc::new(Replica {
@@ -583,6 +934,10 @@ fn spawn_replica(inner: &Arc<Inner>, plan: Arc<Plan>, vm: Option<String>) -> Res
             started: None,
             pid: 0,
             registered: false,
+            ready: false,
+            failures: 0,
+            last_failure: None,
+            set: set.to_string(),
         }),
         control,
         supervisor: Mutex::new(None),
@@ -605,40 +960,6 @@ async fn stop_replica(replica: &Replica) {
         let _ = handle.await;
     }
     replica.set_state(InstanceState::Stopped);
-}
-
-/// Waits until `replica` is ready (running, or healthy if it is health-checked); an error if
-/// it crashes or does not become ready in time.
-async fn wait_ready(replica: &Replica) -> Result<()> {
-    let op = op("update_service");
-    let checked = replica.plan.spec.container.health_check.clone();
-    let wait = READY_WAIT
-        + checked
-            .as_ref()
-            .map(|h| h.interval * (h.healthy_threshold + 1))
-            .unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let s = replica.status().clone();
-        let ready = match checked {
-            Some(_) => s.state == InstanceState::Healthy,
-            None => s.state == InstanceState::Running,
-        };
-        if ready {
-            return Ok(());
-        }
-        if s.restarts > 0 || tokio::time::Instant::now() >= deadline {
-            return Err(op.err(
-                ErrorKind::Unavailable,
-                &replica.id,
-                format!(
-                    "the new replica did not become ready (state {:?}, {} restart(s)); the remaining old replicas keep running",
-                    s.state, s.restarts
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Runs, watches and restarts one replica until told to stop or the service is dropped.
@@ -698,6 +1019,7 @@ async fn supervise(
                     replica.set_state(InstanceState::Pending);
                     PLACEMENT_RETRY
                 } else {
+                    replica.fail(format!("cannot start: {e}"));
                     replica.status().restarts += 1;
                     replica.set_state(InstanceState::BackingOff);
                     let d = backoff;
@@ -721,6 +1043,21 @@ async fn supervise(
             s.state = InstanceState::Running;
             s.started = weak.upgrade().map(|i| i.ctx.sim.now());
         }
+        if let Some(inner) = weak.upgrade() {
+            let on = match replica.status().vm.clone() {
+                Some(vm) => format!(" on {vm}"),
+                None => String::new(),
+            };
+            inner
+                .event(
+                    &service,
+                    format!(
+                        "{} (revision {}) started{on}",
+                        replica.id, replica.plan.revision
+                    ),
+                )
+                .await;
+        }
         let helpers = start_helpers(&weak, &replica, running.record.pid).await;
         enum End {
             Exited(Option<std::process::ExitStatus>),
@@ -743,10 +1080,27 @@ async fn supervise(
             // The service is gone; Inner's drop kills the group.
             return;
         }
-        if let Some(inner) = weak.upgrade() {
-            inner.deregister(&replica).await;
+        replica.status().ready = false;
+        let draining = match weak.upgrade() {
+            Some(inner) => inner.deregister(&replica).await,
+            None => None,
+        };
+        if let (End::Stop, Some(d)) = (&end, &draining) {
+            // In-flight requests finish on the old process before it gets SIGTERM.
+            wait_drained(d, &mut shutdown).await;
+            if let Some(inner) = weak.upgrade() {
+                inner
+                    .event(
+                        &service,
+                        format!("{} drained from target group {}", replica.id, d.group),
+                    )
+                    .await;
+            }
         }
-        let grace = weak.upgrade().map(|i| i.grace()).unwrap_or_default();
+        let grace = weak
+            .upgrade()
+            .map(|i| i.stop_timeout(&replica.plan))
+            .unwrap_or_default();
         let status = match end {
             End::Stop => process::stop(&mut running, grace).await,
             End::Evict => process::stop(&mut running, Duration::ZERO).await,
@@ -764,6 +1118,15 @@ async fn supervise(
         match end {
             End::Stop | End::Shutdown => {
                 replica.set_state(InstanceState::Stopped);
+                inner
+                    .event(
+                        &service,
+                        format!(
+                            "{} (revision {}) stopped",
+                            replica.id, replica.plan.revision
+                        ),
+                    )
+                    .await;
                 return;
             }
             End::Evict => {
@@ -791,6 +1154,7 @@ async fn supervise(
             Some(code) => format!("exited with code {code}"),
             None => "was killed by a signal".to_string(),
         };
+        replica.fail(how.clone());
         inner
             .event(
                 &service,
@@ -835,7 +1199,10 @@ async fn start_helpers(
         replica.id.clone(),
     ))];
     match replica.plan.spec.container.health_check.clone() {
-        None => inner.register(replica).await,
+        None if replica.serves() => {
+            helpers.push(tokio::spawn(until_listening(weak.clone(), replica.clone())))
+        }
+        None => replica.status().ready = true,
         Some(check) => helpers.push(tokio::spawn(health_check(
             weak.clone(),
             replica.clone(),
@@ -843,6 +1210,21 @@ async fn start_helpers(
         ))),
     }
     helpers
+}
+
+/// A serving replica without a health check is ready once its port accepts connections;
+/// then it is registered with its target group (never before it listens).
+async fn until_listening(weak: Weak<Inner>, replica: Arc<Replica>) {
+    while tokio::net::TcpStream::connect(("127.0.0.1", replica.port))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(DRAIN_POLL * 2).await;
+    }
+    replica.status().ready = true;
+    if let Some(inner) = weak.upgrade() {
+        inner.register(&replica).await;
+    }
 }
 
 /// Checks a replica's health until aborted. Until its first answer it is checked every
@@ -865,7 +1247,11 @@ async fn health_check(
         }
         let current = replica.status().state;
         if healthy && ok >= check.healthy_threshold && current != InstanceState::Healthy {
-            replica.set_state(InstanceState::Healthy);
+            {
+                let mut s = replica.status();
+                s.state = InstanceState::Healthy;
+                s.ready = true;
+            }
             if let Some(inner) = weak.upgrade() {
                 inner.register(&replica).await;
             }
@@ -875,6 +1261,7 @@ async fn health_check(
             && current != InstanceState::Unhealthy
         {
             replica.set_state(InstanceState::Unhealthy);
+            replica.fail(format!("its health check {} failed", check.path));
         }
         let pause = if answered {
             check.interval
@@ -1090,29 +1477,52 @@ async fn finish_task(
     })
 }
 
-// ---- the trait ----
-
-impl LocalContainers {
-    fn describe(&self, name: &str) -> Option<ServiceInfo> {
-        let spec = self.inner.state.lock().services.get(name)?.spec.clone();
-        let live = lock(&self.inner.live);
-        let instances = live
+impl Inner {
+    /// Sets the replica count of service `name`: new replicas run the recorded revision; the
+    /// newest replicas go first.
+    async fn scale(self: &Arc<Self>, op: Op, name: &str, replicas: u32) -> Result<()> {
+        let record = self
+            .state
+            .lock()
             .services
             .get(name)
-            .map(|rs| rs.iter().map(|r| r.info()).collect())
-            .unwrap_or_default();
-        Some(ServiceInfo { spec, instances })
-    }
-
-    fn check_service(&self, op: Op, spec: &ServiceSpec) -> Result<()> {
-        validate_name(op, "service", &spec.name, 255)?;
-        validate_container(op, &spec.name, &spec.container)?;
-        validate_replicas(op, &spec.name, spec.replicas)?;
-        if spec.target_group.is_some() && self.inner.load_balancers.is_none() {
-            return Err(op.invalid(
-                &spec.name,
-                "the service names a target group but this cloud has no load balancer service",
-            ));
+            .cloned()
+            .ok_or_else(|| op.not_found(name, "no such service"))?;
+        let current: Vec<Arc<Replica>> = self
+            .replicas(name)
+            .into_iter()
+            .filter(|r| r.in_set(PRIMARY_SET))
+            .collect();
+        let have = u32::try_from(current.len()).unwrap_or(u32::MAX);
+        if replicas > have {
+            // New replicas run the recorded revision.
+            let plan = current
+                .iter()
+                .rev()
+                .find(|r| r.plan.revision == record.revision())
+                .map(|r| r.plan.clone())
+                .unwrap_or_else(|| Arc::new(record.plan()));
+            let vms = self.place_many(op, &plan, replicas - have)?;
+            self.state.mutate(op, |s| {
+                if let Some(r) = s.services.get_mut(name) {
+                    r.spec.replicas = replicas;
+                }
+                Ok(())
+            })?;
+            self.add_replicas(&plan, vms, PRIMARY_SET)?;
+        } else {
+            self.state.mutate(op, |s| {
+                if let Some(r) = s.services.get_mut(name) {
+                    r.spec.replicas = replicas;
+                }
+                Ok(())
+            })?;
+            // The newest go first.
+            let surplus: Vec<Arc<Replica>> = current.into_iter().skip(replicas as usize).collect();
+            for r in &surplus {
+                self.remove_replica(name, &r.id);
+            }
+            futures::future::join_all(surplus.iter().map(|r| stop_replica(r))).await;
         }
         Ok(())
     }
@@ -1120,8 +1530,7 @@ impl LocalContainers {
     /// Checks that every secret decrypts before anything starts.
     async fn check_secrets(&self, op: Op, c: &ContainerSpec) -> Result<()> {
         for s in &c.secrets {
-            self.inner
-                .crypto
+            self.crypto
                 .decrypt(&s.ciphertext, &EncryptionContext::new())
                 .await
                 .map_err(|e| {
@@ -1137,8 +1546,8 @@ impl LocalContainers {
 
     /// Places `n` new replicas of `plan` all at once (all or none), returning their VMs.
     fn place_many(&self, op: Op, plan: &Plan, n: u32) -> Result<Vec<Option<String>>> {
-        let running = self.inner.vms.running();
-        let live = lock(&self.inner.live);
+        let running = self.vms.running();
+        let live = lock(&self.live);
         let mut holds = live.holds();
         let mut out = Vec::new();
         for _ in 0..n {
@@ -1168,10 +1577,15 @@ impl LocalContainers {
     }
 
     /// Starts `n` replicas of `plan` on `vms`, adding them to the service.
-    fn add_replicas(&self, plan: &Arc<Plan>, vms: Vec<Option<String>>) -> Result<()> {
+    fn add_replicas(
+        self: &Arc<Self>,
+        plan: &Arc<Plan>,
+        vms: Vec<Option<String>>,
+        set: &str,
+    ) -> Result<()> {
         for vm in vms {
-            let r = spawn_replica(&self.inner, plan.clone(), vm)?;
-            lock(&self.inner.live)
+            let r = spawn_replica(self, plan.clone(), vm, set)?;
+            lock(&self.live)
                 .services
                 .entry(plan.spec.name.clone())
                 .or_default()
@@ -1181,7 +1595,7 @@ impl LocalContainers {
     }
 
     fn replicas(&self, name: &str) -> Vec<Arc<Replica>> {
-        lock(&self.inner.live)
+        lock(&self.live)
             .services
             .get(name)
             .cloned()
@@ -1189,9 +1603,78 @@ impl LocalContainers {
     }
 
     fn remove_replica(&self, name: &str, id: &str) {
-        if let Some(rs) = lock(&self.inner.live).services.get_mut(name) {
+        if let Some(rs) = lock(&self.live).services.get_mut(name) {
             rs.retain(|r| r.id != id);
         }
+    }
+}
+
+// ---- the trait ----
+
+impl LocalContainers {
+    fn describe(&self, name: &str) -> Option<ServiceInfo> {
+        let (spec, revision, rollout, sets) = {
+            let state = self.inner.state.lock();
+            let r = state.services.get(name)?;
+            (
+                r.spec.clone(),
+                r.revision(),
+                r.rollout.clone(),
+                r.public_sets(),
+            )
+        };
+        let live = lock(&self.inner.live);
+        let replicas = live.services.get(name).cloned().unwrap_or_default();
+        let instances: Vec<ContainerInstance> = replicas.iter().map(|r| r.info()).collect();
+        let checked = spec.container.health_check.is_some();
+        let available = replicas
+            .iter()
+            .filter(|r| {
+                let s = r.status();
+                r.plan.revision == revision
+                    && s.ready
+                    && (s.state == InstanceState::Healthy
+                        || (!checked && s.state == InstanceState::Running))
+            })
+            .count();
+        let stable = rollout.is_none()
+            && sets.len() == 1
+            && replicas.iter().all(|r| r.plan.revision == revision)
+            && available == spec.replicas as usize
+            && replicas.len() == spec.replicas as usize;
+        let events = live
+            .events
+            .get(name)
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default();
+        Some(ServiceInfo {
+            spec,
+            revision,
+            instances,
+            sets,
+            rollout,
+            stable,
+            events,
+        })
+    }
+
+    fn check_service(&self, op: Op, spec: &ServiceSpec) -> Result<()> {
+        validate_name(op, "service", &spec.name, 255)?;
+        validate_container(op, &spec.name, &spec.container)?;
+        validate_replicas(op, &spec.name, spec.replicas)?;
+        mvi_core::deploy::validate(
+            op,
+            &spec.name,
+            &spec.deployment,
+            spec.target_group.as_deref(),
+        )?;
+        if spec.target_group.is_some() && self.inner.load_balancers.is_none() {
+            return Err(op.invalid(
+                &spec.name,
+                "the service names a target group but this cloud has no load balancer service",
+            ));
+        }
+        Ok(())
     }
 
     fn no_service(op: Op, name: &str) -> mvi_core::Error {
@@ -1209,26 +1692,18 @@ impl Containers for LocalContainers {
             return Err(op.already_exists(&spec.name, "the service exists"));
         }
         let image = rootfs::resolve(op, &self.inner.images, &spec.container.image).await?;
-        self.check_secrets(op, &spec.container).await?;
-        let plan = Arc::new(Plan {
-            spec: spec.clone(),
-            image: image.clone(),
-        });
-        let vms = self.place_many(op, &plan, spec.replicas)?;
+        self.inner.check_secrets(op, &spec.container).await?;
+        let record = ServiceRecord::new(spec.clone(), image, self.inner.ctx.sim.now());
+        let plan = Arc::new(record.plan());
+        let vms = self.inner.place_many(op, &plan, spec.replicas)?;
         self.inner.state.mutate(op, |s| {
-            s.services.insert(
-                spec.name.clone(),
-                ServiceRecord {
-                    spec: spec.clone(),
-                    image,
-                },
-            );
+            s.services.insert(spec.name.clone(), record);
             Ok(())
         })?;
         lock(&self.inner.live)
             .services
             .insert(spec.name.clone(), Vec::new());
-        self.add_replicas(&plan, vms)?;
+        self.inner.add_replicas(&plan, vms, PRIMARY_SET)?;
         self.describe(&spec.name)
             .ok_or_else(|| Self::no_service(op, &spec.name))
     }
@@ -1236,107 +1711,18 @@ impl Containers for LocalContainers {
     async fn update_service(&self, spec: ServiceSpec) -> Result<ServiceInfo> {
         let op = op("update_service");
         self.check_service(op, &spec)?;
+        let name = spec.name.clone();
         let _changes = self.inner.changes.lock().await;
-        if !self.inner.state.lock().services.contains_key(&spec.name) {
-            return Err(Self::no_service(op, &spec.name));
-        }
-        let image = rootfs::resolve(op, &self.inner.images, &spec.container.image).await?;
-        self.check_secrets(op, &spec.container).await?;
-        self.inner.state.mutate(op, |s| {
-            s.services.insert(
-                spec.name.clone(),
-                ServiceRecord {
-                    spec: spec.clone(),
-                    image: image.clone(),
-                },
-            );
-            Ok(())
-        })?;
-        let plan = Arc::new(Plan {
-            spec: spec.clone(),
-            image,
-        });
-        // Replace the old replicas one by one: start a new one, wait until it is ready, stop
-        // an old one. Without room for one more, the old one goes first.
-        let old = self.replicas(&spec.name);
-        let mut kept = 0u32;
-        for r in old {
-            if kept >= spec.replicas {
-                self.remove_replica(&spec.name, &r.id);
-                stop_replica(&r).await;
-                continue;
-            }
-            let vms = match self.place_many(op, &plan, 1) {
-                Ok(vms) => vms,
-                Err(_) => {
-                    self.remove_replica(&spec.name, &r.id);
-                    stop_replica(&r).await;
-                    self.place_many(op, &plan, 1)?
-                }
-            };
-            self.add_replicas(&plan, vms)?;
-            let new = self.replicas(&spec.name).last().cloned();
-            if let Some(new) = new {
-                wait_ready(&new).await?;
-            }
-            self.remove_replica(&spec.name, &r.id);
-            stop_replica(&r).await;
-            kept += 1;
-        }
-        if kept < spec.replicas {
-            let vms = self.place_many(op, &plan, spec.replicas - kept)?;
-            self.add_replicas(&plan, vms)?;
-        }
-        self.describe(&spec.name)
-            .ok_or_else(|| Self::no_service(op, &spec.name))
+        rollout::update(&self.inner, op, spec).await?;
+        self.describe(&name)
+            .ok_or_else(|| Self::no_service(op, &name))
     }
 
     async fn scale_service(&self, name: &str, replicas: u32) -> Result<ServiceInfo> {
         let op = op("scale_service");
         validate_replicas(op, name, replicas)?;
         let _changes = self.inner.changes.lock().await;
-        let record = self
-            .inner
-            .state
-            .lock()
-            .services
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Self::no_service(op, name))?;
-        let current = self.replicas(name);
-        let have = u32::try_from(current.len()).unwrap_or(u32::MAX);
-        let mut spec = record.spec.clone();
-        spec.replicas = replicas;
-        if replicas > have {
-            // New replicas run the service's current definition.
-            let plan = current.last().map(|r| r.plan.clone()).unwrap_or_else(|| {
-                Arc::new(Plan {
-                    spec: spec.clone(),
-                    image: record.image.clone(),
-                })
-            });
-            let vms = self.place_many(op, &plan, replicas - have)?;
-            self.inner.state.mutate(op, |s| {
-                if let Some(r) = s.services.get_mut(name) {
-                    r.spec.replicas = replicas;
-                }
-                Ok(())
-            })?;
-            self.add_replicas(&plan, vms)?;
-        } else {
-            self.inner.state.mutate(op, |s| {
-                if let Some(r) = s.services.get_mut(name) {
-                    r.spec.replicas = replicas;
-                }
-                Ok(())
-            })?;
-            // The newest go first.
-            let surplus: Vec<Arc<Replica>> = current.into_iter().skip(replicas as usize).collect();
-            for r in &surplus {
-                self.remove_replica(name, &r.id);
-            }
-            futures::future::join_all(surplus.iter().map(|r| stop_replica(r))).await;
-        }
+        self.inner.scale(op, name, replicas).await?;
         self.describe(name)
             .ok_or_else(|| Self::no_service(op, name))
     }
@@ -1344,6 +1730,250 @@ impl Containers for LocalContainers {
     async fn describe_service(&self, name: &str) -> Result<ServiceInfo> {
         self.describe(name)
             .ok_or_else(|| Self::no_service(op("describe_service"), name))
+    }
+
+    async fn list_revisions(&self, name: &str) -> Result<Vec<Revision>> {
+        let state = self.inner.state.lock();
+        let r = state
+            .services
+            .get(name)
+            .ok_or_else(|| Self::no_service(op("list_revisions"), name))?;
+        Ok(r.revisions.iter().map(RevisionRecord::public).collect())
+    }
+
+    async fn create_revision_set(&self, spec: ServiceSpec) -> Result<RevisionSet> {
+        let op = op("create_revision_set");
+        self.check_service(op, &spec)?;
+        let _changes = self.inner.changes.lock().await;
+        let record = self
+            .inner
+            .state
+            .lock()
+            .services
+            .get(&spec.name)
+            .cloned()
+            .ok_or_else(|| Self::no_service(op, &spec.name))?;
+        // The revision of this definition: the same container, subnets and groups (the
+        // target group is the set's own) is the same revision.
+        let runs_same = |r: &RevisionRecord| r.container == spec.container;
+        let same_place = record.spec.subnets == spec.subnets
+            && record.spec.security_groups == spec.security_groups;
+        let existing = record
+            .revisions
+            .iter()
+            .rev()
+            .find(|r| runs_same(r) && same_place)
+            .cloned();
+        let (number, image) = match existing {
+            Some(r) => (r.number, r.image),
+            None => {
+                let image = rootfs::resolve(op, &self.inner.images, &spec.container.image).await?;
+                self.inner.check_secrets(op, &spec.container).await?;
+                (record.next_revision(), image)
+            }
+        };
+        let id = self.inner.ctx.sim.id("set");
+        let set = SetRecord {
+            revision: number,
+            target_group: spec.target_group.clone(),
+            replicas: spec.replicas,
+        };
+        let now = self.inner.ctx.sim.now();
+        self.inner.state.mutate(op, |s| {
+            let r = s
+                .services
+                .get_mut(&spec.name)
+                .ok_or_else(|| Self::no_service(op, &spec.name))?;
+            if !r.revisions.iter().any(|x| x.number == number) {
+                r.push_revision(RevisionRecord {
+                    number,
+                    container: spec.container.clone(),
+                    image: image.clone(),
+                    target_group: spec.target_group.clone(),
+                    created: now,
+                    state: RevisionState::Deploying,
+                    reason: None,
+                });
+            }
+            r.sets.insert(id.clone(), set.clone());
+            Ok(())
+        })?;
+        let plan = Arc::new(Plan {
+            spec: spec.clone(),
+            image,
+            revision: number,
+        });
+        // No room on the VMs: the replicas wait Pending (the controller's deadline bounds it).
+        let vms = self
+            .inner
+            .place_many(op, &plan, spec.replicas)
+            .unwrap_or_else(|_| vec![None; spec.replicas as usize]);
+        self.inner.add_replicas(&plan, vms, &id)?;
+        self.inner
+            .event(
+                &spec.name,
+                format!(
+                    "set {id}: {} replica(s) of revision {number} in target group {}",
+                    spec.replicas,
+                    spec.target_group.as_deref().unwrap_or("-")
+                ),
+            )
+            .await;
+        Ok(RevisionSet {
+            id,
+            revision: number,
+            target_group: spec.target_group,
+            replicas: spec.replicas,
+        })
+    }
+
+    async fn delete_revision_set(&self, service: &str, set: &str) -> Result<()> {
+        let op = op("delete_revision_set");
+        if set == PRIMARY_SET {
+            return Err(op.invalid(
+                service,
+                "the primary set is the service's own replicas: delete the service",
+            ));
+        }
+        let _changes = self.inner.changes.lock().await;
+        let known = self
+            .inner
+            .state
+            .lock()
+            .services
+            .get(service)
+            .ok_or_else(|| Self::no_service(op, service))?
+            .sets
+            .contains_key(set);
+        if !known {
+            return Err(op.not_found(format!("{service}/{set}"), "no such revision set"));
+        }
+        let doomed: Vec<Arc<Replica>> = self
+            .inner
+            .replicas(service)
+            .into_iter()
+            .filter(|r| r.in_set(set))
+            .collect();
+        for r in &doomed {
+            self.inner.remove_replica(service, &r.id);
+        }
+        // Each is drained from its target group before it stops.
+        futures::future::join_all(doomed.iter().map(|r| stop_replica(r))).await;
+        self.inner.state.mutate(op, |s| {
+            if let Some(r) = s.services.get_mut(service) {
+                r.sets.remove(set);
+            }
+            Ok(())
+        })?;
+        self.inner
+            .event(
+                service,
+                format!("set {set}: {} replica(s) drained and stopped", doomed.len()),
+            )
+            .await;
+        Ok(())
+    }
+
+    async fn promote_revision_set(&self, service: &str, set: &str) -> Result<RevisionSet> {
+        let op = op("promote_revision_set");
+        let _changes = self.inner.changes.lock().await;
+        let record = self
+            .inner
+            .state
+            .lock()
+            .services
+            .get(service)
+            .cloned()
+            .ok_or_else(|| Self::no_service(op, service))?;
+        let promoted = record
+            .sets
+            .get(set)
+            .cloned()
+            .ok_or_else(|| op.not_found(format!("{service}/{set}"), "no such revision set"))?;
+        let plan = record
+            .set_plan(&promoted)
+            .ok_or_else(|| op.internal(service, "the set's revision is not recorded"))?;
+        let demoted_id = self.inner.ctx.sim.id("set");
+        let demoted = SetRecord {
+            revision: record.revision(),
+            target_group: record.spec.target_group.clone(),
+            replicas: record.spec.replicas,
+        };
+        let old_revision = record.revision();
+        self.inner.state.mutate(op, |s| {
+            let r = s
+                .services
+                .get_mut(service)
+                .ok_or_else(|| Self::no_service(op, service))?;
+            r.sets.remove(set);
+            r.sets.insert(demoted_id.clone(), demoted.clone());
+            let deployment = r.spec.deployment.clone();
+            r.spec = plan.spec.clone();
+            r.spec.deployment = deployment;
+            r.image = plan.image.clone();
+            r.revision = promoted.revision;
+            if old_revision != promoted.revision {
+                r.set_revision_state(old_revision, RevisionState::Superseded, None);
+            }
+            r.set_revision_state(promoted.revision, RevisionState::Active, None);
+            Ok(())
+        })?;
+        for r in self.inner.replicas(service) {
+            let mut st = r.status();
+            if st.set == PRIMARY_SET {
+                st.set = demoted_id.clone();
+            } else if st.set == set {
+                st.set = PRIMARY_SET.to_string();
+            }
+        }
+        self.inner
+            .event(
+                service,
+                format!(
+                    "set {set} (revision {}) is now the service's own; revision {old_revision} is set {demoted_id}",
+                    promoted.revision
+                ),
+            )
+            .await;
+        Ok(RevisionSet {
+            id: demoted_id,
+            revision: demoted.revision,
+            target_group: demoted.target_group,
+            replicas: demoted.replicas,
+        })
+    }
+
+    async fn record_rollout(&self, service: &str, rollout: Option<Rollout>) -> Result<()> {
+        let op = op("record_rollout");
+        self.inner.state.mutate(op, |s| {
+            let r = s
+                .services
+                .get_mut(service)
+                .ok_or_else(|| Self::no_service(op, service))?;
+            r.rollout = rollout;
+            Ok(())
+        })
+    }
+
+    async fn mark_revision(
+        &self,
+        service: &str,
+        revision: u64,
+        state: RevisionState,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let op = op("mark_revision");
+        self.inner.state.mutate(op, |s| {
+            let r = s
+                .services
+                .get_mut(service)
+                .ok_or_else(|| Self::no_service(op, service))?;
+            if !r.revisions.iter().any(|x| x.number == revision) {
+                return Err(op.not_found(format!("{service}/{revision}"), "no such revision"));
+            }
+            r.set_revision_state(revision, state, reason);
+            Ok(())
+        })
     }
 
     async fn list_services(&self) -> Result<Vec<ServiceInfo>> {
@@ -1378,7 +2008,7 @@ impl Containers for LocalContainers {
         if timeout.is_zero() {
             return Err(op.invalid(name, "the time-out must be positive"));
         }
-        self.check_secrets(op, &spec).await?;
+        self.inner.check_secrets(op, &spec).await?;
         let started = start_task(&self.inner, op, name, &spec).await?;
         finish_task(Arc::downgrade(&self.inner), started, timeout).await
     }

@@ -36,6 +36,7 @@ use mvi_core::lb::{
     LoadBalancerInfo, LoadBalancerSpec, LoadBalancers, Protocol, TargetGroupSpec, TargetHealth,
     TargetStatus, validate_name,
 };
+use mvi_core::metric::MetricId;
 use mvi_core::{ErrorKind, Logs, Metrics, Op, Result, Service};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -283,7 +284,7 @@ impl Inner {
                 .local_addr()
                 .map_err(|e| crate::storage::io_error(op, std::path::Path::new("listener"), e))?
                 .port();
-            let forward = self.weighted(op, &l.forward)?;
+            let forward = self.weighted(op, &l.forward, &telemetry)?;
             let rt = Arc::new(ListenerRt {
                 lb: spec.name.clone(),
                 port,
@@ -319,10 +320,15 @@ impl Inner {
         Ok(ports)
     }
 
-    fn weighted(&self, op: Op, forward: &[(String, u32)]) -> Result<Weighted> {
+    fn weighted(
+        &self,
+        op: Op,
+        forward: &[(String, u32)],
+        telemetry: &Telemetry,
+    ) -> Result<Weighted> {
         let mut entries = Vec::new();
         for (name, w) in forward {
-            entries.push((self.group(op, name)?, *w));
+            entries.push((self.group(op, name)?, *w, telemetry.group(name)));
         }
         Ok(Weighted::new(entries))
     }
@@ -448,6 +454,17 @@ async fn bind(op: Op, lb: &str, port: u16) -> Result<TcpListener> {
 
 #[async_trait]
 impl LoadBalancers for LocalLoadBalancers {
+    async fn metric(&self, lb: &str, group: Option<&str>, name: &str) -> Result<MetricId> {
+        let op = op("metric");
+        validate_name(op, "load balancer", lb)?;
+        let mut id = MetricId::new(telemetry::NAMESPACE, name).dimension("LoadBalancer", lb);
+        if let Some(g) = group {
+            validate_name(op, "target group", g)?;
+            id = id.dimension("TargetGroup", g);
+        }
+        Ok(id)
+    }
+
     async fn create_target_group(&self, spec: TargetGroupSpec) -> Result<()> {
         let op = op("create_target_group");
         validate_name(op, "target group", &spec.name)?;
@@ -685,7 +702,13 @@ impl LoadBalancers for LocalLoadBalancers {
             .map(|l| l.protocol)
             .unwrap_or(Protocol::Http);
         self.inner.validate_forward(op, lb, protocol, &forward)?;
-        let weighted = self.inner.weighted(op, &forward)?;
+        let telemetry = self
+            .inner
+            .lbs_lock()
+            .get(lb)
+            .map(|r| r.telemetry.clone())
+            .ok_or_else(|| op.not_found(lb, "the load balancer is not running"))?;
+        let weighted = self.inner.weighted(op, &forward, &telemetry)?;
         self.inner.state.mutate(op, |s| {
             let l = s
                 .lbs
@@ -797,7 +820,7 @@ mod tests {
     async fn sum(metrics: &Arc<dyn Metrics>, name: &str, bucket: Option<&str>) -> f64 {
         let mut id = MetricId::new("mvi/LoadBalancer", name).dimension("LoadBalancer", "front");
         if let Some(b) = bucket {
-            id = id.dimension(telemetry::BUCKET_DIMENSION, b);
+            id = id.dimension(mvi_core::lb::metric_names::BUCKET_DIMENSION, b);
         }
         let now = chrono::Utc::now();
         let req = GetStatistics::new(
@@ -885,7 +908,12 @@ mod tests {
         let mut in_buckets = 0.0;
         for i in 0..=telemetry::BUCKETS_US.len() {
             let bucket = telemetry::bucket_label(i);
-            in_buckets += sum(&metrics, telemetry::HISTOGRAM, Some(&bucket)).await;
+            in_buckets += sum(
+                &metrics,
+                mvi_core::lb::metric_names::RESPONSE_TIME_HISTOGRAM,
+                Some(&bucket),
+            )
+            .await;
         }
         assert_eq!(in_buckets, 3.0, "every response is in one histogram bucket");
         let mean = metrics

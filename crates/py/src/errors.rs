@@ -18,6 +18,7 @@ fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Unavailable => "Unavailable",
         ErrorKind::Unsupported => "Unsupported",
         ErrorKind::Timeout => "Timeout",
+        ErrorKind::DeploymentFailed => "DeploymentFailed",
         _ => "Internal",
     }
 }

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use hyper::http::uri::Authority;
 use mvi_core::lb::{Algorithm, TargetGroupSpec, TargetHealth};
 
+use super::telemetry::Counters;
+
 /// Health as an atomic byte, read on every request without a lock.
 const INITIAL: u8 = 0;
 const HEALTHY: u8 = 1;
@@ -149,13 +151,18 @@ impl GroupRt {
             .clone()
     }
 
-    /// The target for the next request, or `None` if no target may get traffic.
+    /// The target for the next request, counted in flight on it, or `None` if no target may
+    /// get traffic.
+    ///
+    /// The count is taken while the target list is read-locked, so a drain (which removes a
+    /// target under the write lock once nothing is in flight) never misses a request that
+    /// picked the target just before it was deregistered.
     ///
     /// Healthy targets get the traffic. If there is none, the group *fails open* as ELBv2
     /// does: every target that is not draining (and not blocked by security groups) gets
     /// traffic, whatever its health, so a health check that is wrong everywhere does not take
     /// the whole service down.
-    pub fn pick(&self) -> Option<Arc<TargetRt>> {
+    pub fn pick(&self) -> Option<InFlight> {
         let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
         let healthy = targets.iter().filter(|t| t.serves()).count();
         let (eligible, n): (fn(&TargetRt) -> bool, usize) = if healthy > 0 {
@@ -170,7 +177,7 @@ impl GroupRt {
         // Counting and then walking avoids building a list on every request.
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut candidates = targets.iter().filter(|t| eligible(t));
-        match self.spec.algorithm {
+        let chosen = match self.spec.algorithm {
             Algorithm::RoundRobin => candidates.nth(start).cloned(),
             Algorithm::LeastOutstandingRequests => {
                 // Ties go to the first in turn from a rotating start, so equal targets share.
@@ -180,26 +187,43 @@ impl GroupRt {
                     .min_by_key(|t| t.in_flight.load(Ordering::Acquire))
                     .map(|t| Arc::clone(t))
             }
-        }
+        };
+        let picked = chosen.map(InFlight::new);
+        drop(targets);
+        picked
     }
 }
 
 /// A listener's target groups and weights, with the smooth weighted round robin's state.
 #[derive(Debug)]
 pub(crate) struct Weighted {
-    entries: Vec<(Arc<GroupRt>, i64)>,
+    entries: Vec<Entry>,
     total: i64,
     current: Mutex<Vec<i64>>,
 }
 
+/// One target group of a listener.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// The group.
+    pub group: Arc<GroupRt>,
+    weight: i64,
+    /// What its requests through this load balancer count in (its per-group metrics).
+    pub counters: Arc<Counters>,
+}
+
 impl Weighted {
-    /// Groups with their weights.
-    pub fn new(entries: Vec<(Arc<GroupRt>, u32)>) -> Self {
-        let entries: Vec<(Arc<GroupRt>, i64)> = entries
+    /// Groups with their weights and the counters of their traffic.
+    pub fn new(entries: Vec<(Arc<GroupRt>, u32, Arc<Counters>)>) -> Self {
+        let entries: Vec<Entry> = entries
             .into_iter()
-            .map(|(g, w)| (g, i64::from(w)))
+            .map(|(group, w, counters)| Entry {
+                group,
+                weight: i64::from(w),
+                counters,
+            })
             .collect();
-        let total = entries.iter().map(|(_, w)| w).sum();
+        let total = entries.iter().map(|e| e.weight).sum();
         let current = Mutex::new(vec![0; entries.len()]);
         Weighted {
             entries,
@@ -209,21 +233,21 @@ impl Weighted {
     }
 
     /// The group for the next request, or `None` if every weight is 0.
-    pub fn pick(&self) -> Option<&Arc<GroupRt>> {
-        let mut positive = self.entries.iter().filter(|(_, w)| *w > 0);
+    pub fn pick(&self) -> Option<&Entry> {
+        let mut positive = self.entries.iter().filter(|e| e.weight > 0);
         let first = positive.next()?;
         if positive.next().is_none() {
             // One group: no state to update, no lock on the hot path.
-            return Some(&first.0);
+            return Some(first);
         }
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        for ((_, w), c) in self.entries.iter().zip(current.iter_mut()) {
-            *c += w;
+        for (e, c) in self.entries.iter().zip(current.iter_mut()) {
+            *c += e.weight;
         }
         let mut best: Option<usize> = None;
         // The group with the largest current weight wins and gives back the total.
-        for (i, ((_, w), c)) in self.entries.iter().zip(current.iter()).enumerate() {
-            if *w > 0 && best.is_none_or(|b| current.get(b).is_some_and(|bc| c > bc)) {
+        for (i, (e, c)) in self.entries.iter().zip(current.iter()).enumerate() {
+            if e.weight > 0 && best.is_none_or(|b| current.get(b).is_some_and(|bc| c > bc)) {
                 best = Some(i);
             }
         }
@@ -231,7 +255,7 @@ impl Weighted {
         if let Some(c) = current.get_mut(b) {
             *c -= self.total;
         }
-        self.entries.get(b).map(|(g, _)| g)
+        self.entries.get(b)
     }
 }
 
@@ -255,7 +279,7 @@ mod tests {
     }
 
     fn picks(g: &GroupRt, n: usize) -> Vec<String> {
-        (0..n).map(|_| g.pick().unwrap().addr.clone()).collect()
+        (0..n).map(|_| g.pick().unwrap().0.addr.clone()).collect()
     }
 
     #[test]
@@ -297,21 +321,21 @@ mod tests {
         let _busy2 = InFlight::new(t[2].clone());
         let _busy2b = InFlight::new(t[2].clone());
         for _ in 0..5 {
-            assert_eq!(g.pick().unwrap().addr, "127.0.0.1:9001");
+            assert_eq!(g.pick().unwrap().0.addr, "127.0.0.1:9001");
         }
         drop(_busy0);
         let _b1 = InFlight::new(t[1].clone());
         let _b1b = InFlight::new(t[1].clone());
-        assert_eq!(g.pick().unwrap().addr, "127.0.0.1:9000");
+        assert_eq!(g.pick().unwrap().0.addr, "127.0.0.1:9000");
     }
 
     #[test]
     fn smooth_weighted_round_robin_is_exact_and_interleaved() {
         let a = group("a", Algorithm::RoundRobin, 1);
         let b = group("b", Algorithm::RoundRobin, 1);
-        let w = Weighted::new(vec![(a, 3), (b, 1)]);
+        let w = Weighted::new(vec![(a, 3, Default::default()), (b, 1, Default::default())]);
         let names: Vec<&str> = (0..8)
-            .map(|_| w.pick().unwrap().spec.name.as_str())
+            .map(|_| w.pick().unwrap().group.spec.name.as_str())
             .collect();
         assert_eq!(names, ["a", "a", "b", "a", "a", "a", "b", "a"]);
     }
@@ -320,9 +344,12 @@ mod tests {
     fn zero_weights_get_nothing() {
         let a = group("a", Algorithm::RoundRobin, 1);
         let b = group("b", Algorithm::RoundRobin, 1);
-        let w = Weighted::new(vec![(a.clone(), 100), (b.clone(), 0)]);
-        assert!((0..10).all(|_| w.pick().unwrap().spec.name == "a"));
-        let none = Weighted::new(vec![(a, 0), (b, 0)]);
+        let w = Weighted::new(vec![
+            (a.clone(), 100, Default::default()),
+            (b.clone(), 0, Default::default()),
+        ]);
+        assert!((0..10).all(|_| w.pick().unwrap().group.spec.name == "a"));
+        let none = Weighted::new(vec![(a, 0, Default::default()), (b, 0, Default::default())]);
         assert!(none.pick().is_none());
     }
 }

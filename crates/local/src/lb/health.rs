@@ -124,22 +124,26 @@ async fn check(group: &GroupRt, target: &TargetRt, client: &CheckClient) {
 pub(crate) fn spawn_drain(group: Weak<GroupRt>, target: Arc<TargetRt>, delay: Duration) {
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + delay;
-        // Polling a counter every few milliseconds is simpler than waking on every request
-        // end, and draining is rare.
-        while target.in_flight.load(Ordering::Acquire) > 0
-            && tokio::time::Instant::now() < deadline
-            && target.draining.load(Ordering::Acquire)
-        {
+        loop {
+            if !target.draining.load(Ordering::Acquire) {
+                return;
+            }
+            let Some(g) = group.upgrade() else { return };
+            {
+                // Under the write lock no request can be picking the target (picks count
+                // themselves under the read lock), so "nothing in flight" stays true.
+                let mut targets = g.targets.write().unwrap_or_else(|e| e.into_inner());
+                if target.in_flight.load(Ordering::Acquire) == 0
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    targets.retain(|t| !Arc::ptr_eq(t, &target));
+                    return;
+                }
+            }
+            drop(g);
+            // Polling a counter every few milliseconds is simpler than waking on every
+            // request end, and draining is rare.
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if !target.draining.load(Ordering::Acquire) {
-            return;
-        }
-        if let Some(g) = group.upgrade() {
-            g.targets
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|t| !Arc::ptr_eq(t, &target));
         }
     });
 }

@@ -148,7 +148,7 @@ async fn forward(
     let method = req.method().clone();
     let path = req.uri().path_and_query().cloned();
     let weighted = rt.weighted();
-    let Some(group) = weighted.pick() else {
+    let Some(entry) = weighted.pick() else {
         return own_answer(
             rt,
             peer,
@@ -158,14 +158,16 @@ async fn forward(
             "no target group of this listener has a weight above 0".into(),
         );
     };
-    let Some(target) = group.pick() else {
+    let group = &entry.group;
+    let Some(guard) = group.pick() else {
         let why = format!(
             "no healthy target in target group {} (none registered, or all draining or blocked)",
             group.spec.name
         );
+        entry.counters.count(Outcome::Elb(503));
         return own_answer(rt, peer, method, path, StatusCode::SERVICE_UNAVAILABLE, why);
     };
-    let guard = InFlight::new(target.clone());
+    let target = guard.0.clone();
     let headers = req.headers_mut();
     for h in &HOP_BY_HOP {
         headers.remove(h);
@@ -190,6 +192,7 @@ async fn forward(
         Ok((resp, upstream)) => {
             let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
             let status = resp.status();
+            entry.counters.count(Outcome::Target(status.as_u16(), us));
             rt.telemetry.record(
                 Outcome::Target(status.as_u16(), us),
                 Access {
@@ -222,6 +225,7 @@ async fn forward(
         }
         Err(e) => {
             drop(guard);
+            entry.counters.count(Outcome::Elb(502));
             let why = format!("target {} did not answer: {e}", target.addr);
             own_answer(rt, peer, method, path, StatusCode::BAD_GATEWAY, why)
         }
@@ -391,19 +395,27 @@ impl Body for Tracked {
 async fn relay(mut client: TcpStream, peer: SocketAddr, rt: Arc<ListenerRt>) {
     let start = Instant::now();
     let weighted = rt.weighted();
-    let Some(target) = weighted.pick().and_then(|g| g.pick()) else {
+    let entry = weighted.pick();
+    let Some(guard) = entry.and_then(|e| e.group.pick()) else {
+        if let Some(e) = entry {
+            e.counters.count(Outcome::Elb(503));
+        }
         rt.telemetry.record(
             Outcome::Elb(503),
             tcp_access(&rt, peer, None, 0, "no healthy target".into()),
         );
         return;
     };
-    let _guard = InFlight::new(target.clone());
+    let counters = entry.map(|e| e.counters.clone());
+    let target = guard.0.clone();
     let upstream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.sock)).await;
     let mut upstream = match upstream {
         Ok(Ok(s)) => s,
         Ok(Err(_)) | Err(_) => {
             let a = tcp_access(&rt, peer, Some(target.clone()), 0, "connect failed".into());
+            if let Some(c) = &counters {
+                c.count(Outcome::Elb(502));
+            }
             rt.telemetry.record(Outcome::Elb(502), a);
             return;
         }
@@ -413,6 +425,9 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, rt: Arc<ListenerRt>) {
     let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     let (up, down) = result.unwrap_or((0, 0));
     let note = format!("{up} bytes in, {down} bytes out");
+    if let Some(c) = &counters {
+        c.count(Outcome::Flow);
+    }
     rt.telemetry
         .record(Outcome::Flow, tcp_access(&rt, peer, Some(target), us, note));
 }

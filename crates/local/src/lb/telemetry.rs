@@ -10,9 +10,10 @@
 //! percentiles follow without storing a point per request.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use mvi_core::lb::metric_names as names;
 use mvi_core::log::LogEvent;
 use mvi_core::metric::{Datum, Unit};
 use mvi_core::{ErrorKind, Logs, Metrics, Timestamp};
@@ -44,12 +45,6 @@ pub(crate) const BUCKETS_US: [u64; 16] = [
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
-/// The histogram's metric name.
-pub(crate) const HISTOGRAM: &str = "TargetResponseTimeHistogram";
-
-/// The dimension naming a histogram bucket by its upper bound.
-pub(crate) const BUCKET_DIMENSION: &str = "UpperBoundMs";
-
 /// The `UpperBoundMs` value of bucket `i`: `0.1`, `0.25`, ..., `10000`, `+Inf`.
 pub(crate) fn bucket_label(i: usize) -> String {
     match BUCKETS_US.get(i) {
@@ -58,9 +53,10 @@ pub(crate) fn bucket_label(i: usize) -> String {
     }
 }
 
-/// What a load balancer's listeners accumulated since the last flush.
+/// Requests counted since the last flush: of a whole load balancer, or of one of its
+/// target groups.
 #[derive(Debug, Default)]
-pub(crate) struct Telemetry {
+pub(crate) struct Counters {
     requests: AtomicU64,
     target_5xx: AtomicU64,
     elb_5xx: AtomicU64,
@@ -68,6 +64,82 @@ pub(crate) struct Telemetry {
     responses: AtomicU64,
     /// Responses per histogram bucket (`BUCKETS_US`, then `+Inf`).
     buckets: [AtomicU64; BUCKETS_US.len() + 1],
+}
+
+impl Counters {
+    /// Counts one request (or TCP connection).
+    pub fn count(&self, outcome: Outcome) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Outcome::Target(status, us) => {
+                if status >= 500 {
+                    self.target_5xx.fetch_add(1, Ordering::Relaxed);
+                }
+                self.response_us.fetch_add(us, Ordering::Relaxed);
+                self.responses.fetch_add(1, Ordering::Relaxed);
+                let bucket = BUCKETS_US.partition_point(|&bound| bound < us);
+                self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Flow => {}
+            Outcome::Elb(status) => {
+                if status >= 500 {
+                    self.elb_5xx.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The counts as data points with `dims` (and resets them); none without requests.
+    fn take(&self, now: Timestamp, dims: &[(&str, &str)]) -> Vec<Datum> {
+        let requests = self.requests.swap(0, Ordering::Relaxed);
+        let target_5xx = self.target_5xx.swap(0, Ordering::Relaxed);
+        let elb_5xx = self.elb_5xx.swap(0, Ordering::Relaxed);
+        let response_us = self.response_us.swap(0, Ordering::Relaxed);
+        let responses = self.responses.swap(0, Ordering::Relaxed);
+        let buckets: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.swap(0, Ordering::Relaxed))
+            .collect();
+        if requests == 0 {
+            return Vec::new();
+        }
+        let with = |mut d: Datum| {
+            for (k, v) in dims {
+                d = d.dimension(*k, *v);
+            }
+            d
+        };
+        let count = |name: &str, v: u64| with(Datum::new(name, v as f64, now).unit(Unit::Count));
+        let mut data = vec![
+            count(names::REQUESTS, requests),
+            count(names::TARGET_5XX, target_5xx),
+            count(names::ELB_5XX, elb_5xx),
+        ];
+        if responses > 0 {
+            let mean_ms = response_us as f64 / responses as f64 / 1000.0;
+            data.push(with(
+                Datum::new(names::RESPONSE_TIME, mean_ms, now).unit(Unit::Milliseconds),
+            ));
+        }
+        for (i, n) in buckets.into_iter().enumerate() {
+            if n > 0 {
+                data.push(
+                    count(names::RESPONSE_TIME_HISTOGRAM, n)
+                        .dimension(names::BUCKET_DIMENSION, bucket_label(i)),
+                );
+            }
+        }
+        data
+    }
+}
+
+/// What a load balancer's listeners accumulated since the last flush.
+#[derive(Debug, Default)]
+pub(crate) struct Telemetry {
+    total: Counters,
+    /// Per target group (by name), shared with the listeners' forward entries.
+    groups: Mutex<BTreeMap<String, Arc<Counters>>>,
     dropped: AtomicU64,
     lines: Mutex<Vec<Access>>,
 }
@@ -130,26 +202,19 @@ pub(crate) enum Outcome {
 }
 
 impl Telemetry {
+    /// The counters of target group `group`'s traffic through this load balancer.
+    pub fn group(&self, group: &str) -> Arc<Counters> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(group.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// Counts one request (or TCP connection) and keeps its access line.
     pub fn record(&self, outcome: Outcome, access: Access) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        match outcome {
-            Outcome::Target(status, us) => {
-                if status >= 500 {
-                    self.target_5xx.fetch_add(1, Ordering::Relaxed);
-                }
-                self.response_us.fetch_add(us, Ordering::Relaxed);
-                self.responses.fetch_add(1, Ordering::Relaxed);
-                let bucket = BUCKETS_US.partition_point(|&bound| bound < us);
-                self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Flow => {}
-            Outcome::Elb(status) => {
-                if status >= 500 {
-                    self.elb_5xx.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
+        self.total.count(outcome);
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         if lines.len() < MAX_LINES {
             lines.push(access);
@@ -158,42 +223,27 @@ impl Telemetry {
         }
     }
 
-    /// Sends what accumulated to the Metric and Log services. Failures are logged with
-    /// `tracing` and the batch is dropped: telemetry must never stop traffic.
+    /// Sends what accumulated to the Metric and Log services: the load balancer's totals
+    /// (dimension `LoadBalancer`) and each target group's (`LoadBalancer` and
+    /// `TargetGroup`). Failures are logged with `tracing` and the batch is dropped:
+    /// telemetry must never stop traffic.
     pub async fn flush(&self, lb: &str, now: Timestamp, metrics: &dyn Metrics, logs: &dyn Logs) {
-        let requests = self.requests.swap(0, Ordering::Relaxed);
-        let target_5xx = self.target_5xx.swap(0, Ordering::Relaxed);
-        let elb_5xx = self.elb_5xx.swap(0, Ordering::Relaxed);
-        let response_us = self.response_us.swap(0, Ordering::Relaxed);
-        let responses = self.responses.swap(0, Ordering::Relaxed);
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         let lines = std::mem::take(&mut *self.lines.lock().unwrap_or_else(|e| e.into_inner()));
-        if requests > 0 {
-            let count = |name: &str, v: u64| {
-                Datum::new(name, v as f64, now)
-                    .dimension("LoadBalancer", lb)
-                    .unit(Unit::Count)
-            };
-            let mut data = vec![
-                count("RequestCount", requests),
-                count("HTTPCode_Target_5XX_Count", target_5xx),
-                count("HTTPCode_ELB_5XX_Count", elb_5xx),
-            ];
-            if responses > 0 {
-                let mean_ms = response_us as f64 / responses as f64 / 1000.0;
-                data.push(
-                    Datum::new("TargetResponseTime", mean_ms, now)
-                        .dimension("LoadBalancer", lb)
-                        .unit(Unit::Milliseconds),
-                );
-            }
-            for (i, bucket) in self.buckets.iter().enumerate() {
-                let n = bucket.swap(0, Ordering::Relaxed);
-                if n > 0 {
-                    data.push(count(HISTOGRAM, n).dimension(BUCKET_DIMENSION, bucket_label(i)));
-                }
-            }
-            if let Err(e) = metrics.put_data(NAMESPACE, data).await {
+        let mut data = self.total.take(now, &[("LoadBalancer", lb)]);
+        let groups: Vec<(String, Arc<Counters>)> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (group, counters) in &groups {
+            data.extend(counters.take(now, &[("LoadBalancer", lb), ("TargetGroup", group)]));
+        }
+        // At most 1000 points a put (the Metric service's limit).
+        for chunk in data.chunks(1000) {
+            if let Err(e) = metrics.put_data(NAMESPACE, chunk.to_vec()).await {
                 tracing::warn!("load balancer {lb}: cannot put metrics: {e}");
             }
         }

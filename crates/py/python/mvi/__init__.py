@@ -24,6 +24,7 @@ from __future__ import annotations
 from . import resources
 from ._errors import (
     AlreadyExists,
+    DeploymentFailed,
     Internal,
     InvalidArgument,
     MviError,
@@ -80,7 +81,7 @@ __all__ = [
     "Stack", "Output", "Resource", "ResourceOptions", "Component", "resources",
     "MviError", "NotFound", "AlreadyExists", "PreconditionFailed", "InvalidArgument",
     "PermissionDenied", "Unauthenticated", "RateLimited", "Unavailable", "Unsupported",
-    "Timeout", "Internal",
+    "Timeout", "Internal", "DeploymentFailed",
     # the dataclasses of mvi._types
     'BucketInfo', 'ObjectMeta', 'ObjectBody', 'ListPage', 'CompletedPart', 'KeyAttr',
     'TableSpec', 'TableInfo', 'ItemPage', 'KeyMetadata', 'Decrypted', 'DataKey',

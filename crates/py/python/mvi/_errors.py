@@ -64,3 +64,7 @@ class Timeout(MviError, TimeoutError):
 
 class Internal(MviError):
     """An unexpected failure inside the backend."""
+
+
+class DeploymentFailed(MviError):
+    """A deployment of a new revision failed and was rolled back to the last good one."""

@@ -12,6 +12,7 @@ use crate::container::{
     ContainerSpec, HealthCheck, ScheduleSpec, SecretRef, ServiceInfo, ServiceSpec,
 };
 use crate::crypto::{CreateKey, EncryptionContext};
+use crate::deploy::Deployment;
 use crate::error::{ErrorKind, Op, Result, Service};
 use crate::stack::{Cx, Resource, ResourceOptions, STATE_KEY_ALIAS, Stack};
 
@@ -55,6 +56,10 @@ resource_args! {
         subnets: Vec<String>,
         /// Security groups of the replicas.
         security_groups: Vec<String>,
+        /// How replicas move to a new revision (default: rolling, as ECS).
+        deployment: Deployment,
+        /// Time between SIGTERM and SIGKILL when a replica stops (`None`: the backend's).
+        stop_timeout: Option<std::time::Duration>,
     }
 }
 
@@ -80,7 +85,21 @@ impl ContainerServiceArgs {
             target_group: Input::Value(None),
             subnets: Input::Value(Vec::new()),
             security_groups: Input::Value(Vec::new()),
+            deployment: Input::Value(Deployment::default()),
+            stop_timeout: Input::Value(None),
         }
+    }
+
+    /// How replicas move to a new revision.
+    pub fn deployment(mut self, deployment: Deployment) -> Self {
+        self.deployment = Input::Value(deployment);
+        self
+    }
+
+    /// Time between SIGTERM and SIGKILL when a replica stops.
+    pub fn stop_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.stop_timeout = Input::Value(Some(timeout));
+        self
     }
 
     /// Overrides the image's command.
@@ -242,10 +261,12 @@ async fn service_spec(cx: Cx<'_>, a: &ContainerServiceSpecArgs) -> Result<Servic
     c.cpu_millis = a.cpu_millis;
     c.memory_mib = a.memory_mib;
     c.health_check = a.health_check.clone();
+    c.stop_timeout = a.stop_timeout;
     let mut s = ServiceSpec::new(&a.name, c, a.replicas);
     s.target_group = a.target_group.clone();
     s.subnets = a.subnets.clone();
     s.security_groups = a.security_groups.clone();
+    s.deployment = a.deployment.clone();
     Ok(s)
 }
 
@@ -347,6 +368,8 @@ impl Resource for ContainerServiceResource {
                 target_group: s.target_group,
                 subnets: s.subnets,
                 security_groups: s.security_groups,
+                deployment: s.deployment,
+                stop_timeout: c.stop_timeout,
             },
             out,
         )))
@@ -359,19 +382,22 @@ impl Resource for ContainerServiceResource {
         new: &ContainerServiceSpecArgs,
     ) -> Result<ContainerServiceOutputs> {
         let containers = cx.cloud.containers()?;
-        let only_replicas = ContainerServiceSpecArgs {
+        let same_revision = ContainerServiceSpecArgs {
             replicas: new.replicas,
+            deployment: new.deployment.clone(),
             ..old.clone()
         } == *new;
-        let info = if only_replicas {
-            containers.scale_service(id, new.replicas).await?
+        if same_revision {
+            // The count or the deployment settings only: the running definition with them
+            // (encrypting the secrets again would make a new revision of the same thing).
+            let mut spec = containers.describe_service(id).await?.spec;
+            spec.replicas = new.replicas;
+            spec.deployment = new.deployment.clone();
+            containers.update_service(spec).await?;
         } else {
             containers
                 .update_service(service_spec(cx, new).await?)
-                .await?
-        };
-        if info.spec.replicas != new.replicas {
-            containers.scale_service(id, new.replicas).await?;
+                .await?;
         }
         Ok(service_outputs(&steady(cx, id, new.replicas).await?))
     }
@@ -384,26 +410,22 @@ impl Resource for ContainerServiceResource {
 /// How long a create or update waits for the service to reach a steady state.
 const STEADY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Waits until `replicas` replicas of the service are up (healthy, when it has a health
-/// check), as ECS's "services stable" waiter: dependents (and the program) then find it
-/// serving. A replica crash-looping past the time limit is a Timeout naming the service.
+/// Waits until the deployment is over and `replicas` replicas of the recorded revision are
+/// up (healthy, when it has a health check), as ECS's "services stable" waiter: dependents
+/// (and the program) then find it serving the new revision, not the old. A replica
+/// crash-looping past the time limit is a Timeout naming the service.
 async fn steady(cx: Cx<'_>, name: &str, replicas: u32) -> Result<ServiceInfo> {
     use crate::container::InstanceState::{Healthy, Running};
     let containers = cx.cloud.containers()?;
     let deadline = std::time::Instant::now() + STEADY_TIMEOUT;
     loop {
         let info = containers.describe_service(name).await?;
-        let wanted = if info.spec.container.health_check.is_some() {
-            &[Healthy][..]
-        } else {
-            &[Running, Healthy][..]
-        };
         let up = info
             .instances
             .iter()
-            .filter(|i| wanted.contains(&i.state))
+            .filter(|i| i.revision == info.revision && [Running, Healthy].contains(&i.state))
             .count();
-        if up >= replicas as usize {
+        if info.stable && info.spec.replicas == replicas {
             return Ok(info);
         }
         if std::time::Instant::now() > deadline {
@@ -411,7 +433,10 @@ async fn steady(cx: Cx<'_>, name: &str, replicas: u32) -> Result<ServiceInfo> {
                 crate::error::Op::new(crate::error::Service::Stack, "create").err(
                     crate::error::ErrorKind::Timeout,
                     name,
-                    format!("only {up} of {replicas} replica(s) came up within {STEADY_TIMEOUT:?}"),
+                    format!(
+                        "only {up} of {replicas} replica(s) of revision {} came up within {STEADY_TIMEOUT:?}",
+                        info.revision
+                    ),
                 ),
             );
         }
