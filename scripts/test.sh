@@ -41,10 +41,12 @@ step "cargo test (unit; conformance on the local backend in memory and on disk, 
 step "  as moto_server simulates it; the quickstart stack on moto; end to end)"
 cargo test --workspace --locked --features mvi/aws
 
-step "examples: the data services (in memory), the quickstart stack, the same app as a script"
+step "examples: the data services (in memory), the quickstart stack, the same app as a script,"
+step "  the app deployed with each strategy under traffic"
 cargo run --quiet --locked --example data_services -- --memory
 cargo run --quiet --locked --example quickstart
 cargo run --quiet --locked --example app_script
+cargo run --quiet --locked --example deploy
 
 step "Python binding: build the package, pytest (every service, stacks, quickstart.py), stubtest"
 ./scripts/test-python.sh

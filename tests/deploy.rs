@@ -253,17 +253,16 @@ async fn rolling_update_under_load_drops_no_request() {
     );
 }
 
-/// A new version whose health path answers 500 never gets traffic: the load balancer finds
-/// it unhealthy, the circuit breaker trips, the service is rolled back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unhealthy_version_is_rolled_back_under_load() {
-    let rig = Rig::new(12).await;
+/// Deploys v2 with `env` over a running v1 under load; the update must fail and be rolled
+/// back with no request failed and every answer from v1. Returns the error's sentence.
+async fn rolled_back_under_load(seed: u64, env: &[(&str, &str)]) -> String {
+    let rig = Rig::new(seed).await;
     rig.start("v1").await;
     let containers = rig.cloud().containers().unwrap();
     let load = rig.load();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let e = containers
-        .update_service(rig.spec("v2", &[("HEALTH_STATUS", "500")]))
+        .update_service(rig.spec("v2", env))
         .await
         .unwrap_err();
     let report = finish(load, Duration::from_millis(300)).await;
@@ -275,10 +274,6 @@ async fn unhealthy_version_is_rolled_back_under_load() {
             && msg.contains("rolled back to revision 1"),
         "{msg}"
     );
-    assert!(
-        msg.contains("health check"),
-        "the cause is not named: {msg}"
-    );
     assert!(report.failed().is_empty(), "{}", report.summary());
     assert_eq!(
         versions(report.samples.iter()),
@@ -289,36 +284,33 @@ async fn unhealthy_version_is_rolled_back_under_load() {
     let info = containers.describe_service("app").await.unwrap();
     assert_eq!(info.revision, 1);
     assert_eq!(info.spec.container.env["APP_VERSION"], "v1");
+    assert_eq!(info.instances.len(), 3, "{info:?}");
     assert!(info.instances.iter().all(|i| i.revision == 1), "{info:?}");
     let revisions = containers.list_revisions("app").await.unwrap();
     assert_eq!(revisions[1].state, RevisionState::RolledBack);
+    msg
+}
+
+/// A new version whose health path answers 500 never gets traffic: the load balancer finds
+/// it unhealthy, the circuit breaker trips, the service is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_version_is_rolled_back_under_load() {
+    let msg = rolled_back_under_load(12, &[("HEALTH_STATUS", "500")]).await;
+    assert!(
+        msg.contains("health check"),
+        "the cause is not named: {msg}"
+    );
 }
 
 /// A new version that exits at once: its replicas fail to start 3 times, the circuit
 /// breaker's threshold for 3 replicas, and v1 keeps serving throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_that_exits_at_once_is_rolled_back_under_load() {
-    let rig = Rig::new(13).await;
-    rig.start("v1").await;
-    let containers = rig.cloud().containers().unwrap();
-    let load = rig.load();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let e = containers
-        .update_service(rig.spec("v2", &[("EXIT_AT_ONCE", "1")]))
-        .await
-        .unwrap_err();
-    let report = finish(load, Duration::from_millis(300)).await;
-    assert_eq!(e.kind(), ErrorKind::DeploymentFailed, "{e}");
-    let msg = e.to_string();
+    let msg = rolled_back_under_load(13, &[("EXIT_AT_ONCE", "1")]).await;
     assert!(
         msg.contains("circuit breaker") && msg.contains("exited with code 1"),
         "{msg}"
     );
-    assert!(report.failed().is_empty(), "{}", report.summary());
-    assert_eq!(versions(report.samples.iter()), ["v1"]);
-    let info = containers.describe_service("app").await.unwrap();
-    assert_eq!(info.revision, 1);
-    assert_eq!(info.instances.len(), 3, "{info:?}");
 }
 
 /// Through a stack: a failed deployment fails `up` naming the service and the rollback; the
@@ -342,7 +334,20 @@ async fn failed_deployment_fails_up_and_the_next_up_tries_again() {
     };
     program(&[], "v1").up().await.unwrap();
     let bad = [("EXIT_AT_ONCE", "1")];
-    let e = program(&bad, "v2").up().await.unwrap_err();
+    let stack = program(&bad, "v2");
+    let mut events = stack.events();
+    let e = stack.up().await.unwrap_err();
+    let mut progress = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        if let mvi::stack::Event::Progress { message, .. } = ev {
+            progress.push(message);
+        }
+    }
+    let progress = progress.join("\n");
+    assert!(
+        progress.contains("deploying revision 2") && progress.contains("rolled back to revision 1"),
+        "the deployment's steps are not on the stack's event stream:\n{progress}"
+    );
     assert_eq!(e.kind(), ErrorKind::DeploymentFailed, "{e}");
     assert!(e.to_string().contains("rolled back to revision 1"), "{e}");
     let plan = program(&bad, "v2").preview().await.unwrap();
@@ -565,5 +570,49 @@ async fn failing_canary_is_aborted_at_its_first_step() {
             .iter()
             .all(|s| s.status == 500 && s.version() == Some("v2"))
     );
+    assert_settled(&rig, 1).await;
+}
+
+/// A custom metric condition fails the analysis even when the load balancer's figures are
+/// good: the canary is aborted naming the condition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_metric_condition_aborts_a_canary() {
+    use mvi::deploy::MetricCondition;
+    use mvi::metric::{Comparison, Datum, MetricId, Statistic};
+    let rig = Rig::new(18).await;
+    rig.start("v1").await;
+    let load = rig.load();
+    // The app's own error counter, reporting errors all along.
+    let metrics = rig.cloud().metrics().unwrap().clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reporting = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let d = Datum::new("Errors", 3.0, chrono::Utc::now());
+                metrics.put_data("App", vec![d]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let mut shift = TrafficShift::canary("app-next", 20, Duration::from_secs(30));
+    shift.analysis = fast_analysis();
+    shift.analysis.conditions.push(MetricCondition {
+        name: "app errors".into(),
+        metric: MetricId::new("App", "Errors"),
+        statistic: Statistic::Sum,
+        fails_when: Comparison::GreaterThan,
+        threshold: 0.0,
+    });
+    let mut v2 = rig.spec("v2", &[]);
+    v2.deployment =
+        Deployment::new(Strategy::Canary(shift)).progress_deadline(Duration::from_secs(20));
+    let e = mvi::deploy::deploy(rig.cloud(), v2).await.unwrap_err();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    reporting.await.unwrap();
+    let report = finish(load, Duration::from_millis(200)).await;
+    assert_eq!(e.kind(), ErrorKind::DeploymentFailed, "{e}");
+    assert!(e.to_string().contains("app errors"), "{e}");
+    assert!(report.failed().is_empty(), "{}", report.summary());
     assert_settled(&rig, 1).await;
 }

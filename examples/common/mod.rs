@@ -101,6 +101,9 @@ pub fn show_progress(stack: &mvi::stack::Stack) -> tokio::task::JoinHandle<()> {
                     short(&urn),
                     short(&because)
                 ),
+                mvi::stack::Event::Progress { urn, message } => {
+                    println!("             {}: {message}", short(&urn))
+                }
             }
         }
     })

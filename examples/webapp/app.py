@@ -1,7 +1,8 @@
 """The "Minimum Viable Infrastructure" tutorial web app: Python 3 standard library only.
 
 Serves on $PORT:
-  /         "Hello from mvi" and which replica answered
+  /         "Hello from mvi", the version ($APP_VERSION, default v1) and which replica
+            answered
   /healthz  200 (for health checks and load balancers)
   /db       a value read from the database at $DATABASE_URL with psql (503 with the error
             if that fails)
@@ -14,6 +15,7 @@ import subprocess
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(os.environ.get("PORT", "8080"))
+VERSION = os.environ.get("APP_VERSION", "v1")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -28,7 +30,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/":
             host = os.environ.get("HOSTNAME") or socket.gethostname()
-            self.reply(200, f"Hello from mvi (replica {host}, port {PORT})")
+            self.reply(200, f"Hello from mvi (version {VERSION}, replica {host}, port {PORT})")
         elif self.path == "/healthz":
             self.reply(200, "ok")
         elif self.path == "/db":

@@ -113,7 +113,7 @@ use mvi_core::container::{
     ContainerInstance, ContainerSpec, Containers, HealthCheck, InstanceState, PRIMARY_SET,
     Revision, RevisionSet, RevisionState, Rollout, RolloutState, ScheduleSpec, ServiceEvent,
     ServiceInfo, ServiceSpec, TaskResult, parse_cron, same_revision, validate_name,
-    validate_replicas,
+    validate_replicas, validate_service, validate_set_deletion,
 };
 use mvi_core::image::ImageRef;
 use mvi_core::{Error, ErrorKind, Op, Result, SecretBytes, Service, Timestamp};
@@ -671,15 +671,10 @@ impl EcsContainers {
 
     /// Checks a service spec as the local backend does, before any request.
     fn check_service(&self, op: Op, spec: &ServiceSpec) -> Result<()> {
-        validate_name(op, "service", &spec.name, 255)?;
-        validate_container(op, &spec.name, &spec.container)?;
-        validate_replicas(op, &spec.name, spec.replicas)?;
-        mvi_core::deploy::validate(
-            op,
-            &spec.name,
-            &spec.deployment,
-            spec.target_group.as_deref(),
-        )?;
+        validate_service(op, spec)?;
+        if fargate_size(spec.container.cpu_millis, spec.container.memory_mib).is_none() {
+            return Err(too_big(op, &spec.name, &spec.container));
+        }
         #[cfg(not(feature = "elbv2"))]
         if let Some(group) = &spec.target_group
             && !group.starts_with("arn:")
@@ -1239,12 +1234,7 @@ impl Containers for EcsContainers {
 
     async fn delete_revision_set(&self, service: &str, set: &str) -> Result<()> {
         let op = op("delete_revision_set");
-        if set == PRIMARY_SET {
-            return Err(op.invalid(
-                service,
-                "the primary set is the service's own replicas: delete the service",
-            ));
-        }
+        validate_set_deletion(op, service, set)?;
         self.active_service(op, service).await?;
         if !self
             .task_sets(op, service)

@@ -451,6 +451,31 @@ pub fn parse_cron(op: Op, name: &str, cron: &str) -> Result<croner::Cron> {
         })
 }
 
+/// Checks a service definition: its name, container, replica count and deployment settings
+/// (the rules both backends apply before anything changes; ECS adds Fargate's sizes).
+pub fn validate_service(op: Op, spec: &ServiceSpec) -> Result<()> {
+    validate_name(op, "service", &spec.name, 255)?;
+    validate_container(op, &spec.name, &spec.container)?;
+    validate_replicas(op, &spec.name, spec.replicas)?;
+    crate::deploy::validate(
+        op,
+        &spec.name,
+        &spec.deployment,
+        spec.target_group.as_deref(),
+    )
+}
+
+/// A revision set that may be deleted: any but the service's own replicas.
+pub fn validate_set_deletion(op: Op, service: &str, set: &str) -> Result<()> {
+    if set == PRIMARY_SET {
+        return Err(op.invalid(
+            service,
+            "the primary set is the service's own replicas: delete the service",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a service, task or schedule name: 1–`max` ASCII letters, digits, `-` and `_`
 /// (the rule both backends apply, before any other work).
 pub fn validate_name(op: Op, kind: &str, name: &str, max: usize) -> Result<()> {

@@ -40,7 +40,7 @@ use mvi_core::container::{
     ContainerInstance, ContainerSpec, Containers, InstanceState, MAX_EVENTS, MAX_REVISIONS,
     PRIMARY_SET, Revision, RevisionSet, RevisionState, Rollout, ScheduleSpec, ServiceEvent,
     ServiceInfo, ServiceSpec, TaskResult, parse_cron, validate_container, validate_name,
-    validate_replicas,
+    validate_replicas, validate_service, validate_set_deletion,
 };
 use mvi_core::crypto::{Crypto, EncryptionContext};
 use mvi_core::lb::LoadBalancers;
@@ -1659,15 +1659,7 @@ impl LocalContainers {
     }
 
     fn check_service(&self, op: Op, spec: &ServiceSpec) -> Result<()> {
-        validate_name(op, "service", &spec.name, 255)?;
-        validate_container(op, &spec.name, &spec.container)?;
-        validate_replicas(op, &spec.name, spec.replicas)?;
-        mvi_core::deploy::validate(
-            op,
-            &spec.name,
-            &spec.deployment,
-            spec.target_group.as_deref(),
-        )?;
+        validate_service(op, spec)?;
         if spec.target_group.is_some() && self.inner.load_balancers.is_none() {
             return Err(op.invalid(
                 &spec.name,
@@ -1675,6 +1667,17 @@ impl LocalContainers {
             ));
         }
         Ok(())
+    }
+
+    /// The recorded state of service `name`.
+    fn record(&self, op: Op, name: &str) -> Result<ServiceRecord> {
+        self.inner
+            .state
+            .lock()
+            .services
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Self::no_service(op, name))
     }
 
     fn no_service(op: Op, name: &str) -> mvi_core::Error {
@@ -1745,14 +1748,7 @@ impl Containers for LocalContainers {
         let op = op("create_revision_set");
         self.check_service(op, &spec)?;
         let _changes = self.inner.changes.lock().await;
-        let record = self
-            .inner
-            .state
-            .lock()
-            .services
-            .get(&spec.name)
-            .cloned()
-            .ok_or_else(|| Self::no_service(op, &spec.name))?;
+        let record = self.record(op, &spec.name)?;
         // The revision of this definition: the same container, subnets and groups (the
         // target group is the set's own) is the same revision.
         let runs_same = |r: &RevisionRecord| r.container == spec.container;
@@ -1829,12 +1825,7 @@ impl Containers for LocalContainers {
 
     async fn delete_revision_set(&self, service: &str, set: &str) -> Result<()> {
         let op = op("delete_revision_set");
-        if set == PRIMARY_SET {
-            return Err(op.invalid(
-                service,
-                "the primary set is the service's own replicas: delete the service",
-            ));
-        }
+        validate_set_deletion(op, service, set)?;
         let _changes = self.inner.changes.lock().await;
         let known = self
             .inner
@@ -1877,14 +1868,7 @@ impl Containers for LocalContainers {
     async fn promote_revision_set(&self, service: &str, set: &str) -> Result<RevisionSet> {
         let op = op("promote_revision_set");
         let _changes = self.inner.changes.lock().await;
-        let record = self
-            .inner
-            .state
-            .lock()
-            .services
-            .get(service)
-            .cloned()
-            .ok_or_else(|| Self::no_service(op, service))?;
+        let record = self.record(op, service)?;
         let promoted = record
             .sets
             .get(set)

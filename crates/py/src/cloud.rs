@@ -2,8 +2,9 @@
 
 use pyo3::prelude::*;
 
+use crate::conv::rec;
 use crate::errors::to_py;
-use crate::rt::wait;
+use crate::rt::{block, spawn, wait};
 use crate::services::*;
 
 macro_rules! accessors {
@@ -33,6 +34,34 @@ macro_rules! accessors {
             fn __repr__(&self) -> String {
                 format!("<mvi cloud: {} backend>", self.cloud.backend())
             }
+
+            /// Deploys a service (`ServiceSpec`): creates it, or moves it to the new spec by
+            /// its deployment strategy (rolling, blue-green, canary), calling
+            /// `on_progress(service, message)` with every step. A revision that fails is
+            /// rolled back and raises `DeploymentFailed`.
+            #[pyo3(signature = (spec, *, on_progress=None))]
+            fn deploy(
+                &self,
+                py: Python<'_>,
+                spec: &Bound<'_, PyAny>,
+                on_progress: Option<Py<PyAny>>,
+            ) -> PyResult<Py<PyAny>> {
+                let spec = service_spec(spec)?;
+                let d = deployer(&self.cloud, on_progress);
+                block(py, async move { d.deploy(spec).await.map(rec("ServiceInfo")) })
+            }
+
+            /// Promotes a blue-green deployment waiting for it (`auto_promote=False`).
+            fn promote(&self, py: Python<'_>, service: String) -> PyResult<Py<PyAny>> {
+                let d = deployer(&self.cloud, None);
+                block(py, async move { d.promote(&service).await.map(rec("ServiceInfo")) })
+            }
+
+            /// Rolls back a blue-green or canary deployment in progress.
+            fn rollback(&self, py: Python<'_>, service: String) -> PyResult<Py<PyAny>> {
+                let d = deployer(&self.cloud, None);
+                block(py, async move { d.rollback(&service).await.map(rec("ServiceInfo")) })
+            }
         }
 
         #[pymethods]
@@ -48,8 +77,49 @@ macro_rules! accessors {
             fn __repr__(&self) -> String {
                 format!("<mvi async cloud: {} backend>", self.cloud.backend())
             }
+
+            /// `Cloud.deploy`, as an awaitable.
+            #[pyo3(signature = (spec, *, on_progress=None))]
+            fn deploy<'py>(
+                &self,
+                py: Python<'py>,
+                spec: &Bound<'_, PyAny>,
+                on_progress: Option<Py<PyAny>>,
+            ) -> PyResult<Bound<'py, PyAny>> {
+                let spec = service_spec(spec)?;
+                let d = deployer(&self.cloud, on_progress);
+                spawn(py, async move { d.deploy(spec).await.map(rec("ServiceInfo")) })
+            }
+
+            /// `Cloud.promote`, as an awaitable.
+            fn promote<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
+                let d = deployer(&self.cloud, None);
+                spawn(py, async move { d.promote(&service).await.map(rec("ServiceInfo")) })
+            }
+
+            /// `Cloud.rollback`, as an awaitable.
+            fn rollback<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
+                let d = deployer(&self.cloud, None);
+                spawn(py, async move { d.rollback(&service).await.map(rec("ServiceInfo")) })
+            }
         }
     };
+}
+
+/// Deployments on `cloud`, calling the Python `on_progress(service, message)` if given (an
+/// exception in it is reported as unraisable, never stopping the deployment).
+fn deployer(cloud: &mvi_core::Cloud, on_progress: Option<Py<PyAny>>) -> mvi_core::deploy::Deployer {
+    let d = mvi_core::deploy::Deployer::new(cloud);
+    match on_progress {
+        None => d,
+        Some(cb) => d.progress(std::sync::Arc::new(move |service: &str, message: &str| {
+            Python::attach(|py| {
+                if let Err(e) = cb.bind(py).call1((service, message)) {
+                    e.write_unraisable(py, Some(cb.bind(py)));
+                }
+            })
+        })),
+    }
 }
 
 /// Every service of one backend. Get one from `LocalCloud(...)` or `AwsCloud(...)`.

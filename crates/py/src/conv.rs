@@ -195,9 +195,23 @@ pub fn from_json<T: DeserializeOwned>(json: Json, what: &str) -> PyResult<T> {
     serde_json::from_value(json).map_err(|e| crate::errors::invalid(format!("{what}: {e}")))
 }
 
-/// Deep merge: objects key by key, anything else replaced.
+/// Whether `m` is serde's form of an enum variant with data: one key naming the variant
+/// (`{"Rolling": {...}}`).
+fn is_variant(m: &serde_json::Map<String, Json>) -> bool {
+    m.len() == 1
+        && m.keys()
+            .all(|k| k.starts_with(|c: char| c.is_ascii_uppercase()))
+}
+
+/// Deep merge: objects key by key, anything else replaced; an enum variant replaces another
+/// variant whole (merged, the two would make no value of the enum).
 pub fn merge(base: &mut Json, over: Json) {
     match (base, over) {
+        (Json::Object(b), Json::Object(o))
+            if is_variant(b) && is_variant(&o) && b.keys().ne(o.keys()) =>
+        {
+            *b = o;
+        }
         (Json::Object(b), Json::Object(o)) => {
             for (k, v) in o {
                 match b.get_mut(&k) {

@@ -885,7 +885,7 @@ fn container_spec(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<ContainerSpec>
     from_py(obj, what, Some(ContainerSpec::new("")))
 }
 
-fn service_spec(obj: &Bound<'_, PyAny>) -> PyResult<ServiceSpec> {
+pub(crate) fn service_spec(obj: &Bound<'_, PyAny>) -> PyResult<ServiceSpec> {
     from_py(
         obj,
         "spec",
@@ -902,7 +902,8 @@ service! {
         let spec = service_spec(spec)?;
         async move { svc.create_service(spec).await.map(rec("ServiceInfo")) }
     }
-    /// Rolls a service to a new spec.
+    /// Deploys a new spec by a rolling update (blue-green and canary: `Cloud.deploy`);
+    /// a revision that fails is rolled back and raises `DeploymentFailed`.
     fn update_service(py, spec: &Bound<'_, PyAny>) {
         let spec = service_spec(spec)?;
         async move { svc.update_service(spec).await.map(rec("ServiceInfo")) }
@@ -914,6 +915,10 @@ service! {
     /// A service and its instances.
     fn describe_service(py, name: String) {
         async move { svc.describe_service(&name).await.map(rec("ServiceInfo")) }
+    }
+    /// The service's revisions, oldest first.
+    fn list_revisions(py, name: String) {
+        async move { svc.list_revisions(&name).await.map(rec("Revision")) }
     }
     /// Every service.
     fn list_services(py) {

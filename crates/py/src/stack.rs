@@ -433,6 +433,9 @@ fn event_py(py: Python<'_>, e: &Event) -> PyResult<Py<PyAny>> {
         Event::Skipped { urn, because } => {
             serde_json::json!({"kind": "skipped", "urn": urn, "op": "skip", "error": format!("skipped: {because} failed")})
         }
+        Event::Progress { urn, message } => {
+            serde_json::json!({"kind": "progress", "urn": urn, "op": "progress", "message": message})
+        }
     };
     conv::build(py, "Event", json_to_py(py, &j)?)
 }

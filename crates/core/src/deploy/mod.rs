@@ -150,9 +150,10 @@ impl Deployer {
             .await
             .map(|i| i.events.last().map(|e| (e.at, e.message.clone())))
             .unwrap_or_default();
+        let last_seen = std::sync::Mutex::new(seen);
         let watcher = async {
-            let mut last = seen;
             loop {
+                let last = last_seen.lock().map(|l| l.clone()).unwrap_or_default();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 if let Ok(info) = containers.describe_service(name).await {
                     let start = last
@@ -167,16 +168,34 @@ impl Deployer {
                     for e in &info.events[start..] {
                         progress(name, &e.message);
                     }
-                    if let Some(e) = info.events.last() {
-                        last = Some((e.at, e.message.clone()));
+                    if let (Some(e), Ok(mut l)) = (info.events.last(), last_seen.lock()) {
+                        *l = Some((e.at, e.message.clone()));
                     }
                 }
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             r = call => r,
             () = watcher => unreachable!("the watcher never ends"),
+        };
+        // What happened after the last look: the end of the deployment.
+        if let Ok(info) = containers.describe_service(name).await {
+            let start = last_seen
+                .lock()
+                .ok()
+                .and_then(|l| l.clone())
+                .and_then(|l| {
+                    info.events
+                        .iter()
+                        .position(|e| (e.at, e.message.clone()) == l)
+                        .map(|i| i + 1)
+                })
+                .unwrap_or(0);
+            for e in &info.events[start..] {
+                progress(name, &e.message);
+            }
         }
+        result
     }
 }
 

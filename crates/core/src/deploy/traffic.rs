@@ -361,6 +361,10 @@ impl Controller {
     pub(crate) async fn run(&self, spec: ServiceSpec) -> Result<ServiceInfo> {
         let info = self.describe().await?;
         self.recover(&info).await?;
+        if crate::container::same_revision(&info.spec, &spec) {
+            // What a dead run left is undone, and the service already runs this revision.
+            return self.containers.update_service(spec).await;
+        }
         let stable = spec
             .target_group
             .clone()
@@ -606,12 +610,14 @@ impl Controller {
             .delete_revision_set(&self.name, &set.id)
             .await?;
         self.containers.record_rollout(&self.name, None).await?;
+        // The same revision now: this records the count and the deployment settings.
+        let info = self.containers.update_service(spec.clone()).await?;
         self.event(format!(
             "revision {} is deployed: {} replica(s) run it (set {} in {side} drained and stopped)",
             set.revision, spec.replicas, set.id
         ))
         .await;
-        self.describe().await
+        Ok(info)
     }
 
     /// Moves all traffic back to the last good revision, stops the new sets, records the

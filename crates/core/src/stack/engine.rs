@@ -306,6 +306,7 @@ impl Run {
             cloud: &self.inner.cloud,
             stack: &self.inner.name,
             urn,
+            events: &self.inner.events,
         }
     }
 

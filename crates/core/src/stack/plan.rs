@@ -277,4 +277,12 @@ pub enum Event {
         /// The failed dependency.
         because: String,
     },
+    /// A running step says how it is going (a deployment's replica healthy, weight set,
+    /// analysis passed, rollback).
+    Progress {
+        /// The resource.
+        urn: String,
+        /// One sentence.
+        message: String,
+    },
 }

@@ -26,6 +26,9 @@ pub struct Cx<'a> {
     /// they create with it where the service has tags, so a create interrupted by a crash can
     /// be found again.
     pub urn: &'a str,
+    /// The stack's event stream: a provider sends [`super::Event::Progress`] on it to say how
+    /// a long step is going.
+    pub events: &'a tokio::sync::broadcast::Sender<super::Event>,
 }
 
 /// A type of resource, typed. See the module doc.

@@ -315,14 +315,16 @@ async fn roll(
             }
             progressed = true;
         }
-        // Stop old replicas while enough stay available: unavailable ones first, they cost
-        // nothing.
-        let mut avail_old = old.iter().filter(|r| available(r)).count();
+        // Stop old replicas while enough stay available. An old replica that is ready counts
+        // as serving even if the load balancer has not judged it yet (it may be getting
+        // traffic); those that are not ready (crash-looping, pending) go first, for free.
+        let serving = |r: &Replica| r.status().ready;
+        let mut avail_old = old.iter().filter(|r| serving(r)).count();
         let floor = desired_n.saturating_sub(unavailable as usize);
         let mut by_cost: Vec<&Arc<Replica>> = old.iter().collect();
-        by_cost.sort_by_key(|r| available(r));
+        by_cost.sort_by_key(|r| serving(r));
         for r in by_cost {
-            let serving = available(r);
+            let serving = serving(r);
             if serving && avail_new + avail_old <= floor {
                 break;
             }

@@ -93,4 +93,6 @@ __all__ = [
     'LoadBalancerInfo', 'TargetStatus', 'DatabaseSpec', 'DatabaseInfo', 'Credentials',
     'SnapshotInfo', 'VmSpec', 'VmInfo', 'VpcInfo', 'SubnetInfo', 'Rule',
     'SecurityGroupInfo', 'PropDiff', 'Step', 'Drift', 'Plan', 'Report', 'Event',
+    'Count', 'Rolling', 'TrafficStep', 'Analysis', 'BlueGreen', 'Canary', 'Deployment',
+    'ListenerForward', 'Rollout', 'RevisionSet', 'ServiceEvent', 'Revision',
 ]

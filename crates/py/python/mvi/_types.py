@@ -26,7 +26,9 @@ __all__ = [
     "MetricId", "Datum", "Datapoint", "AlarmSpec", "Alarm", "AlarmTransition",
     "Repository", "ImageConfig", "Descriptor", "Manifest", "ImageInfo",
     "HealthCheck", "SecretRef", "ContainerSpec", "ServiceSpec", "ContainerInstance",
-    "ServiceInfo", "TaskResult", "ScheduleSpec",
+    "ServiceInfo", "TaskResult", "ScheduleSpec", "Count", "Rolling", "TrafficStep", "Analysis",
+    "BlueGreen", "Canary", "Deployment", "ListenerForward", "Rollout", "RevisionSet",
+    "ServiceEvent", "Revision",
     "TargetGroupSpec", "ListenerSpec", "LoadBalancerSpec", "LoadBalancerInfo", "TargetStatus",
     "DatabaseSpec", "DatabaseInfo", "Credentials", "SnapshotInfo",
     "VmSpec", "VmInfo",
@@ -348,6 +350,118 @@ class ContainerSpec:
     cpu_millis: Optional[int] = None
     memory_mib: Optional[int] = None
     health_check: Optional[HealthCheck] = None
+    stop_timeout: Optional[_dt.timedelta] = None
+
+
+Count = Union[int, str]
+"""A number of replicas (``2``) or a percent of the desired count (``"25%"``)."""
+
+
+def _count_to_rust(c: Count) -> Dict[str, int]:
+    if isinstance(c, str):
+        if not c.endswith("%"):
+            raise ValueError(f"count {c!r}: give a number of replicas or a percent such as '25%'")
+        return {"Percent": int(c[:-1])}
+    return {"Replicas": int(c)}
+
+
+def _count_from_rust(c: Dict[str, int]) -> Count:
+    if "Percent" in c:
+        return f"{c['Percent']}%"
+    return int(c.get("Replicas", 0))
+
+
+@dataclass(**_kw)
+class Rolling:
+    """Replace replicas in turn: at most ``max_surge`` above the desired count, at most
+    ``max_unavailable`` below it (ECS's defaults: 100 % and 0 %)."""
+
+    max_surge: Count = "100%"
+    max_unavailable: Count = "0%"
+
+    def _to_rust(self) -> Dict[str, Any]:
+        return {"Rolling": {"max_surge": _count_to_rust(self.max_surge),
+                            "max_unavailable": _count_to_rust(self.max_unavailable)}}
+
+
+@dataclass(**_kw)
+class TrafficStep:
+    """One traffic step: ``weight`` percent to the new revision, held for ``bake``."""
+
+    weight: int
+    bake: _dt.timedelta = _dt.timedelta(0)
+
+
+@dataclass(**_kw)
+class Analysis:
+    """How the new revision's traffic is judged at every step."""
+
+    interval: _dt.timedelta = _dt.timedelta(seconds=60)
+    min_success_rate: float = 0.99
+    max_p99: _dt.timedelta = _dt.timedelta(milliseconds=500)
+    min_requests: int = 20
+    failure_limit: int = 0
+
+    def _to_rust(self) -> Dict[str, Any]:
+        return {**_fields(self), "conditions": []}
+
+
+@dataclass(**_kw)
+class BlueGreen:
+    """Run the new revision in ``preview_target_group``, check it, then move all traffic."""
+
+    preview_target_group: str
+    preview_path: Optional[str] = None
+    analysis: Optional[Analysis] = None
+    auto_promote: bool = True
+    scale_down_delay: _dt.timedelta = _dt.timedelta(seconds=30)
+
+    def _to_rust(self) -> Dict[str, Any]:
+        return {"BlueGreen": _fields(self)}
+
+
+@dataclass(**_kw)
+class Canary:
+    """Move traffic to the new revision in ``canary_target_group`` in weighted steps."""
+
+    canary_target_group: str
+    steps: List[TrafficStep] = field(default_factory=list)
+    analysis: Analysis = field(default_factory=Analysis)
+
+    @staticmethod
+    def canary(group: str, percent: int, bake: _dt.timedelta) -> "Canary":
+        """``percent`` of the traffic for ``bake``, then all of it."""
+        return Canary(group, [TrafficStep(percent, bake), TrafficStep(100)])
+
+    @staticmethod
+    def linear(group: str, percent: int, every: _dt.timedelta) -> "Canary":
+        """``percent`` more of the traffic every ``every``, until all of it."""
+        weights = list(range(percent, 100, max(1, percent)))
+        return Canary(group, [TrafficStep(w, every) for w in weights] + [TrafficStep(100)])
+
+    def _to_rust(self) -> Dict[str, Any]:
+        return {"Canary": _fields(self)}
+
+
+_STRATEGIES: Dict[str, type] = {"Rolling": Rolling, "BlueGreen": BlueGreen, "Canary": Canary}
+
+
+@dataclass(**_kw)
+class Deployment:
+    """How a service moves to a new revision (see docs/deploy.md)."""
+
+    strategy: Union[Rolling, BlueGreen, Canary] = field(default_factory=Rolling)
+    progress_deadline: _dt.timedelta = _dt.timedelta(minutes=10)
+
+    @staticmethod
+    def _from_rust(data: Dict[str, Any]) -> Dict[str, Any]:
+        (name, inner), = data["strategy"].items()
+        if name == "Rolling":
+            strategy: Any = Rolling(_count_from_rust(inner["max_surge"]),
+                                    _count_from_rust(inner["max_unavailable"]))
+        else:
+            strategy = _build_cls(_STRATEGIES[name], inner)
+        return {**data, "strategy": strategy}
 
 
 @dataclass(**_kw)
@@ -358,6 +472,7 @@ class ServiceSpec:
     target_group: Optional[str] = None
     subnets: Optional[List[str]] = None
     security_groups: Optional[List[str]] = None
+    deployment: Optional[Deployment] = None
 
 
 @dataclass(**_kw)
@@ -368,12 +483,68 @@ class ContainerInstance:
     address: Optional[str]
     restarts: int
     started: Optional[_dt.datetime]
+    revision: int = 0
+    set: str = "primary"
+
+
+@dataclass(**_kw)
+class ListenerForward:
+    load_balancer: str
+    port: int
+    forward: List[Tuple[str, int]]
+
+
+@dataclass(**_kw)
+class Rollout:
+    """A deployment in progress: ``state`` is ``InProgress``, ``AwaitingPromotion``,
+    ``Promoted``, ``RollingBack`` or ``RollbackRequested``."""
+
+    revision: int
+    from_: int
+    strategy: str
+    state: str
+    weight: Optional[int] = None
+    restore: List[ListenerForward] = field(default_factory=list)
+
+    @staticmethod
+    def _from_rust(data: Dict[str, Any]) -> Dict[str, Any]:
+        return {**data, "from_": data.get("from")}
+
+
+@dataclass(**_kw)
+class RevisionSet:
+    id: str
+    revision: int
+    target_group: Optional[str]
+    replicas: int
+
+
+@dataclass(**_kw)
+class ServiceEvent:
+    at: _dt.datetime
+    message: str
+
+
+@dataclass(**_kw)
+class Revision:
+    """One revision: ``state`` is ``Deploying``, ``Active``, ``Superseded`` or ``RolledBack``."""
+
+    number: int
+    container: ContainerSpec
+    created: _dt.datetime
+    state: str
+    reason: Optional[str] = None
 
 
 @dataclass(**_kw)
 class ServiceInfo:
     spec: ServiceSpec
     instances: List[ContainerInstance]
+    revision: int = 0
+    sets: List[RevisionSet] = field(default_factory=list)
+    rollout: Optional[Rollout] = None
+    stable: bool = False
+    events: List[ServiceEvent] = field(default_factory=list)
 
 
 @dataclass(**_kw)
@@ -627,13 +798,15 @@ class Report:
 
 @dataclass(**_kw)
 class Event:
-    """A progress event: ``kind`` is ``started``, ``finished``, ``failed`` or ``skipped``."""
+    """A progress event: ``kind`` is ``started``, ``finished``, ``failed``, ``skipped`` or
+    ``progress`` (how a running step is going: ``message``)."""
 
     kind: str
     urn: str
     op: str
     duration: Optional[_dt.timedelta] = None
     error: Optional[str] = None
+    message: Optional[str] = None
 
 
 # ---------------------------------------------------------------- conversion

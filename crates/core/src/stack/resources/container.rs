@@ -320,7 +320,7 @@ impl Resource for ContainerServiceResource {
         args: &ContainerServiceSpecArgs,
     ) -> Result<(String, ContainerServiceOutputs)> {
         let spec = service_spec(cx, args).await?;
-        cx.cloud.containers()?.create_service(spec).await?;
+        deployer(cx).deploy(spec).await?;
         let info = steady(cx, &args.name, args.replicas).await?;
         Ok((args.name.clone(), service_outputs(&info)))
     }
@@ -393,11 +393,9 @@ impl Resource for ContainerServiceResource {
             let mut spec = containers.describe_service(id).await?.spec;
             spec.replicas = new.replicas;
             spec.deployment = new.deployment.clone();
-            containers.update_service(spec).await?;
+            deployer(cx).deploy(spec).await?;
         } else {
-            containers
-                .update_service(service_spec(cx, new).await?)
-                .await?;
+            deployer(cx).deploy(service_spec(cx, new).await?).await?;
         }
         Ok(service_outputs(&steady(cx, id, new.replicas).await?))
     }
@@ -405,6 +403,17 @@ impl Resource for ContainerServiceResource {
     async fn delete(cx: Cx<'_>, id: &str, _: &ContainerServiceSpecArgs) -> Result<()> {
         gone_ok(cx.cloud.containers()?.delete_service(id).await)
     }
+}
+
+/// Deployments of the stack's cloud, their steps on the stack's event stream.
+fn deployer(cx: Cx<'_>) -> crate::deploy::Deployer {
+    let (events, urn) = (cx.events.clone(), cx.urn.to_string());
+    crate::deploy::Deployer::new(cx.cloud).progress(std::sync::Arc::new(move |_, message| {
+        let _ = events.send(crate::stack::Event::Progress {
+            urn: urn.clone(),
+            message: message.to_string(),
+        });
+    }))
 }
 
 /// How long a create or update waits for the service to reach a steady state.
