@@ -704,3 +704,59 @@ async fn resource_options_ignore_replace_import_and_time_out() {
     assert!(state.resources.values().any(|r| r.name == "fast"));
     assert!(!state.resources.values().any(|r| r.name == "slow"));
 }
+
+/// A journal damaged in the middle (valid records after the damage) is refused by every
+/// reader, with or without the lock, and left byte for byte as it was; a torn last record is
+/// ignored by a preview (which never writes) and cut by the next `up`.
+#[tokio::test]
+async fn a_journal_damaged_in_the_middle_is_refused_and_left_as_it_was() {
+    let w = world().await;
+    let declare = || {
+        let s = w.stack("journal");
+        Noop::new(&s, "n", NoopArgs::new("x")).unwrap();
+        s
+    };
+    declare().up().await.unwrap();
+    // Three journal records after the snapshot, as a run killed before compacting leaves.
+    let store = FileStore::new(&w.stacks);
+    store
+        .lock("journal", &LockHolder::me("test"))
+        .await
+        .unwrap();
+    store.load("journal").await.unwrap();
+    for _ in 0..3 {
+        let entry = br#"{"entry":"resolved","urn":"journal::mvi:test:Noop::gone"}"#.to_vec();
+        store.append("journal", &[entry]).await.unwrap();
+    }
+    store.unlock("journal").await.unwrap();
+    let path = w.stacks.join("journal").join("journal.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let whole = bytes.clone();
+    bytes[20] ^= 0x01; // inside the first record's payload
+    std::fs::write(&path, &bytes).unwrap();
+    let digest = |p: &std::path::Path| hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()));
+    use sha2::Digest;
+    let before = digest(&path);
+    let e = declare().preview().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert!(
+        e.to_string().contains("journal.log") && e.to_string().contains("at byte 0"),
+        "{e}"
+    );
+    let e = declare().up().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert_eq!(digest(&path), before, "the damaged journal was changed");
+
+    // A torn tail instead: a preview leaves it, `up` cuts it.
+    let mut torn = whole.clone();
+    torn.truncate(whole.len() - 5);
+    std::fs::write(&path, &torn).unwrap();
+    declare().preview().await.unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        torn,
+        "a preview changed the journal"
+    );
+    declare().up().await.unwrap();
+    assert!(std::fs::read(&path).unwrap().len() < torn.len());
+}

@@ -151,14 +151,14 @@ impl Error {
             service,
             operation: operation.into(),
             resource: None,
-            message: message.into(),
+            message: bounded(message.into(), MAX_MESSAGE),
             source: None,
         }
     }
 
     /// Names the resource the operation was about (a bucket, `bucket/key`, a key id).
     pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
-        self.resource = Some(resource.into());
+        self.resource = Some(bounded(resource.into(), MAX_RESOURCE));
         self
     }
 
@@ -243,6 +243,39 @@ impl std::error::Error for Error {
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
+}
+
+/// The most of a resource's name an error quotes (a 10 MB object key is not repeated).
+pub const MAX_RESOURCE: usize = 256;
+/// The most of a message an error keeps (messages quote inputs).
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `s`, or its first `max` bytes (on a character boundary) followed by `… (N bytes)`: what
+/// an error may quote of an input of any size.
+pub fn bounded(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let len = s.len();
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s.push_str(&format!("… ({len} bytes)"));
+    s
+}
+
+/// `s` as a message quotes it: in quotes, at most [`MAX_RESOURCE`] bytes of it.
+pub fn quote(s: &str) -> String {
+    if s.len() <= MAX_RESOURCE {
+        return format!("{s:?}");
+    }
+    let mut cut = MAX_RESOURCE;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}… ({} bytes)", &s[..cut], s.len())
 }
 
 /// `Result` with mvi's [`Error`].
@@ -353,6 +386,25 @@ mod tests {
             "blob put_object on \"photos/cat.jpg\": precondition failed: the object exists"
         );
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn huge_inputs_are_quoted_in_part_with_their_length() {
+        let key = "k".repeat(10 << 20);
+        let e = Op::new(Service::Blob, "get_object").not_found(&key, format!("no object {key:?}"));
+        let shown = e.to_string();
+        assert!(
+            shown.len() < 2 * (MAX_RESOURCE + MAX_MESSAGE),
+            "{} bytes",
+            shown.len()
+        );
+        assert!(shown.contains("(10485760 bytes)"), "{}", &shown[..300]);
+        assert!(e.resource().is_some_and(|r| r.len() < MAX_RESOURCE + 32));
+        // Cut on a character boundary.
+        let wide = "é".repeat(1000);
+        assert!(bounded(wide.clone(), 7).starts_with("ééé…"));
+        assert_eq!(quote("short"), "\"short\"");
+        assert!(quote(&wide).ends_with("(2000 bytes)"));
     }
 
     #[test]

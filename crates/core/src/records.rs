@@ -12,8 +12,11 @@
 //! replays the whole records in order and cuts the file back to the end of the last one: a
 //! torn tail was never acknowledged, and later appends start on a clean boundary. The
 //! checksum tells a flipped byte from data. A record whose checksum holds but whose payload
-//! the caller cannot decode ([`Replay::Undecodable`]) is cut off the same way, with
-//! everything after it. An append that fails part way is undone at once; if even that
+//! the caller cannot decode ([`Replay::Undecodable`]) is cut off the same way. But damage
+//! is only taken for a torn tail when no valid record follows it: a damaged record with
+//! whole records after it is corruption, refused (`Internal`, naming the file and the
+//! offset) with the file left byte for byte as it was. [`RecordFile::read`] replays without
+//! ever changing the file, for readers that do not hold the writer's lock. An append that fails part way is undone at once; if even that
 //! fails, the file refuses further appends until reopened, so a torn record can only ever be
 //! the last one.
 //!
@@ -121,7 +124,7 @@ impl RecordFile {
         op: Op,
         path: &Path,
         exclusive: bool,
-        mut each: impl FnMut(&[u8]) -> Result<Replay>,
+        each: impl FnMut(&[u8]) -> Result<Replay>,
     ) -> Result<Self> {
         let fail = |e| io_error(op, path, e);
         let file = OpenOptions::new()
@@ -145,46 +148,7 @@ impl RecordFile {
             }
         }
         let file_len = file.metadata().map_err(fail)?.len();
-        let mut reader = BufReader::with_capacity(1 << 20, &file);
-        let mut good: u64 = 0;
-        let mut payload = Vec::new();
-        let damage = loop {
-            if good + HEADER as u64 > file_len
-                && good < file_len
-                && is_zero_tail(&file, good, file_len)
-            {
-                break None;
-            }
-            if good == file_len {
-                break None;
-            }
-            let mut head = [0u8; HEADER];
-            if let Err(e) = reader.read_exact(&mut head) {
-                break Some(eof_or(e, "a record header is cut short").map_err(fail)?);
-            }
-            if head == [0u8; HEADER] {
-                // Preallocated space: the records end here, cleanly.
-                break None;
-            }
-            let (len, sum) = head.split_at(4);
-            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-            let end = good + (HEADER + len) as u64;
-            if len > MAX_PAYLOAD || end > file_len {
-                break Some("a record's length runs past the end of the file");
-            }
-            payload.resize(len, 0);
-            if let Err(e) = reader.read_exact(&mut payload) {
-                break Some(eof_or(e, "a record is cut short").map_err(fail)?);
-            }
-            if checksum(&payload) != sum {
-                break Some("a record's checksum does not match");
-            }
-            if each(&payload)? == Replay::Undecodable {
-                break Some("a record does not decode");
-            }
-            good = end;
-        };
-        drop(reader);
+        let (good, damage) = replay(op, path, &file, file_len, each)?;
         let mut allocated = file_len;
         if let Some(why) = damage {
             tracing::warn!(
@@ -204,6 +168,22 @@ impl RecordFile {
             allocated,
             broken: false,
         })
+    }
+
+    /// Calls `each` with every whole record of the file at `path`, in order, without ever
+    /// changing the file: for readers that do not hold the writer's lock. A torn tail is
+    /// left where it is (the writer cuts it); damage followed by valid records is refused as
+    /// [`RecordFile::open`] refuses it. A missing file has no records. Returns the length of
+    /// the whole records.
+    pub fn read(op: Op, path: &Path, each: impl FnMut(&[u8]) -> Result<Replay>) -> Result<u64> {
+        let fail = |e| io_error(op, path, e);
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(fail(e)),
+        };
+        let file_len = file.metadata().map_err(fail)?.len();
+        Ok(replay(op, path, &file, file_len, each)?.0)
     }
 
     /// Appends already framed records (see [`frame`]) with one write.
@@ -292,6 +272,90 @@ impl RecordFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Replays the whole records of `file` through `each`. Returns where they end and, when
+/// they end in damage, why. Damage is only a torn tail when no valid record follows it: a
+/// damaged record with valid ones after it is corruption in the middle of the file, refused
+/// as `Internal` naming the file and the offset, and nothing is changed.
+fn replay(
+    op: Op,
+    path: &Path,
+    file: &File,
+    file_len: u64,
+    mut each: impl FnMut(&[u8]) -> Result<Replay>,
+) -> Result<(u64, Option<&'static str>)> {
+    let fail = |e| io_error(op, path, e);
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut good: u64 = 0;
+    let mut payload = Vec::new();
+    let damage = loop {
+        if good + HEADER as u64 > file_len && good < file_len && is_zero_tail(file, good, file_len)
+        {
+            break None;
+        }
+        if good == file_len {
+            break None;
+        }
+        let mut head = [0u8; HEADER];
+        if let Err(e) = reader.read_exact(&mut head) {
+            break Some(eof_or(e, "a record header is cut short").map_err(fail)?);
+        }
+        if head == [0u8; HEADER] {
+            // Preallocated space: the records end here, cleanly.
+            break None;
+        }
+        let (len, sum) = head.split_at(4);
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let end = good + (HEADER + len) as u64;
+        if len > MAX_PAYLOAD || end > file_len {
+            break Some("a record's length runs past the end of the file");
+        }
+        payload.resize(len, 0);
+        if let Err(e) = reader.read_exact(&mut payload) {
+            break Some(eof_or(e, "a record is cut short").map_err(fail)?);
+        }
+        if checksum(&payload) != sum {
+            break Some("a record's checksum does not match");
+        }
+        if each(&payload)? == Replay::Undecodable {
+            break Some("a record does not decode");
+        }
+        good = end;
+    };
+    if let Some(why) = damage
+        && let Some(at) = next_valid(file, good, file_len).map_err(fail)?
+    {
+        return Err(op.err(
+            ErrorKind::Internal,
+            path.display().to_string(),
+            format!(
+                "the file is damaged at byte {good} ({why}) and a valid record follows at byte {at}: not a torn tail but corruption; the file was left as it is (restore it from a backup, or move it away to start empty)"
+            ),
+        ));
+    }
+    Ok((good, damage))
+}
+
+/// The offset of the first valid record (its checksum holding) that starts after `from`, if
+/// any: what tells damage in the middle of a file from a torn tail.
+fn next_valid(file: &File, from: u64, to: u64) -> std::io::Result<Option<u64>> {
+    let mut rest = vec![0u8; usize::try_from(to.saturating_sub(from)).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut rest, from)?;
+    for i in 1..rest.len().saturating_sub(HEADER - 1) {
+        let head = &rest[i..i + HEADER];
+        if head.iter().all(|b| *b == 0) {
+            continue;
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let Some(body) = rest.get(i + HEADER..i + HEADER + len) else {
+            continue;
+        };
+        if len <= MAX_PAYLOAD && checksum(body) == head[4..HEADER] {
+            return Ok(Some(from + i as u64));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the bytes from `from` to `to` (fewer than a header) are all zero: the end of a
@@ -440,7 +504,7 @@ mod tests {
     }
 
     #[test]
-    fn an_undecodable_record_is_cut_with_what_follows() {
+    fn an_undecodable_last_record_is_cut_but_one_in_the_middle_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.log");
         let mut f = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied)).unwrap();
@@ -448,26 +512,34 @@ mod tests {
             f.append(OP, payload).unwrap();
         }
         drop(f);
-        let mut seen = Vec::new();
-        let f = RecordFile::open(OP, &path, false, |p| {
-            seen.push(p.to_vec());
-            Ok(if p == b"bad" {
-                Replay::Undecodable
-            } else {
-                Replay::Applied
-            })
-        })
-        .unwrap();
-        assert_eq!(seen, vec![b"good".to_vec(), b"bad".to_vec()]);
-        assert_eq!(f.len(), (HEADER + 4) as u64);
+        let undecodable = |bad: &'static [u8]| {
+            move |p: &[u8]| -> Result<Replay> {
+                Ok(if p == bad {
+                    Replay::Undecodable
+                } else {
+                    Replay::Applied
+                })
+            }
+        };
+        let before = std::fs::read(&path).unwrap();
+        let err = RecordFile::open(OP, &path, false, undecodable(b"bad")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        assert!(
+            err.message().contains(&format!("at byte {}", HEADER + 4)),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file was changed"
+        );
+        let f = RecordFile::open(OP, &path, false, undecodable(b"later")).unwrap();
+        assert_eq!(f.len(), (2 * HEADER + 4 + 3) as u64);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), f.len());
         // An error from the callback is the open's error, and cuts nothing.
         drop(f);
-        let mut f = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied)).unwrap();
-        f.append(OP, b"more").unwrap();
-        drop(f);
         let err = RecordFile::open(OP, &path, false, |p| {
-            if p == b"more" {
+            if p == b"bad" {
                 Err(OP.invalid("r", "refused"))
             } else {
                 Ok(Replay::Applied)
@@ -475,7 +547,70 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert_eq!(replay(&path), vec![b"good".to_vec(), b"more".to_vec()]);
+        assert_eq!(replay(&path), vec![b"good".to_vec(), b"bad".to_vec()]);
+    }
+
+    #[test]
+    fn damage_before_valid_records_is_refused_and_the_file_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        let mut f = RecordFile::open(OP, &path, true, |_| Ok(Replay::Applied)).unwrap();
+        for payload in [&b"one"[..], b"two two", b"three three three"] {
+            f.append(OP, payload).unwrap();
+        }
+        drop(f);
+        let whole = std::fs::read(&path).unwrap();
+        let last_start = whole.len() - (HEADER + 17);
+        // A flipped bit anywhere before the last record: refused, untouched. In the last
+        // record: a torn tail, cut.
+        for at in 0..whole.len() {
+            let mut bytes = whole.clone();
+            bytes[at] ^= 0x10;
+            std::fs::write(&path, &bytes).unwrap();
+            let opened = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied));
+            if at < last_start {
+                let e = opened
+                    .err()
+                    .unwrap_or_else(|| panic!("damage at {at} not refused"));
+                assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+                assert!(e.to_string().contains("r.log"), "{e}");
+                assert_eq!(std::fs::read(&path).unwrap(), bytes, "changed at {at}");
+                // Readers are refused the same way, and change nothing either.
+                assert!(RecordFile::read(OP, &path, |_| Ok(Replay::Applied)).is_err());
+            } else {
+                assert_eq!(opened.unwrap().len(), last_start as u64, "flip at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn readers_never_change_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        let mut f = RecordFile::open(OP, &path, false, |_| Ok(Replay::Applied)).unwrap();
+        f.append(OP, b"whole").unwrap();
+        f.append(OP, b"torn record").unwrap();
+        drop(f);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut seen = Vec::new();
+        let len = RecordFile::read(OP, &path, |p| {
+            seen.push(p.to_vec());
+            Ok(Replay::Applied)
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"whole".to_vec()]);
+        assert_eq!(len, (HEADER + 5) as u64);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "a reader cut the tail"
+        );
+        assert_eq!(
+            RecordFile::read(OP, &dir.path().join("none"), |_| Ok(Replay::Applied)).unwrap(),
+            0
+        );
     }
 
     #[test]

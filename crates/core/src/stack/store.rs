@@ -99,6 +99,9 @@ pub trait StateStore: fmt::Debug + Send + Sync + 'static {
 pub struct FileStore {
     dir: PathBuf,
     journals: std::sync::Mutex<std::collections::HashMap<String, Arc<Journal>>>,
+    /// The stacks whose lock this store took (and has not released): only a load under the
+    /// lock may cut a torn journal tail; other readers never change the file.
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A stack's journal file, with group commit: concurrent appends write their records one
@@ -147,6 +150,7 @@ impl FileStore {
         FileStore {
             dir: dir.into(),
             journals: Default::default(),
+            held: Default::default(),
         }
     }
 
@@ -202,10 +206,19 @@ impl StateStore for FileStore {
         use std::io::Write;
         file.write_all(&json)
             .and_then(|()| file.sync_all())
-            .map_err(|e| io_error(op("lock"), &path, e))
+            .map_err(|e| io_error(op("lock"), &path, e))?;
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stack.to_string());
+        Ok(())
     }
 
     async fn unlock(&self, stack: &str) -> Result<()> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(stack);
         let path = self.stack_dir(stack)?.join("lock.json");
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -231,15 +244,26 @@ impl StateStore for FileStore {
         };
         let mut entries = Vec::new();
         let jpath = dir.join("journal.log");
-        // Read (and cut a torn tail off) before this process appends to it.
-        let file = RecordFile::open(op("load_state"), &jpath, false, |payload| {
+        let collect = |payload: &[u8]| {
             entries.push(payload.to_vec());
             Ok(crate::records::Replay::Applied)
-        })?;
-        self.journals
+        };
+        let holding = self
+            .held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(stack.to_string(), Journal::new(file));
+            .contains(stack);
+        if holding {
+            // Under the lock: read, cut a torn tail off, and append from there.
+            let file = RecordFile::open(op("load_state"), &jpath, false, collect)?;
+            self.journals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(stack.to_string(), Journal::new(file));
+        } else {
+            // Without it (a preview, outputs): read only, whoever is appending.
+            RecordFile::read(op("load_state"), &jpath, collect)?;
+        }
         Ok((snapshot, entries))
     }
 
