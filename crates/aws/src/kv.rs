@@ -23,9 +23,9 @@ use aws_sdk_dynamodb::types::{
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mvi_core::kv::{
-    Condition, DeleteItem, Item, Key, KeyAttr, KeyType, Kv, MAX_BATCH_GET, MAX_BATCH_PUT, PutItem,
-    Query, Scan, SortCondition, TableInfo, TableSpec, Value, check_batch, check_item, check_key,
-    validate_table_name,
+    Condition, DeleteItem, Item, Key, KeyAttr, KeyType, Kv, MAX_BATCH_GET, MAX_BATCH_PUT,
+    MAX_READ_DEPTH, PutItem, Query, Scan, SortCondition, TableInfo, TableSpec, Value, check_batch,
+    check_condition, check_item, check_key, validate_table_name,
 };
 use mvi_core::{ErrorKind, Op, Page, Result, Service};
 
@@ -195,6 +195,18 @@ fn parse_number(s: &str) -> Option<Value> {
 }
 
 fn from_attr(op: Op, table: &str, a: &AttributeValue) -> Result<Value> {
+    from_attr_at(op, table, a, 0)
+}
+
+/// `a` as a value, `depth` lists and maps down; deeper than reads go is refused, never
+/// walked (DynamoDB stores at most 32 levels; another endpoint might not).
+fn from_attr_at(op: Op, table: &str, a: &AttributeValue, depth: usize) -> Result<Value> {
+    if depth > MAX_READ_DEPTH {
+        return Err(op.internal(
+            table,
+            format!("an item nests lists and maps more than {MAX_READ_DEPTH} levels deep"),
+        ));
+    }
     Ok(match a {
         AttributeValue::Null(_) => Value::Null,
         AttributeValue::Bool(b) => Value::Bool(*b),
@@ -205,12 +217,12 @@ fn from_attr(op: Op, table: &str, a: &AttributeValue) -> Result<Value> {
         AttributeValue::B(b) => Value::Bytes(bytes::Bytes::copy_from_slice(b.as_ref())),
         AttributeValue::L(l) => Value::List(
             l.iter()
-                .map(|v| from_attr(op, table, v))
+                .map(|v| from_attr_at(op, table, v, depth + 1))
                 .collect::<Result<_>>()?,
         ),
         AttributeValue::M(m) => Value::Map(
             m.iter()
-                .map(|(k, v)| Ok((k.clone(), from_attr(op, table, v)?)))
+                .map(|(k, v)| Ok((k.clone(), from_attr_at(op, table, v, depth + 1)?)))
                 .collect::<Result<_>>()?,
         ),
         other => {
@@ -467,6 +479,7 @@ impl Kv for DynamoKv {
         let table = req.table.as_str();
         let spec = self.spec(op, table).await?;
         check_item(op, &spec, &req.item)?;
+        check_condition(op, table, &req.condition)?;
         let mut call = self
             .client
             .put_item()
@@ -506,6 +519,7 @@ impl Kv for DynamoKv {
         let table = req.table.as_str();
         let spec = self.spec(op, table).await?;
         check_key(op, &spec, &req.key)?;
+        check_condition(op, table, &req.condition)?;
         let mut call = self
             .client
             .delete_item()

@@ -30,6 +30,7 @@ macro_rules! kv_cases {
             kv_batch_get_and_put => $crate::kv::batch_get_and_put;
             kv_batch_limits_and_atomicity => $crate::kv::batch_limits_and_atomicity;
             kv_oversize_item_rejected => $crate::kv::oversize_item_rejected;
+            kv_nesting_past_32_levels_rejected => $crate::kv::nesting_past_32_levels_rejected;
             kv_invalid_table_name_rejected => $crate::kv::invalid_table_name_rejected;
             kv_wrong_key_rejected => $crate::kv::wrong_key_rejected;
             kv_unknown_table_is_not_found => $crate::kv::unknown_table_is_not_found;
@@ -569,6 +570,44 @@ pub async fn oversize_item_rejected(ctx: &mut Ctx) -> Outcome {
     kv.put(&table, fits.clone()).await?;
     let got = kv.get_item(&table, Key::new("fits")).await?;
     ensure!(got == Some(fits), "the 390 KiB item did not read back");
+    kv.delete_table(&table).await?;
+    Ok(())
+}
+
+/// Lists and maps nested 32 levels deep (DynamoDB's limit) are stored and read back; 33 are
+/// InvalidArgument naming the attribute, in an item and in a condition, and nothing is
+/// stored.
+pub async fn nesting_past_32_levels_rejected(ctx: &mut Ctx) -> Outcome {
+    use mvi_core::kv::{Condition, MAX_DEPTH, PutItem, Value};
+    let (kv, table) = simple_table(ctx, "nesting").await?;
+    let nest = |n: usize| {
+        let mut v = Value::Int(1);
+        for i in 0..n {
+            v = if i % 2 == 0 {
+                Value::List(vec![v])
+            } else {
+                Value::Map([("m".to_string(), v)].into_iter().collect())
+            };
+        }
+        v
+    };
+    let ok = item! { "id" => "ok", "tree" => nest(MAX_DEPTH) };
+    kv.put(&table, ok.clone()).await?;
+    let got = kv.get_item(&table, Key::new("ok")).await?;
+    ensure!(got == Some(ok), "the 32-level item did not read back");
+    let deep = item! { "id" => "deep", "tree" => nest(MAX_DEPTH + 1) };
+    let err = expect_err!(kv.put(&table, deep).await, InvalidArgument);
+    ensure!(
+        err.message().contains("\"tree\"") && err.message().contains("33 levels"),
+        "the error does not name the attribute and its depth: {err}"
+    );
+    ensure!(
+        kv.get_item(&table, Key::new("deep")).await?.is_none(),
+        "the too-deep item was stored"
+    );
+    let guarded = PutItem::new(&table, item! { "id" => "ok", "n" => 2 })
+        .condition(Condition::equals("tree", nest(MAX_DEPTH + 1)));
+    expect_err!(kv.put_item(guarded).await, InvalidArgument);
     kv.delete_table(&table).await?;
     Ok(())
 }

@@ -24,6 +24,56 @@ pub const MAX_BATCH_PUT: usize = 25;
 /// The most keys in one `batch_get` (as DynamoDB's BatchGetItem).
 pub const MAX_BATCH_GET: usize = 100;
 
+/// How deeply lists and maps may nest in a value that is written (DynamoDB's limit): a
+/// list is 1 level, a list in it 2, and so on.
+pub const MAX_DEPTH: usize = 32;
+/// How deeply a value that is read back may nest. A store written before [`MAX_DEPTH`] was
+/// checked may hold deeper values; beyond this one they are reported unreadable, never
+/// walked (which could overflow the stack).
+pub const MAX_READ_DEPTH: usize = 128;
+
+thread_local! {
+    /// Lists and maps being decoded on this thread, around the one being decoded now.
+    static DECODING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Set when a decode on this thread was refused for its depth.
+    static TOO_DEEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the last failed decode of a value on this thread failed for its depth (past
+/// [`MAX_READ_DEPTH`]); reading it resets it. For decoders whose errors drop serde's
+/// message (postcard's do).
+pub fn decode_was_too_deep() -> bool {
+    TOO_DEEP.with(|c| c.replace(false))
+}
+
+/// Decodes a list's or map's contents one level deeper, refusing past [`MAX_READ_DEPTH`]:
+/// serde's derived decoder recurses once per level, so the limit bounds the stack it uses.
+fn nested<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            DECODING.with(|c| c.set(c.get().saturating_sub(1)));
+        }
+    }
+    let depth = DECODING.with(|c| {
+        let n = c.get() + 1;
+        c.set(n);
+        n
+    });
+    let _leave = Leave;
+    if depth > MAX_READ_DEPTH {
+        TOO_DEEP.with(|c| c.set(true));
+        return Err(serde::de::Error::custom(format!(
+            "a value nests lists and maps more than {MAX_READ_DEPTH} levels deep"
+        )));
+    }
+    T::deserialize(d)
+}
+
 /// An attribute value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
@@ -40,9 +90,9 @@ pub enum Value {
     /// Binary.
     Bytes(Bytes),
     /// A list.
-    List(Vec<Value>),
+    List(#[serde(deserialize_with = "nested")] Vec<Value>),
     /// A map.
-    Map(BTreeMap<String, Value>),
+    Map(#[serde(deserialize_with = "nested")] BTreeMap<String, Value>),
 }
 
 impl Value {
@@ -64,14 +114,44 @@ impl Value {
 
     /// The size DynamoDB would count for this value.
     pub fn size(&self) -> usize {
-        match self {
-            Value::Null | Value::Bool(_) => 1,
-            Value::Int(_) | Value::Float(_) => 21,
-            Value::Str(s) => s.len(),
-            Value::Bytes(b) => b.len(),
-            Value::List(l) => 3 + l.iter().map(|v| 1 + v.size()).sum::<usize>(),
-            Value::Map(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + v.size()).sum::<usize>(),
+        // A walk with a stack of its own, not recursion: a value of any depth is measured.
+        let mut total = 0;
+        let mut todo = vec![self];
+        while let Some(v) = todo.pop() {
+            total += match v {
+                Value::Null | Value::Bool(_) => 1,
+                Value::Int(_) | Value::Float(_) => 21,
+                Value::Str(s) => s.len(),
+                Value::Bytes(b) => b.len(),
+                Value::List(l) => {
+                    todo.extend(l.iter());
+                    3 + l.len()
+                }
+                Value::Map(m) => {
+                    todo.extend(m.values());
+                    3 + m.keys().map(|k| 1 + k.len()).sum::<usize>()
+                }
+            };
         }
+        total
+    }
+
+    /// How deeply lists and maps nest in it: 0 for a scalar, 1 for `[1]`, 2 for `[[1]]`.
+    /// Measured without recursion, whatever the depth.
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut todo = vec![(self, 0usize)];
+        while let Some((v, d)) = todo.pop() {
+            match v {
+                Value::List(l) => todo.extend(l.iter().map(|x| (x, d + 1))),
+                Value::Map(m) => todo.extend(m.values().map(|x| (x, d + 1))),
+                _ => {}
+            }
+            if matches!(v, Value::List(_) | Value::Map(_)) {
+                deepest = deepest.max(d + 1);
+            }
+        }
+        deepest
     }
 
     /// The key type of this value, if it can be a key (string, number or binary).
@@ -582,6 +662,9 @@ pub fn item_size(item: &Item) -> usize {
 
 /// Checks an item against a table's key schema and the size limit, and extracts its key.
 pub fn check_item(op: Op, spec: &TableSpec, item: &Item) -> Result<Key> {
+    for (name, v) in item {
+        check_value(op, &spec.name, name, v)?;
+    }
     let size = item_size(item);
     if size > MAX_ITEM_SIZE {
         return Err(op.invalid(
@@ -653,10 +736,166 @@ fn check_key_value(op: Op, spec: &TableSpec, attr: &KeyAttr, v: &Value) -> Resul
 }
 
 fn has_bad_float(v: &Value) -> bool {
-    match v {
-        Value::Float(f) => !f.is_finite(),
-        Value::List(l) => l.iter().any(has_bad_float),
-        Value::Map(m) => m.values().any(has_bad_float),
-        _ => false,
+    let mut todo = vec![v];
+    while let Some(v) = todo.pop() {
+        match v {
+            Value::Float(f) if !f.is_finite() => return true,
+            Value::List(l) => todo.extend(l.iter()),
+            Value::Map(m) => todo.extend(m.values()),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Checks a value given for attribute `name` of `table` (an item's, a condition's): lists
+/// and maps nested at most [`MAX_DEPTH`] levels, as DynamoDB, so nothing walks deeper ones.
+pub fn check_value(op: Op, table: &str, name: &str, v: &Value) -> Result<()> {
+    let depth = v.depth();
+    if depth > MAX_DEPTH {
+        return Err(op.invalid(
+            table,
+            format!(
+                "attribute {}: lists and maps nest {depth} levels deep; at most {MAX_DEPTH} (as DynamoDB)",
+                crate::error::quote(name)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a write's condition: its value nested at most [`MAX_DEPTH`] levels.
+pub fn check_condition(op: Op, table: &str, c: &Condition) -> Result<()> {
+    match c {
+        Condition::Equals(name, v) => check_value(op, table, name, v),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Service;
+    use proptest::prelude::*;
+
+    /// Runs `f` on a thread with a 256 KiB stack, so unbounded recursion shows as a crash.
+    fn small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(f)
+            .expect("thread")
+            .join()
+            .expect("the walk overflowed a small stack")
+    }
+
+    /// `n` lists around a string, built and taken apart without recursion.
+    fn nest(n: usize) -> Value {
+        let mut v = Value::Str("bottom".into());
+        for _ in 0..n {
+            v = Value::List(vec![v]);
+        }
+        v
+    }
+
+    fn dismantle(v: Value) {
+        let mut todo = vec![v];
+        while let Some(v) = todo.pop() {
+            match v {
+                Value::List(l) => todo.extend(l),
+                Value::Map(m) => todo.extend(m.into_values()),
+                _ => {}
+            }
+        }
+    }
+
+    /// postcard's bytes of `n` nested one-element lists around a null (variant 6 = List,
+    /// length 1; variant 0 = Null), made without serializing anything that deep.
+    fn nested_postcard(n: usize) -> Vec<u8> {
+        let mut b = Vec::with_capacity(2 * n + 1);
+        for _ in 0..n {
+            b.extend_from_slice(&[6, 1]);
+        }
+        b.push(0);
+        b
+    }
+
+    #[test]
+    fn depth_size_and_checks_walk_any_depth_without_recursion() {
+        small_stack(|| {
+            let deep = nest(100_000);
+            assert_eq!(deep.depth(), 100_000);
+            assert!(deep.size() > 100_000);
+            assert!(!has_bad_float(&deep));
+            let spec = TableSpec::new("t", KeyAttr::new("id", KeyType::Str));
+            let mut item = Item::new();
+            item.insert("id".into(), Value::Str("a".into()));
+            item.insert("deep".into(), deep);
+            let op = Op::new(Service::Kv, "put_item");
+            let e = check_item(op, &spec, &item).unwrap_err();
+            assert!(
+                e.message().contains("100000 levels deep; at most 32"),
+                "{e}"
+            );
+            let c = Condition::Equals("v".into(), item.remove("deep").unwrap_or(Value::Null));
+            assert!(check_condition(op, "t", &c).is_err());
+            if let Condition::Equals(_, v) = c {
+                dismantle(v);
+            }
+            dismantle(item.remove("id").unwrap_or(Value::Null));
+            // The limit itself is fine.
+            let ok = nest(MAX_DEPTH);
+            assert_eq!(ok.depth(), MAX_DEPTH);
+            check_value(op, "t", "ok", &ok).unwrap();
+            assert!(check_value(op, "t", "one more", &nest(MAX_DEPTH + 1)).is_err());
+        });
+    }
+
+    #[test]
+    fn decoding_refuses_values_nested_past_the_read_limit() {
+        small_stack(|| {
+            let e = postcard::from_bytes::<Value>(&nested_postcard(100_000)).unwrap_err();
+            assert!(e.to_string().contains("Serde"), "{e}");
+            // Decoding may go on after a refusal: the depth count is back to zero.
+            let v: Value = postcard::from_bytes(&nested_postcard(MAX_READ_DEPTH)).unwrap();
+            assert_eq!(v.depth(), MAX_READ_DEPTH);
+            let json = format!("{}\"Null\"{}", "{\"List\":[".repeat(200), "]}".repeat(200));
+            assert!(serde_json::from_str::<Value>(&json).is_err());
+        });
+    }
+
+    proptest! {
+        /// Whatever the bytes (random, truncated, bit-flipped encodings of real values), an
+        /// item decodes or is refused: never a panic, never a stack overflow.
+        #[test]
+        fn any_bytes_decode_or_are_refused(
+            depth in 0usize..400,
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let bytes = small_stack(move || {
+                let mut b = nested_postcard(depth);
+                b.extend_from_slice(&noise);
+                let at = cut.index(b.len() + 1);
+                let mut truncated = b[..at].to_vec();
+                if !truncated.is_empty() {
+                    let i = flip.index(truncated.len());
+                    truncated[i] ^= 0x40;
+                }
+                for input in [&b, &truncated] {
+                    if let Ok(v) = postcard::from_bytes::<Item>(input) {
+                        for (_, v) in v {
+                            dismantle(v);
+                        }
+                    }
+                    if let Ok(v) = postcard::from_bytes::<Value>(input) {
+                        prop_assert!(v.depth() <= MAX_READ_DEPTH);
+                        dismantle(v);
+                    }
+                }
+                Ok(b.len())
+            });
+            prop_assert!(bytes.is_ok());
+        }
     }
 }

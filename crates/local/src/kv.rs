@@ -36,9 +36,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use mvi_core::common::Page;
 use mvi_core::kv::{
-    Condition, DeleteItem, Item, Key, KeyAttr, KeyType, MAX_BATCH_GET, MAX_BATCH_PUT, PutItem,
-    Query, Scan, SortCondition, TableInfo, TableSpec, Value, check_batch, check_item, check_key,
-    validate_table_name,
+    Condition, DeleteItem, Item, Key, KeyAttr, KeyType, MAX_BATCH_GET, MAX_BATCH_PUT, MAX_DEPTH,
+    MAX_READ_DEPTH, PutItem, Query, Scan, SortCondition, TableInfo, TableSpec, Value, check_batch,
+    check_condition, check_item, check_key, validate_table_name,
 };
 use mvi_core::{Error, Kv, Op, Result, Service};
 use redb::{
@@ -210,7 +210,46 @@ fn encode_item(op: Op, table: &str, item: &Item) -> Result<Vec<u8>> {
 }
 
 fn decode_item(op: Op, table: &str, bytes: &[u8]) -> Result<Item> {
-    postcard::from_bytes(bytes).map_err(|e| op.internal(table, format!("corrupt item: {e}")))
+    mvi_core::kv::decode_was_too_deep();
+    postcard::from_bytes(bytes).map_err(|e| {
+        let why = if mvi_core::kv::decode_was_too_deep() {
+            format!(
+                "it nests lists and maps more than {MAX_READ_DEPTH} levels deep (written before the limit of {MAX_DEPTH})"
+            )
+        } else {
+            e.to_string()
+        };
+        op.internal(
+            table,
+            format!("an item cannot be read: {why}; it can still be deleted by its key"),
+        )
+    })
+}
+
+/// The item stored under a key, for a write's condition: decoded, or (when it cannot be
+/// read, as an item nested deeper than reads go, written before the depth limit) its key
+/// attributes alone if the condition only asks whether it exists.
+fn current_item(
+    op: Op,
+    table: &str,
+    spec: &TableSpec,
+    key: &Key,
+    bytes: Option<&[u8]>,
+    condition: &Condition,
+) -> Result<Option<Item>> {
+    let Some(bytes) = bytes else { return Ok(None) };
+    match decode_item(op, table, bytes) {
+        Ok(item) => Ok(Some(item)),
+        Err(_) if !matches!(condition, Condition::Equals(..)) => {
+            let mut item = Item::new();
+            item.insert(spec.partition_key.name.clone(), key.partition.clone());
+            if let (Some(attr), Some(sort)) = (&spec.sort_key, &key.sort) {
+                item.insert(attr.name.clone(), sort.clone());
+            }
+            Ok(Some(item))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn info(stored: &StoredTable, item_count: u64) -> TableInfo {
@@ -564,6 +603,7 @@ impl Kv for LocalKv {
     async fn put_item(&self, req: PutItem) -> Result<()> {
         let op = op("put_item");
         validate_table_name(op, &req.table)?;
+        check_condition(op, &req.table, &req.condition)?;
         let table = req.table.clone();
         self.write(op, &table, move |txn, log| {
             let PutItem {
@@ -581,11 +621,12 @@ impl Kv for LocalKv {
                 .open_table(TableDefinition::<&[u8], &[u8]>::new(&items_name))
                 .map_err(|e| db_error(op, &table, e))?;
             if condition != Condition::None {
-                let current = items
+                let raw = items
                     .get(stored_key.as_slice())
                     .map_err(|e| db_error(op, &table, e))?
-                    .map(|g| decode_item(op, &table, g.value()))
-                    .transpose()?;
+                    .map(|g| g.value().to_vec());
+                let current =
+                    current_item(op, &table, &stored.spec, &key, raw.as_deref(), &condition)?;
                 if !condition.holds(current.as_ref()) {
                     return Err(condition_failed(op, &table, &key, &condition));
                 }
@@ -617,6 +658,7 @@ impl Kv for LocalKv {
     async fn delete_item(&self, req: DeleteItem) -> Result<Option<Item>> {
         let op = op("delete_item");
         validate_table_name(op, &req.table)?;
+        check_condition(op, &req.table, &req.condition)?;
         let table = req.table.clone();
         self.write(op, &table, move |txn, log| {
             let DeleteItem {
@@ -632,11 +674,12 @@ impl Kv for LocalKv {
             let mut items = txn
                 .open_table(TableDefinition::<&[u8], &[u8]>::new(&items_name))
                 .map_err(|e| db_error(op, &table, e))?;
-            let current = items
+            let raw = items
                 .get(stored_key.as_slice())
                 .map_err(|e| db_error(op, &table, e))?
-                .map(|g| decode_item(op, &table, g.value()))
-                .transpose()?;
+                .map(|g| g.value().to_vec());
+            // An item that cannot be read is still deleted (answered by its key attributes).
+            let current = current_item(op, &table, &stored.spec, &key, raw.as_deref(), &condition)?;
             if !condition.holds(current.as_ref()) {
                 return Err(condition_failed(op, &table, &key, &condition));
             }

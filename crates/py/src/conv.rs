@@ -278,6 +278,18 @@ pub fn bytes_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
 
 /// A KV attribute value from Python.
 pub fn value(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
+    value_at(obj, what, 0)
+}
+
+/// `obj` as a KV value, `depth` lists and dicts down: deeper than a KV value may nest is
+/// refused here, before any recursion could run out of stack.
+fn value_at(obj: &Bound<'_, PyAny>, what: &str, depth: usize) -> PyResult<Value> {
+    if depth > mvi_core::kv::MAX_DEPTH {
+        return Err(crate::errors::invalid(format!(
+            "{what}: lists and dicts nest more than {} levels deep (DynamoDB's limit)",
+            mvi_core::kv::MAX_DEPTH
+        )));
+    }
     if obj.is_none() {
         return Ok(Value::Null);
     }
@@ -299,12 +311,19 @@ pub fn value(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
         return Ok(Value::Bytes(bytes_of(obj, what)?));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
-        return item_of(d, what).map(Value::Map);
+        let mut m = std::collections::BTreeMap::new();
+        for (k, v) in d.iter() {
+            let key: String = k.extract().map_err(|_| {
+                PyTypeError::new_err(format!("{what}: attribute names must be str, got {k:?}"))
+            })?;
+            m.insert(key, value_at(&v, what, depth + 1)?);
+        }
+        return Ok(Value::Map(m));
     }
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
         let mut out = Vec::new();
         for x in obj.try_iter()? {
-            out.push(value(&x?, what)?);
+            out.push(value_at(&x?, what, depth + 1)?);
         }
         return Ok(Value::List(out));
     }

@@ -269,3 +269,18 @@ def test_unsupported_backend_and_bad_arguments(tmp_path):
             mvi.AwsCloud(region="us-east-1")
     with pytest.raises(ValueError):
         mvi.LocalCloud(root=str(tmp_path), in_memory=True)
+
+
+def test_kv_values_nested_past_32_levels_are_refused_before_any_recursion(mem):
+    mem.kv.create_table("deep", ("id", "Str"))
+    ok = "leaf"
+    for _ in range(32):
+        ok = [ok]
+    mem.kv.put_item("deep", {"id": "ok", "v": ok})
+    assert mem.kv.get_item("deep", "ok")["v"] == ok
+    deep = "leaf"
+    for _ in range(100_000):   # far past what a recursive conversion would survive
+        deep = [deep]
+    with pytest.raises(mvi.InvalidArgument, match="32 levels"):
+        mem.kv.put_item("deep", {"id": "deep", "v": deep})
+    assert mem.kv.get_item("deep", "deep") is None
