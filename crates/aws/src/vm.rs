@@ -364,6 +364,7 @@ fn vm_info(i: &Instance, state: VmState, user_data: Option<String>, t: TypeInfo)
 impl Vms for Ec2Vms {
     async fn run_instance(&self, spec: VmSpec) -> Result<VmInfo> {
         let op = op("run_instance");
+        mvi_core::vm::validate_name(op, &spec.name)?;
         let t = self.instance_type(op, &spec.size).await?;
         if !is_ec2_id("subnet", &spec.subnet) {
             return Err(op.not_found(&spec.subnet, "no such subnet"));

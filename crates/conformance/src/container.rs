@@ -34,6 +34,7 @@ macro_rules! container_cases {
             container_updates_make_numbered_revisions => $crate::container::updates_make_numbered_revisions [RealProcesses];
             container_failed_update_rolls_back => $crate::container::failed_update_rolls_back [RealProcesses];
             container_bad_deployment_settings_refused => $crate::container::bad_deployment_settings_refused;
+            container_unknown_references_not_found => $crate::container::unknown_references_not_found;
             container_run_task_exit_codes_and_output => $crate::container::run_task_exit_codes_and_output [RealProcesses];
             container_run_task_timeout => $crate::container::run_task_timeout [RealProcesses];
             container_env_port_and_secret_reach_process => $crate::container::env_port_and_secret_reach_process [RealProcesses];
@@ -41,6 +42,7 @@ macro_rules! container_cases {
             container_health_check_makes_healthy => $crate::container::health_check_makes_healthy [RealProcesses];
             container_crash_loop_backs_off => $crate::container::crash_loop_backs_off [RealProcesses];
             container_stopped_vm_moves_replicas => $crate::container::stopped_vm_moves_replicas [RealProcesses, VmPlacement];
+            container_replicas_return_to_vms_after_a_full_outage => $crate::container::replicas_return_to_vms_after_a_full_outage [RealProcesses, VmPlacement];
             container_schedule_runs_on_manual_clock => $crate::container::schedule_runs_on_manual_clock [ManualClock, RealProcesses];
             container_service_survives_reopen => $crate::container::service_survives_reopen [Reopen, RealProcesses];
         }
@@ -590,6 +592,33 @@ pub async fn failed_update_rolls_back(ctx: &mut Ctx) -> Outcome {
     drop_repo(ctx, "rb").await
 }
 
+/// A service naming a target group, subnet or security group that does not exist is
+/// NotFound naming it, and nothing is made.
+pub async fn unknown_references_not_found(ctx: &mut Ctx) -> Outcome {
+    let img = image(ctx, "refs", "v1", "exec sleep 300\n").await?;
+    let containers = ctx.cloud().containers()?.clone();
+    let name = ctx.name("svc");
+    let mut tg = ServiceSpec::new(&name, small(&img), 1);
+    tg.target_group = Some(ctx.name("nogroup"));
+    let mut subnet = ServiceSpec::new(&name, small(&img), 1);
+    subnet.subnets = vec!["subnet-0123456789abcdef0".into()];
+    let mut group = ServiceSpec::new(&name, small(&img), 1);
+    group.security_groups = vec!["sg-0123456789abcdef0".into()];
+    for (spec, missing) in [
+        (tg, ctx.name("nogroup")),
+        (subnet, "subnet-0123456789abcdef0".to_string()),
+        (group, "sg-0123456789abcdef0".to_string()),
+    ] {
+        let e = expect_err!(containers.create_service(spec).await, NotFound);
+        ensure!(
+            e.to_string().contains(&missing),
+            "the error does not name {missing}: {e}"
+        );
+        expect_err!(containers.describe_service(&name).await, NotFound);
+    }
+    drop_repo(ctx, "refs").await
+}
+
 /// Deployment settings that cannot work are refused before anything changes.
 pub async fn bad_deployment_settings_refused(ctx: &mut Ctx) -> Outcome {
     let containers = ctx.cloud().containers()?.clone();
@@ -884,6 +913,52 @@ pub async fn stopped_vm_moves_replicas(ctx: &mut Ctx) -> Outcome {
     );
     containers.delete_service(&name).await?;
     drop_repo(ctx, "move").await?;
+    hosts.remove(ctx).await
+}
+
+/// When every VM stops, the replicas wait (Pending, on no VM) instead of running unplaced;
+/// when the VMs run again, every replica is placed on one and runs.
+pub async fn replicas_return_to_vms_after_a_full_outage(ctx: &mut Ctx) -> Outcome {
+    let hosts = Hosts::new(ctx, 44, 1).await?;
+    let img = image(ctx, "outage", "v1", "exec sleep 300\n").await?;
+    let containers = ctx.cloud().containers()?.clone();
+    let vms = ctx.cloud().vms()?.clone();
+    let name = ctx.name("svc");
+    containers
+        .create_service(ServiceSpec::new(&name, small(&img), 2))
+        .await?;
+    wait_service(&containers, &name, "2 running on VMs", |i| {
+        all_in(i, 2, &[InstanceState::Running]) && i.instances.iter().all(|r| r.vm.is_some())
+    })
+    .await?;
+    for vm in &hosts.vms {
+        vms.stop_instance(vm).await?;
+    }
+    wait_service(
+        &containers,
+        &name,
+        "replicas waiting during the outage",
+        |i| {
+            i.instances.len() == 2
+                && i.instances
+                    .iter()
+                    .all(|r| r.state == InstanceState::Pending && r.vm.is_none())
+        },
+    )
+    .await?;
+    for vm in &hosts.vms {
+        vms.start_instance(vm).await?;
+    }
+    let back = wait_service(&containers, &name, "replicas on VMs again", |i| {
+        all_in(i, 2, &[InstanceState::Running])
+            && i.instances
+                .iter()
+                .all(|r| r.vm.as_ref().is_some_and(|v| hosts.vms.contains(v)))
+    })
+    .await?;
+    ensure!(back.instances.len() == 2, "{:?}", back.instances);
+    containers.delete_service(&name).await?;
+    drop_repo(ctx, "outage").await?;
     hosts.remove(ctx).await
 }
 

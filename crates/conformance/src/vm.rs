@@ -18,6 +18,7 @@ macro_rules! vm_cases {
             vm_terminated_cannot_start => $crate::vm::terminated_cannot_start;
             vm_list_excludes_terminated => $crate::vm::list_excludes_terminated;
             vm_unknown_size_refused => $crate::vm::unknown_size_refused;
+            vm_bad_names_refused => $crate::vm::bad_names_refused;
             vm_unknown_subnet_not_found => $crate::vm::unknown_subnet_not_found;
             vm_group_of_other_vpc_refused => $crate::vm::group_of_other_vpc_refused;
             vm_unknown_instance_not_found => $crate::vm::unknown_instance_not_found;
@@ -193,6 +194,30 @@ pub async fn unknown_size_refused(ctx: &mut Ctx) -> Outcome {
         err.to_string().contains("t9.gigantic"),
         "error does not name the size: {err}"
     );
+    net.remove().await
+}
+
+/// Names are 1 to 256 characters without control characters; anything else is refused
+/// before a VM is made.
+pub async fn bad_names_refused(ctx: &mut Ctx) -> Outcome {
+    let net = Net::new(ctx, 9).await?;
+    let vms = ctx.cloud().vms()?.clone();
+    let before = vms.list_instances().await?.len();
+    for bad in [String::new(), "x".repeat(10_000), "tab\there".into()] {
+        let mut s = spec(ctx, &net.subnets[0].id);
+        s.name = bad.clone();
+        let err = expect_err!(vms.run_instance(s).await, InvalidArgument);
+        ensure!(
+            err.to_string().len() < 2_000,
+            "the error quotes the whole name: {} bytes",
+            err.to_string().len()
+        );
+    }
+    ensure!(vms.list_instances().await?.len() == before, "a VM was made");
+    let mut s = spec(ctx, &net.subnets[0].id);
+    s.name = "n".repeat(256);
+    let vm = vms.run_instance(s).await?;
+    vms.terminate_instance(&vm.id).await?;
     net.remove().await
 }
 

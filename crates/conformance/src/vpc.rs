@@ -67,6 +67,9 @@ pub async fn invalid_cidr_refused(ctx: &mut Ctx) -> Outcome {
         "10.0.0.0/29",
         "not-a-cidr",
         "10.0.0.0/99",
+        // As EC2: no leading zeros, no sign.
+        "10.0.0.0/016",
+        "10.0.0.0/+16",
     ] {
         let err = expect_err!(net.create_vpc(bad, tags(ctx)).await, InvalidArgument);
         ensure!(

@@ -6,7 +6,24 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Tags, Timestamp};
-use crate::error::Result;
+use crate::error::{Op, Result};
+
+/// The longest VM name: EC2 keeps it as the `Name` tag, whose values are at most 256
+/// characters.
+pub const MAX_NAME: usize = 256;
+
+/// Checks a VM name: 1 to [`MAX_NAME`] characters, no control characters (EC2's rule for
+/// the `Name` tag it is kept in; both backends apply it).
+pub fn validate_name(op: Op, name: &str) -> Result<()> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(op.invalid(
+            name,
+            format!("a VM name is 1 to {MAX_NAME} characters, without control characters ({chars} given)"),
+        ));
+    }
+    Ok(())
+}
 
 /// A VM's definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

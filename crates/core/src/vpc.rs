@@ -132,11 +132,17 @@ impl Cidr {
         let bad = |why: &str| op.invalid(s, format!("invalid CIDR block: {why}"));
         let (addr, prefix) = s.split_once('/').ok_or_else(|| bad("expected a.b.c.d/n"))?;
         let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad("the address is not IPv4"))?;
+        // As EC2: plain decimal, no sign and no leading zero (`/016` is not `/16`).
+        let canonical = !prefix.is_empty()
+            && prefix.bytes().all(|b| b.is_ascii_digit())
+            && (prefix == "0" || !prefix.starts_with('0'));
         let prefix: u8 = prefix
             .parse()
             .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| bad("the prefix length must be 0 to 32"))?;
+            .filter(|p| *p <= 32 && canonical)
+            .ok_or_else(|| {
+                bad("the prefix length must be 0 to 32, written without leading zeros")
+            })?;
         let cidr = Cidr { addr, prefix };
         if u32::from(addr) & !cidr.mask() != 0 {
             return Err(bad(&format!(
@@ -198,6 +204,26 @@ impl fmt::Display for Cidr {
 mod tests {
     use super::*;
     use crate::error::Service;
+
+    #[test]
+    fn prefixes_and_addresses_are_written_as_ec2_writes_them() {
+        let op = Op::new(crate::error::Service::Vpc, "create_vpc");
+        for bad in [
+            "10.0.0.0/016",
+            "10.0.0.0/+16",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "010.0.0.0/16",
+            "10.0.0.0/1 6",
+        ] {
+            assert!(Cidr::parse(op, bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(
+            Cidr::parse(op, "10.0.0.0/16").map(|c| c.prefix).ok(),
+            Some(16)
+        );
+        assert_eq!(Cidr::parse(op, "0.0.0.0/0").map(|c| c.prefix).ok(), Some(0));
+    }
 
     #[test]
     fn cidr_math() {

@@ -765,6 +765,7 @@ impl Inner {
     /// Places `replica` if it has no running VM (and VMs exist).
     fn ensure_placed(&self, replica: &Replica) -> Result<()> {
         let running = self.vms.running();
+        let fleet = self.vms.has_vms();
         let live = lock(&self.live);
         let current = replica.status().vm.clone();
         if let Some(vm) = &current
@@ -778,6 +779,7 @@ impl Inner {
             op("place"),
             &replica.id,
             &running,
+            fleet,
             &live.holds(),
             Need {
                 cpu_millis: spec.container.cpu_millis,
@@ -1372,11 +1374,13 @@ async fn start_task(
     let id = inner.ctx.sim.id("task");
     let hold = {
         let running = inner.vms.running();
+        let fleet = inner.vms.has_vms();
         let mut live = lock(&inner.live);
         let vm = placement::place(
             op,
             name,
             &running,
+            fleet,
             &live.holds(),
             Need {
                 cpu_millis: spec.cpu_millis,
@@ -1527,6 +1531,32 @@ impl Inner {
         Ok(())
     }
 
+    /// Checks that what `spec` names exists, before anything is made: its target group,
+    /// subnets and security groups (NotFound naming the missing one).
+    async fn check_references(&self, op: Op, spec: &ServiceSpec) -> Result<()> {
+        if let (Some(lbs), Some(group)) = (&self.load_balancers, &spec.target_group) {
+            match lbs.target_health(group).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(op.not_found(group, "no such target group"));
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+        }
+        let networks = self.vms.networks();
+        if let Some(s) = spec.subnets.iter().find(|s| networks.subnet(s).is_none()) {
+            return Err(op.not_found(s, "no such subnet"));
+        }
+        if let Some(g) = spec
+            .security_groups
+            .iter()
+            .find(|g| networks.security_group(g).is_none())
+        {
+            return Err(op.not_found(g, "no such security group"));
+        }
+        Ok(())
+    }
+
     /// Checks that every secret decrypts before anything starts.
     async fn check_secrets(&self, op: Op, c: &ContainerSpec) -> Result<()> {
         for s in &c.secrets {
@@ -1547,6 +1577,7 @@ impl Inner {
     /// Places `n` new replicas of `plan` all at once (all or none), returning their VMs.
     fn place_many(&self, op: Op, plan: &Plan, n: u32) -> Result<Vec<Option<String>>> {
         let running = self.vms.running();
+        let fleet = self.vms.has_vms();
         let live = lock(&self.live);
         let mut holds = live.holds();
         let mut out = Vec::new();
@@ -1555,6 +1586,7 @@ impl Inner {
                 op,
                 &plan.spec.name,
                 &running,
+                fleet,
                 &holds,
                 Need {
                     cpu_millis: plan.spec.container.cpu_millis,
@@ -1694,6 +1726,7 @@ impl Containers for LocalContainers {
         if self.inner.state.lock().services.contains_key(&spec.name) {
             return Err(op.already_exists(&spec.name, "the service exists"));
         }
+        self.inner.check_references(op, &spec).await?;
         let image = rootfs::resolve(op, &self.inner.images, &spec.container.image).await?;
         self.inner.check_secrets(op, &spec.container).await?;
         let record = ServiceRecord::new(spec.clone(), image, self.inner.ctx.sim.now());
@@ -1749,6 +1782,7 @@ impl Containers for LocalContainers {
         self.check_service(op, &spec)?;
         let _changes = self.inner.changes.lock().await;
         let record = self.record(op, &spec.name)?;
+        self.inner.check_references(op, &spec).await?;
         // The revision of this definition: the same container, subnets and groups (the
         // target group is the set's own) is the same revision.
         let runs_same = |r: &RevisionRecord| r.container == spec.container;

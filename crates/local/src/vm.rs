@@ -84,6 +84,11 @@ impl LocalVms {
         })
     }
 
+    /// The VPC service VMs are checked against.
+    pub(crate) fn networks(&self) -> &Arc<LocalNetworks> {
+        &self.networks
+    }
+
     /// Hears every state change of every VM from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<VmEvent> {
         self.events.subscribe()
@@ -128,6 +133,15 @@ impl LocalVms {
             s.failed_zones.remove(zone);
             Ok(())
         })
+    }
+
+    /// Whether the cloud has VMs at all (in any state but terminated): with none, replicas
+    /// run unplaced, as on Fargate; with some but none running (an outage), they wait.
+    pub fn has_vms(&self) -> bool {
+        self.lock()
+            .vms
+            .values()
+            .any(|v| v.state != VmState::Terminated)
     }
 
     /// Running VMs, for placement.
@@ -217,6 +231,7 @@ fn allocate_ip(op: Op, block: &Cidr, taken: &BTreeSet<String>) -> Result<String>
 impl Vms for LocalVms {
     async fn run_instance(&self, spec: VmSpec) -> Result<VmInfo> {
         let op = op("run_instance");
+        mvi_core::vm::validate_name(op, &spec.name)?;
         let &(_, vcpus, memory_mib) =
             SIZES
                 .iter()

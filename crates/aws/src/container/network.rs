@@ -87,6 +87,23 @@ impl EcsContainers {
                 })?;
             vec![id.to_owned()]
         } else {
+            // Named groups must exist (NotFound naming the missing one), before ECS is
+            // asked for anything.
+            let out = self
+                .ec2
+                .describe_security_groups()
+                .set_group_ids(Some(groups.to_vec()))
+                .send()
+                .await
+                .map_err(|e| map(op, resource, e))?;
+            let known: Vec<&str> = out
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .collect();
+            if let Some(missing) = groups.iter().find(|g| !known.contains(&g.as_str())) {
+                return Err(op.not_found(missing, "no such security group"));
+            }
             groups.to_vec()
         };
         let config = AwsVpcConfiguration::builder()

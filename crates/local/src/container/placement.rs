@@ -26,15 +26,18 @@ pub(crate) struct Need<'a> {
 }
 
 /// Picks a VM for `need` among `vms` (the running ones) given what `holds` already use.
-/// `Ok(None)` means "run unplaced": no VM exists at all and no subnet was asked for.
+/// `Ok(None)` means "run unplaced": the cloud has no VM at all (`fleet` false) and no
+/// subnet was asked for. VMs that exist but do not run (an outage) give no room: the
+/// replica waits until one runs again.
 pub(crate) fn place(
     op: Op,
     resource: &str,
     vms: &[VmInfo],
+    fleet: bool,
     holds: &[Hold],
     need: Need<'_>,
 ) -> Result<Option<String>> {
-    if vms.is_empty() && need.subnets.is_empty() {
+    if !fleet && vms.is_empty() && need.subnets.is_empty() {
         return Ok(None);
     }
     let mut used: BTreeMap<&str, (u64, u64)> = BTreeMap::new();

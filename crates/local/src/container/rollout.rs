@@ -74,6 +74,7 @@ pub(super) async fn update(inner: &Arc<Inner>, op: Op, spec: ServiceSpec) -> Res
             "a deployment is in progress (revision sets run beside the service's own); finish or roll it back first",
         ));
     }
+    inner.check_references(op, &spec).await?;
     let image = rootfs::resolve(op, &inner.images, &spec.container.image).await?;
     inner.check_secrets(op, &spec.container).await?;
     let number = record.next_revision();
