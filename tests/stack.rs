@@ -760,3 +760,23 @@ async fn a_journal_damaged_in_the_middle_is_refused_and_left_as_it_was() {
     declare().up().await.unwrap();
     assert!(std::fs::read(&path).unwrap().len() < torn.len());
 }
+
+/// A secret given where a name is wanted is refused by the name's rule, and the error names
+/// the property, never the value: in a preview and in `up`.
+#[tokio::test]
+async fn a_secret_in_an_error_is_named_never_shown() {
+    let w = world().await;
+    let declare = || {
+        let s = w.stack("leaky");
+        let value = Noop::new(&s, "source", NoopArgs::new("Not A Valid Bucket Name 9f3k"))
+            .unwrap()
+            .value
+            .secret();
+        Bucket::new(&s, "bucket", BucketArgs::new(value)).unwrap();
+        s
+    };
+    let e = declare().up().await.unwrap_err();
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains("9f3k"), "the secret is shown: {shown}");
+    assert!(shown.contains("[secret name]"), "{shown}");
+}

@@ -24,7 +24,7 @@ macro_rules! blob_cases {
             blob_list_prefix_delimiter_pagination => $crate::blob::list_prefix_delimiter_pagination;
             blob_conditional_create_conflict => $crate::blob::conditional_create_conflict;
             blob_conditional_update_stale_etag => $crate::blob::conditional_update_stale_etag;
-            blob_concurrent_creators_one_wins => $crate::blob::concurrent_creators_one_wins;
+            blob_concurrent_creators_one_wins => $crate::blob::concurrent_creators_one_wins [AtomicConditionalWrites];
             blob_conditional_get => $crate::blob::conditional_get;
             blob_invalid_bucket_names => $crate::blob::invalid_bucket_names;
             blob_invalid_keys => $crate::blob::invalid_keys;

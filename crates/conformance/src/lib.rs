@@ -80,6 +80,10 @@ pub enum Capability {
     /// Each database instance is a real server: connections work, and a snapshot restore
     /// carries the data (RDS on moto has no server behind its endpoints).
     RealDatabase,
+    /// A conditional write is atomic under concurrency: of racing create-only puts exactly
+    /// one wins (S3 guarantees it; moto 5.2.5 checks `If-None-Match` and then stores, in two
+    /// steps without a lock, so racing writers can both succeed).
+    AtomicConditionalWrites,
 }
 
 /// The capabilities a target declares.

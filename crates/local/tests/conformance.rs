@@ -57,6 +57,7 @@ impl Target for Local {
             Capability::VmPlacement,
             Capability::TargetPorts,
             Capability::RealTraffic,
+            Capability::AtomicConditionalWrites,
             Capability::RealDatabase,
         ]
         .into();

@@ -254,6 +254,46 @@ pub(super) async fn load_doc(inner: &Inner, stack: &str) -> Result<StateDoc> {
     Ok(doc)
 }
 
+/// `e` with the text of every secret argument (each string of 4 or more characters inside
+/// a property in `secret`) replaced by `[secret <property>]`, in its message and resource:
+/// a secret given where a name is wanted is refused by a rule that quotes the name, and the
+/// error must name the property, never show the value. The cause is dropped when anything
+/// was replaced (it could show it too).
+fn redact(e: crate::Error, props: &Props, secret: &BTreeSet<String>) -> crate::Error {
+    let mut texts: Vec<(String, &str)> = Vec::new();
+    for name in secret {
+        let Some(v) = props.get(name) else { continue };
+        let mut todo = vec![v];
+        while let Some(v) = todo.pop() {
+            match v {
+                Value::String(t) if t.chars().count() >= 4 => texts.push((t.clone(), name)),
+                Value::Array(a) => todo.extend(a.iter()),
+                Value::Object(o) => todo.extend(o.values()),
+                _ => {}
+            }
+        }
+    }
+    // Longest first, so a secret inside another is not left half shown.
+    texts.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+    let hide = |s: &str| -> String {
+        let mut out = s.to_string();
+        for (t, name) in &texts {
+            out = out.replace(t.as_str(), &format!("[secret {name}]"));
+        }
+        out
+    };
+    let message = hide(e.message());
+    let resource = e.resource().map(hide);
+    if message == e.message() && resource.as_deref() == e.resource() {
+        return e;
+    }
+    let mut out = crate::Error::new(e.kind(), e.service(), e.operation().to_string(), message);
+    if let Some(r) = resource {
+        out = out.with_resource(r);
+    }
+    out
+}
+
 /// The providers of the declared resource types, by type name.
 struct Providers(HashMap<&'static str, Arc<dyn Provider>>);
 
@@ -522,9 +562,17 @@ impl Run {
         Ok((drift, refreshed))
     }
 
-    /// Applies one declared resource; returns the step done and its outputs.
+    /// Applies one declared resource; returns the step done and its outputs. An error never
+    /// shows a secret argument (see [`redact`]).
     async fn apply_one(&self, d: &Declared, env: &HashMap<String, Props>) -> Result<(Step, Props)> {
-        let mut r = resolve(d, &MapEnv(env))?;
+        let r = resolve(d, &MapEnv(env))?;
+        let (props, secret) = (r.props.clone(), r.secret.clone());
+        self.apply_resolved(d, r)
+            .await
+            .map_err(|e| redact(e, &props, &secret))
+    }
+
+    async fn apply_resolved(&self, d: &Declared, mut r: Resolved) -> Result<(Step, Props)> {
         if let Some(name) = r.unknown.iter().next() {
             return Err(op("apply").internal(
                 &d.name,
@@ -901,7 +949,9 @@ impl Stack {
         for d in &decls {
             let mut r = resolve(d, &env)?;
             if r.unknown.is_empty() {
-                d.provider.check(&d.name, &r.props)?;
+                d.provider
+                    .check(&d.name, &r.props)
+                    .map_err(|e| redact(e, &r.props, &r.secret))?;
             }
             let old = doc.resources.get(&d.urn);
             let (op_kind, diffs) = decide(d, &mut r, old);
