@@ -459,6 +459,23 @@ pub async fn invalid_keys(ctx: &mut Ctx) -> Outcome {
     expect_err!(blob.put(&bucket, "", "x").await, InvalidArgument);
     let too_long = "k".repeat(1025);
     expect_err!(blob.put(&bucket, &too_long, "x").await, InvalidArgument);
+    // A huge key is refused with a short error: a part of it and its length.
+    let huge = "k".repeat(10 << 20);
+    for e in [
+        expect_err!(blob.put(&bucket, &huge, "x").await, InvalidArgument),
+        expect_err!(blob.get(&bucket, &huge).await, InvalidArgument),
+    ] {
+        let shown = e.to_string();
+        ensure!(
+            shown.len() < 2_000,
+            "a 10 MB key made a {} byte error",
+            shown.len()
+        );
+        ensure!(
+            shown.contains("… (10485"),
+            "the key's length is not given: {shown}"
+        );
+    }
     // Multi-byte characters count in bytes: 342 × 3 bytes = 1026.
     expect_err!(
         blob.put(&bucket, &"€".repeat(342), "x").await,

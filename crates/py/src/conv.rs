@@ -80,6 +80,24 @@ pub fn template(
     what: &str,
     outs: &mut Vec<mvi_core::stack::Output<Json>>,
 ) -> PyResult<Json> {
+    template_at(obj, what, outs, 0)
+}
+
+/// The most lists, dicts and records a value given to mvi may nest (JSON's own limit in the
+/// state it ends up in): deeper is refused before any recursion could run out of stack.
+const MAX_NESTING: usize = 128;
+
+fn template_at(
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+    outs: &mut Vec<mvi_core::stack::Output<Json>>,
+    depth: usize,
+) -> PyResult<Json> {
+    if depth > MAX_NESTING {
+        return Err(crate::errors::invalid(format!(
+            "{what}: the value nests lists, dicts and records more than {MAX_NESTING} levels deep"
+        )));
+    }
     if obj.is_none() {
         return Ok(Json::Null);
     }
@@ -115,7 +133,7 @@ pub fn template(
             let key: String = k.extract().map_err(|_| {
                 PyTypeError::new_err(format!("{what}: dictionary keys must be str, got {k:?}"))
             })?;
-            let v = template(&v, what, outs)?;
+            let v = template_at(&v, what, outs, depth + 1)?;
             m.insert(key, v);
         }
         return Ok(Json::Object(m));
@@ -123,7 +141,7 @@ pub fn template(
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
         let mut a = Vec::new();
         for x in obj.try_iter()? {
-            a.push(template(&x?, what, outs)?);
+            a.push(template_at(&x?, what, outs, depth + 1)?);
         }
         return Ok(Json::Array(a));
     }
@@ -133,7 +151,7 @@ pub fn template(
         // Rust defaults of its type.
         let class = obj.get_type().name()?.to_cow()?.into_owned();
         let shallow = types.call_method1("_shallow", (obj,))?;
-        let json = template(&shallow, what, outs)?;
+        let json = template_at(&shallow, what, outs, depth + 1)?;
         return Ok(match record_base(&class) {
             Some(mut base) => {
                 merge(&mut base, json);
@@ -150,7 +168,7 @@ pub fn template(
             obj.get_type().name()?
         )));
     }
-    template(&plain, what, outs)
+    template_at(&plain, what, outs, depth + 1)
 }
 
 /// The Rust defaults of a request record, for the fields a Python dataclass leaves `None`:

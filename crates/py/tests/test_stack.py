@@ -160,3 +160,12 @@ def test_outputs_inside_structures_and_plain_values(mem, tmp_path):
         mem.networks.authorize("sg-1", mvi.Rule("Ingress", 1, 2, group=a.value))
     s.export("b", b.value)
     assert s.up().outputs["b"] == "x-plain-3"
+
+
+def test_a_value_nested_past_128_levels_is_refused_not_a_crash(tmp_path, mem):
+    deep: object = "leaf"
+    for _ in range(100_000):
+        deep = [deep]
+    stack = mvi.Stack("deep", mem, state_dir=str(tmp_path / "stacks"))
+    with pytest.raises(mvi.InvalidArgument, match="128 levels"):
+        r.Noop(stack, "n", value=deep)
