@@ -331,18 +331,28 @@ async fn a_failure_stops_dependents_and_lets_independent_work_finish() {
 async fn a_second_run_is_refused_while_the_lock_is_held() {
     let w = world().await;
     let store = FileStore::new(&w.stacks);
-    let holder = LockHolder {
-        pid: 4242,
-        ..LockHolder::me("up")
-    };
+    // Held by a live process (this one, through another store): not stale.
+    let holder = LockHolder::me("a-deploy-elsewhere");
     store.lock("locked", &holder).await.unwrap();
     let s = w.stack("locked");
     Noop::new(&s, "a", NoopArgs::new("x")).unwrap();
     let err = s.up().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PreconditionFailed);
-    assert!(err.to_string().contains("pid 4242"), "{err}");
-    let broken = s.break_lock().await.unwrap().unwrap();
-    assert_eq!(broken.pid, 4242);
+    assert!(err.to_string().contains("a-deploy-elsewhere"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    // Unlocking a live holder's lock needs force.
+    let refused = s.unlock(false).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::PreconditionFailed, "{refused}");
+    assert!(
+        refused.to_string().contains("may still be running"),
+        "{refused}"
+    );
+    let broken = s.unlock(true).await.unwrap().unwrap();
+    assert_eq!(broken.operation, "a-deploy-elsewhere");
     s.up().await.unwrap();
 }
 
@@ -351,7 +361,10 @@ async fn secrets_are_encrypted_in_state_and_masked_in_previews() {
     let w = world().await;
     let s = w.stack("sec");
     let key = Key::new(&s, "k", KeyArgs::new("alias/sec-app")).unwrap();
-    let token = key.id.map(|_| "hunter2-super-secret".to_string()).secret();
+    let token = key
+        .id
+        .map(|_| "hunter2-super-secret".to_string())
+        .as_secret();
     Noop::new(&s, "holder", NoopArgs::new(token.clone())).unwrap();
     s.export("token", &token).unwrap();
     let plan = s.preview().await.unwrap();
@@ -387,7 +400,7 @@ async fn secrets_are_encrypted_in_state_and_masked_in_previews() {
     Noop::new(
         &s,
         "holder",
-        NoopArgs::new(key.id.map(|_| "new-secret-value".to_string()).secret()),
+        NoopArgs::new(key.id.map(|_| "new-secret-value".to_string()).as_secret()),
     )
     .unwrap();
     let plan = s.preview().await.unwrap();
@@ -511,7 +524,11 @@ async fn state_can_live_in_the_blob_service() {
         Noop::new(
             &s,
             "token",
-            NoopArgs::new(b.name.map(|_| "remote-secret-token".to_string()).secret()),
+            NoopArgs::new(
+                b.name
+                    .map(|_| "remote-secret-token".to_string())
+                    .as_secret(),
+            ),
         )
         .unwrap();
         s
@@ -528,14 +545,11 @@ async fn state_can_live_in_the_blob_service() {
     assert!(declare().preview().await.unwrap().is_empty());
 
     // The lock is a create-only object: a second holder is refused, naming the first.
-    let holder = LockHolder {
-        pid: 777,
-        ..LockHolder::me("up")
-    };
+    let holder = LockHolder::me("remote-up-777");
     store.lock("remote", &holder).await.unwrap();
     let err = declare().up().await.unwrap_err();
-    assert!(err.to_string().contains("pid 777"), "{err}");
-    declare().break_lock().await.unwrap();
+    assert!(err.to_string().contains("remote-up-777"), "{err}");
+    declare().unlock(true).await.unwrap();
     declare().destroy().await.unwrap();
     assert!(
         !w.cloud
@@ -771,7 +785,7 @@ async fn a_secret_in_an_error_is_named_never_shown() {
         let value = Noop::new(&s, "source", NoopArgs::new("Not A Valid Bucket Name 9f3k"))
             .unwrap()
             .value
-            .secret();
+            .as_secret();
         Bucket::new(&s, "bucket", BucketArgs::new(value)).unwrap();
         s
     };

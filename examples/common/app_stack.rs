@@ -154,7 +154,7 @@ pub fn declare(cloud: &Cloud, store: impl StateStore, site: &Site) -> Result<Sta
             .subnet(&subnet_b.id)
             .security_group(&lb_sg.id),
     )?;
-    let app_secret = key.id.map(|_| "s3cr3t-api-token".to_string()).secret();
+    let app_secret = key.id.map(|_| "s3cr3t-api-token".to_string()).as_secret();
     ContainerService::new(
         &web,
         "service",

@@ -104,6 +104,7 @@ pub fn show_progress(stack: &mvi::stack::Stack) -> tokio::task::JoinHandle<()> {
                 mvi::stack::Event::Progress { urn, message } => {
                     println!("             {}: {message}", short(&urn))
                 }
+                mvi::stack::Event::Notice { message } => println!("    note: {message}"),
             }
         }
     })

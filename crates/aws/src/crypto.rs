@@ -38,11 +38,10 @@
 //! # Emulators
 //!
 //! moto (5.2.5) does not enforce key state on `Encrypt`, `Decrypt` and `GenerateDataKey`: a
-//! disabled key, or one pending deletion, still works there. When the configuration has an
-//! endpoint override (an emulator, or a private endpoint of KMS), this backend therefore
-//! checks the key's state itself with `DescribeKey` (before encrypting, after decrypting,
-//! keeping the plaintext back if the key is not enabled): one more request per call.
-//! Against AWS's own endpoints KMS enforces it and nothing extra is sent.
+//! disabled key, or one pending deletion, still works there. This backend sends the same
+//! requests whatever the endpoint and reports what the service answered; the conformance
+//! cases that need key state enforced declare the `KeyStateEnforced` capability, which the
+//! moto target does not.
 
 use std::collections::HashMap;
 
@@ -83,8 +82,6 @@ const LIST_CONCURRENCY: usize = 8;
 #[derive(Debug)]
 pub struct KmsCrypto {
     client: Client,
-    /// Check key state on the client before using a key (see the module docs, "Emulators").
-    check_state: bool,
     /// Serializes alias look-up, key creation and `CreateAlias` within this handle.
     alias_lock: tokio::sync::Mutex<()>,
 }
@@ -94,7 +91,6 @@ impl KmsCrypto {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         KmsCrypto {
             client: Client::new(config),
-            check_state: config.endpoint_url().is_some(),
             alias_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -229,15 +225,6 @@ impl KmsCrypto {
         if let Err(e) = out {
             tracing::warn!(key = id, error = %map(op("create_key"), id, e), "could not retire a half-created key");
         }
-    }
-
-    /// Refuses use of a key that is not enabled, when state is checked on the client.
-    async fn check_usable(&self, op: Op, key: &str) -> Result<()> {
-        if !self.check_state {
-            return Ok(());
-        }
-        let raw = self.describe_raw(op, key).await?;
-        usable(op, key, &raw)
     }
 
     /// Checks that `alias` is well formed and free, and holds this handle's alias lock
@@ -549,7 +536,6 @@ impl Crypto for KmsCrypto {
                 ),
             ));
         }
-        self.check_usable(op, key).await?;
         let out = self
             .client
             .encrypt()
@@ -596,13 +582,11 @@ impl Crypto for KmsCrypto {
                 .into_inner(),
         );
         // Checked after the fact: only the answer names the key (see "Emulators").
-        self.check_usable(op, &key_id).await?;
         Ok(Decrypted { key_id, plaintext })
     }
 
     async fn generate_data_key(&self, key: &str, context: &EncryptionContext) -> Result<DataKey> {
         let op = op("generate_data_key");
-        self.check_usable(op, key).await?;
         let out = self
             .client
             .generate_data_key()
@@ -695,32 +679,6 @@ fn not_applicable<E: ProvideErrorMetadata>(err: &E) -> bool {
         err.code(),
         Some("KMSInvalidStateException" | "UnsupportedOperationException")
     )
-}
-
-/// PermissionDenied unless the key is enabled.
-fn usable(op: Op, key: &str, raw: &KmsKeyMetadata) -> Result<()> {
-    match state_of(raw) {
-        KeyState::Enabled => Ok(()),
-        KeyState::Disabled => Err(op.denied(
-            key,
-            format!(
-                "key {} is {}; enable it to use it",
-                raw.key_id(),
-                state_name(raw)
-            ),
-        )),
-        KeyState::PendingDeletion => Err(op.denied(
-            key,
-            format!(
-                "key {} is pending deletion{}; cancel the deletion to use it",
-                raw.key_id(),
-                raw.deletion_date()
-                    .and_then(timestamp)
-                    .map(|d| format!(" (on {})", d.to_rfc3339()))
-                    .unwrap_or_default()
-            ),
-        )),
-    }
 }
 
 /// mvi's state of a KMS key. States mvi does not model map to the nearest one by what they

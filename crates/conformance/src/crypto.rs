@@ -24,7 +24,7 @@ macro_rules! crypto_cases {
             crypto_wrong_context_fails => $crate::crypto::wrong_context_fails;
             crypto_tampered_ciphertext_fails => $crate::crypto::tampered_ciphertext_fails;
             crypto_truncated_or_garbage_fails => $crate::crypto::truncated_or_garbage_fails;
-            crypto_disabled_key_refuses_and_enable_restores => $crate::crypto::disabled_key_refuses_and_enable_restores;
+            crypto_disabled_key_refuses_and_enable_restores => $crate::crypto::disabled_key_refuses_and_enable_restores [KeyStateEnforced];
             crypto_rotation_keeps_old_ciphertext => $crate::crypto::rotation_keeps_old_ciphertext;
             crypto_import_key_roundtrip => $crate::crypto::import_key_roundtrip [KeyImport];
             crypto_alias_lookup_and_duplicate => $crate::crypto::alias_lookup_and_duplicate;
@@ -33,8 +33,8 @@ macro_rules! crypto_cases {
             crypto_oversize_plaintext_refused => $crate::crypto::oversize_plaintext_refused;
             crypto_data_key_roundtrip => $crate::crypto::data_key_roundtrip;
             crypto_deletion_window_bounds => $crate::crypto::deletion_window_bounds;
-            crypto_pending_deletion_refuses_use => $crate::crypto::pending_deletion_refuses_use;
-            crypto_cancel_deletion => $crate::crypto::cancel_deletion;
+            crypto_pending_deletion_refuses_use => $crate::crypto::pending_deletion_refuses_use [KeyStateEnforced];
+            crypto_cancel_deletion => $crate::crypto::cancel_deletion [KeyStateEnforced];
             crypto_deletion_after_window => $crate::crypto::deletion_after_window [ManualClock, KeyDeletion];
             crypto_audit_trail_records_ok_and_denied => $crate::crypto::audit_trail_records_ok_and_denied [CryptoAudit];
             crypto_persistence_across_reopen => $crate::crypto::persistence_across_reopen [Reopen, KeyImport];

@@ -84,6 +84,9 @@ pub enum Capability {
     /// one wins (S3 guarantees it; moto 5.2.5 checks `If-None-Match` and then stores, in two
     /// steps without a lock, so racing writers can both succeed).
     AtomicConditionalWrites,
+    /// The Crypto service refuses a disabled key, or one pending deletion, on encrypt, decrypt
+    /// and generate_data_key (KMS does; moto 5.2.5 goes on using it).
+    KeyStateEnforced,
 }
 
 /// The capabilities a target declares.

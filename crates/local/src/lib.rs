@@ -159,6 +159,9 @@ impl LocalCloudBuilder {
             Some(std::fs::canonicalize(&root).map_err(|e| storage::io_error(op, &root, e))?)
         };
         let root = root.as_deref();
+        if let Some(root) = root {
+            sim.persist(root)?;
+        }
         let ctx = |service| storage::Ctx::new(root, service, sim.clone());
         let networks = Arc::new(vpc::LocalNetworks::open(ctx(Service::Vpc)?).await?);
         let vms = Arc::new(vm::LocalVms::open(ctx(Service::Vm)?, networks.clone()).await?);

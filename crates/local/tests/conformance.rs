@@ -58,6 +58,7 @@ impl Target for Local {
             Capability::TargetPorts,
             Capability::RealTraffic,
             Capability::AtomicConditionalWrites,
+            Capability::KeyStateEnforced,
             Capability::RealDatabase,
         ]
         .into();

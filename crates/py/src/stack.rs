@@ -59,7 +59,7 @@ impl PyOutput {
     /// The same value, marked secret: encrypted in the state, masked in previews.
     fn secret(&self) -> PyOutput {
         PyOutput {
-            out: self.out.secret(),
+            out: self.out.as_secret(),
         }
     }
 
@@ -435,6 +435,9 @@ fn event_py(py: Python<'_>, e: &Event) -> PyResult<Py<PyAny>> {
         }
         Event::Progress { urn, message } => {
             serde_json::json!({"kind": "progress", "urn": urn, "op": "progress", "message": message})
+        }
+        Event::Notice { message } => {
+            serde_json::json!({"kind": "notice", "urn": "", "op": "notice", "message": message})
         }
     };
     conv::build(py, "Event", json_to_py(py, &j)?)

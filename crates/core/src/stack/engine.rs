@@ -60,15 +60,31 @@ impl Options {
     }
 }
 
-/// What an `up`, `destroy` or `refresh` did.
-#[derive(Debug, Clone)]
+/// What an `up`, `destroy` or `refresh` did. Its `Debug` shows secret outputs as `[secret]`.
+#[derive(Clone)]
 pub struct Report {
     /// The steps done, in order of completion, and the drift found first.
     pub plan: Plan,
     /// The stack's outputs after the operation (secrets included: handle with care).
     pub outputs: Props,
+    /// The names of the outputs that are secret.
+    pub secret_outputs: BTreeSet<String>,
     /// How long it took.
     pub duration: Duration,
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Report")
+            .field("plan", &self.plan)
+            .field(
+                "outputs",
+                &state::masked(&self.outputs, &self.secret_outputs),
+            )
+            .field("secret_outputs", &self.secret_outputs)
+            .field("duration", &self.duration)
+            .finish()
+    }
 }
 
 /// Outputs of applied resources: a property they lack is null.
@@ -329,6 +345,50 @@ struct Run {
     inner: Arc<Inner>,
     sealer: Sealer,
     doc: Mutex<StateDoc>,
+    /// Held while a delete-before-replace deletes the dependents that must go first, so two
+    /// replacements sharing dependents do not delete them twice.
+    replacing: Mutex<()>,
+    /// Declared resources deleted this run because a resource they depend on is replaced by
+    /// deleting it first: their create is reported as a replacement.
+    deleted_for_replace: std::sync::Mutex<HashSet<String>>,
+}
+
+/// The key a resource replaced by create-before-delete waits under until it is deleted:
+/// `<urn>#replaced#<n>`, the first free `n`.
+fn replaced_key(doc: &StateDoc, urn: &str) -> String {
+    (1u64..)
+        .map(|n| format!("{urn}#replaced#{n}"))
+        .find(|k| !doc.resources.contains_key(k) && !doc.pending.contains_key(k))
+        .unwrap_or_else(|| format!("{urn}#replaced"))
+}
+
+/// The records waiting for deletion that `urn` replaced (see [`replaced_key`]).
+fn replaced_of<'a>(
+    doc: &'a StateDoc,
+    urn: &str,
+) -> impl Iterator<Item = (&'a String, &'a ResourceState)> {
+    let prefix = format!("{urn}#replaced");
+    doc.resources
+        .range(prefix.clone()..)
+        .take_while(move |(k, _)| k.starts_with(&prefix))
+}
+
+/// The records `r` (recorded under `urn`) keeps from being deleted before it: what it
+/// depends on, and, when it is itself to be deleted (`doomed`), the replaced copies of what
+/// it depends on too: it was made against those, so it must go before them (an old subnet
+/// before the old VPC it is in).
+fn holds(doc: &StateDoc, urn: &str, r: &ResourceState, doomed: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in &r.deps {
+        if d == urn {
+            continue;
+        }
+        out.push(d.clone());
+        if doomed {
+            out.extend(replaced_of(doc, d).map(|(k, _)| k.clone()));
+        }
+    }
+    out
 }
 
 impl Run {
@@ -338,15 +398,22 @@ impl Run {
             sealer: Sealer::new(inner.cloud.clone(), &inner.name),
             inner,
             doc: Mutex::new(doc),
+            replacing: Mutex::new(()),
+            deleted_for_replace: Default::default(),
         })
     }
 
     fn cx<'a>(&'a self, urn: &'a str) -> Cx<'a> {
+        self.cx_taken(urn, &[])
+    }
+
+    fn cx_taken<'a>(&'a self, urn: &'a str, taken: &'a [String]) -> Cx<'a> {
         Cx {
             cloud: &self.inner.cloud,
             stack: &self.inner.name,
             urn,
             events: &self.inner.events,
+            taken,
         }
     }
 
@@ -414,7 +481,9 @@ impl Run {
         }
     }
 
-    /// Resolves what the last run left pending by reading the real resources.
+    /// Resolves what the last run left pending by reading the real resources. Each pending
+    /// entry carries the whole record (dependencies, parent, protection, secret properties),
+    /// so what is recovered is recorded exactly as a finished step would have recorded it.
     async fn resolve_pending(&self, decls: &[Declared]) -> Result<()> {
         let pending: Vec<(String, PendingOp)> =
             self.doc.lock().await.pending.clone().into_iter().collect();
@@ -422,49 +491,57 @@ impl Run {
         for (key, p) in pending {
             let urn = key.split('#').next().unwrap_or(&key).to_string();
             let provider = provider_for(&providers, &p.type_name, &urn)?;
-            let cx = self.cx(&urn);
+            let recorded = self.doc.lock().await.resources.get(&key).cloned();
             match p.op {
-                PendingKind::Create => match provider.find(cx, &p.inputs).await? {
-                    Some(id) => match provider.read(cx, &id, &p.inputs).await? {
-                        Some((inputs, outputs)) => {
-                            let resource = ResourceState {
-                                type_name: p.type_name.clone(),
-                                name: p.name.clone(),
-                                parent: None,
-                                id,
-                                inputs,
-                                outputs,
-                                deps: BTreeSet::new(),
-                                secret_inputs: p.secret_inputs.clone(),
-                                secret_outputs: provider
-                                    .secret_outputs()
-                                    .iter()
-                                    .map(|s| s.to_string())
-                                    .collect(),
-                                protect: false,
-                            };
+                PendingKind::Create => {
+                    // A resource it replaces carries the same URN tag: never take it for the
+                    // new one.
+                    let taken: Vec<String> = {
+                        let doc = self.doc.lock().await;
+                        replaced_of(&doc, &key).map(|(_, r)| r.id.clone()).collect()
+                    };
+                    let cx = self.cx_taken(&urn, &taken);
+                    let read = match provider.find(cx, &p.inputs).await? {
+                        Some(id) => provider
+                            .read(cx, &id, &p.inputs)
+                            .await?
+                            .map(|(inputs, outputs)| (id, inputs, outputs)),
+                        None => None,
+                    };
+                    match read {
+                        Some((id, inputs, outputs)) => {
+                            let resource = p.record(id, inputs, outputs);
                             self.record(Entry::Put { urn: key, resource }).await?;
                         }
                         None => self.record(Entry::Resolved { urn: key }).await?,
-                    },
-                    None => self.record(Entry::Resolved { urn: key }).await?,
-                },
+                    }
+                }
                 PendingKind::Update | PendingKind::Delete => {
                     let id = p.id.clone().unwrap_or_default();
-                    let recorded = self.doc.lock().await.resources.get(&key).cloned();
-                    match (provider.read(cx, &id, &p.inputs).await?, recorded) {
-                        (None, _) => self.record(Entry::Remove { urn: key }).await?,
+                    let read = provider.read(self.cx(&urn), &id, &p.inputs).await?;
+                    let entry = match (read, recorded) {
+                        (None, _) => Entry::Remove { urn: key },
+                        // An update stopped half way: record what the resource is now (the
+                        // next plan compares it with the declaration).
                         (Some((inputs, outputs)), Some(mut r)) if p.op == PendingKind::Update => {
                             r.inputs = inputs;
                             r.outputs = outputs;
-                            self.record(Entry::Put {
+                            Entry::Put {
                                 urn: key,
                                 resource: r,
-                            })
-                            .await?;
+                            }
                         }
-                        (Some(_), _) => self.record(Entry::Resolved { urn: key }).await?,
-                    }
+                        // A delete that did not happen: the record stays, and the resource is
+                        // deleted when the plan says so again.
+                        (Some(_), Some(_)) => Entry::Resolved { urn: key },
+                        // The resource exists and nothing records it (a replaced resource of
+                        // an older state format): record it, so it is deleted, not orphaned.
+                        (Some((inputs, outputs)), None) => Entry::Put {
+                            urn: key,
+                            resource: p.record(id, inputs, outputs),
+                        },
+                    };
+                    self.record(entry).await?;
                 }
             }
         }
@@ -564,15 +641,25 @@ impl Run {
 
     /// Applies one declared resource; returns the step done and its outputs. An error never
     /// shows a secret argument (see [`redact`]).
-    async fn apply_one(&self, d: &Declared, env: &HashMap<String, Props>) -> Result<(Step, Props)> {
+    async fn apply_one(
+        &self,
+        d: &Declared,
+        decls: &[Declared],
+        env: &HashMap<String, Props>,
+    ) -> Result<(Step, Props)> {
         let r = resolve(d, &MapEnv(env))?;
         let (props, secret) = (r.props.clone(), r.secret.clone());
-        self.apply_resolved(d, r)
+        self.apply_resolved(d, decls, r)
             .await
             .map_err(|e| redact(e, &props, &secret))
     }
 
-    async fn apply_resolved(&self, d: &Declared, mut r: Resolved) -> Result<(Step, Props)> {
+    async fn apply_resolved(
+        &self,
+        d: &Declared,
+        decls: &[Declared],
+        mut r: Resolved,
+    ) -> Result<(Step, Props)> {
         if let Some(name) = r.unknown.iter().next() {
             return Err(op("apply").internal(
                 &d.name,
@@ -581,7 +668,7 @@ impl Run {
         }
         d.provider.check(&d.name, &r.props)?;
         let old = self.doc.lock().await.resources.get(&d.urn).cloned();
-        let (op_kind, diffs) = decide(d, &mut r, old.as_ref());
+        let (mut op_kind, diffs) = decide(d, &mut r, old.as_ref());
         let cx = self.cx(&d.urn);
         // An output named like a secret argument carries that argument: secret too.
         let secret_outputs: BTreeSet<String> = d
@@ -603,24 +690,14 @@ impl Run {
             secret_outputs: secret_outputs.clone(),
             protect: d.opts.protect,
         };
-        let pending = |kind: PendingKind,
-                       id: Option<String>,
-                       inputs: &Props,
-                       secret: &BTreeSet<String>| PendingOp {
-            op: kind,
-            type_name: d.provider.type_name().to_string(),
-            name: d.name.clone(),
-            id,
-            inputs: inputs.clone(),
-            secret_inputs: secret.clone(),
-            started: chrono::Utc::now(),
-        };
         // A create, bracketed by journal entries: pending (durable before the provider is
-        // called, so a crash leaves a trace the next run resolves), then the result.
+        // called, so a crash leaves a trace the next run resolves, with the whole record to
+        // be), then the result.
         let create = async || -> Result<Props> {
+            let to_be = record_of(String::new(), Props::new());
             self.record(Entry::Pending {
                 urn: d.urn.clone(),
-                op: pending(PendingKind::Create, None, &r.props, &r.secret),
+                op: pending_of(PendingKind::Create, &to_be),
             })
             .await?;
             let (id, outputs) = self
@@ -667,16 +744,21 @@ impl Run {
                 .await?;
                 outputs
             }
-            (StepOp::Create, _) => create().await?,
+            (StepOp::Create, _) => {
+                let replacing = self
+                    .deleted_for_replace
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&d.urn);
+                if replacing {
+                    op_kind = StepOp::Replace;
+                }
+                create().await?
+            }
             (StepOp::Update, Some(old)) => {
                 self.record(Entry::Pending {
                     urn: d.urn.clone(),
-                    op: pending(
-                        PendingKind::Update,
-                        Some(old.id.clone()),
-                        &old.inputs,
-                        &old.secret_inputs,
-                    ),
+                    op: pending_of(PendingKind::Update, old),
                 })
                 .await?;
                 let outputs = self
@@ -697,23 +779,21 @@ impl Run {
                 if old.protect || d.opts.protect {
                     return Err(op("replace").denied(&d.name, "the resource is protected; it would have to be replaced (unprotect it first)"));
                 }
-                let old_provider = provider_for(
-                    &Providers::of(std::slice::from_ref(d)),
-                    &old.type_name,
-                    &d.urn,
-                )?;
                 let delete_first = d.opts.delete_before_replace
                     || d.provider.fixed_name()
                     || old.type_name != d.provider.type_name();
                 if delete_first {
+                    let old_provider = provider_for(
+                        &Providers::of(std::slice::from_ref(d)),
+                        &old.type_name,
+                        &d.urn,
+                    )?;
+                    // What must go with it goes first (dependents it cannot be deleted under,
+                    // whose replacement its own forces).
+                    self.delete_dependents(&d.urn, decls).await?;
                     self.record(Entry::Pending {
                         urn: d.urn.clone(),
-                        op: pending(
-                            PendingKind::Delete,
-                            Some(old.id.clone()),
-                            &old.inputs,
-                            &old.secret_inputs,
-                        ),
+                        op: pending_of(PendingKind::Delete, old),
                     })
                     .await?;
                     self.timed(
@@ -725,29 +805,17 @@ impl Run {
                     self.record(Entry::Remove { urn: d.urn.clone() }).await?;
                     create().await?
                 } else {
-                    // Create the new one first, then delete the old one (kept meanwhile as a
-                    // pending delete under `<urn>#replaced`, so a crash does not orphan it).
-                    let replaced = format!("{}#replaced", d.urn);
-                    self.record(Entry::Pending {
-                        urn: replaced.clone(),
-                        op: pending(
-                            PendingKind::Delete,
-                            Some(old.id.clone()),
-                            &old.inputs,
-                            &old.secret_inputs,
-                        ),
+                    // Create the new one first. The old one's record moves (in one journal
+                    // entry) to `<urn>#replaced#<n>`: undeclared, it is deleted at the end
+                    // of the run, once every dependent has moved to the new one; until then
+                    // (and after a crash or a failed delete) the state keeps it.
+                    let to = replaced_key(&*self.doc.lock().await, &d.urn);
+                    self.record(Entry::Move {
+                        from: d.urn.clone(),
+                        to,
                     })
                     .await?;
-                    self.record(Entry::Remove { urn: d.urn.clone() }).await?;
-                    let outputs = create().await?;
-                    self.timed(
-                        d.opts.timeout,
-                        &d.urn,
-                        old_provider.delete(cx, &old.id, &old.inputs),
-                    )
-                    .await?;
-                    self.record(Entry::Resolved { urn: replaced }).await?;
-                    outputs
+                    create().await?
                 }
             }
             (_, None) => {
@@ -776,10 +844,10 @@ impl Run {
                 let doc = self.doc.lock().await;
                 // A resource can go once nothing still recorded depends on it (a resource
                 // whose delete failed or was refused still holds what it depends on).
-                let held: HashSet<&String> = doc
+                let held: HashSet<String> = doc
                     .resources
                     .iter()
-                    .flat_map(|(other, r)| r.deps.iter().filter(move |d| *d != other))
+                    .flat_map(|(other, r)| holds(&doc, other, r, !keep.contains(other)))
                     .collect();
                 let doomed: Vec<(&String, &ResourceState)> = doc
                     .resources
@@ -791,7 +859,7 @@ impl Run {
                 }
                 let wave: Vec<(String, ResourceState)> = doomed
                     .iter()
-                    .filter(|(u, _)| !held.contains(u))
+                    .filter(|(u, _)| !held.contains(*u))
                     .map(|(u, r)| ((*u).clone(), (*r).clone()))
                     .collect();
                 if wave.is_empty() {
@@ -830,14 +898,77 @@ impl Run {
                         });
                         blocked.insert(urn.clone());
                         // What it depends on stays: deleting it would break it.
-                        for dep in &r.deps {
-                            blocked.insert(dep.clone());
-                        }
+                        let doc = self.doc.lock().await;
+                        blocked.extend(holds(&doc, &urn, &r, true));
                         failures.push((urn, e));
                     }
                 }
             }
         }
+    }
+
+    /// Before `urn` is deleted to be replaced: deletes, dependents first, the recorded
+    /// resources that cannot outlive it: those no longer declared, and declared ones with an
+    /// argument computed from it that replaces them when it changes (a VM in a subnet), and
+    /// so on down. The declared ones are created again when their turn comes.
+    async fn delete_dependents(&self, urn: &str, decls: &[Declared]) -> Result<()> {
+        let _one_at_a_time = self.replacing.lock().await;
+        let must_go = |q: &str, on: &str| match decls.iter().find(|d| d.urn == q) {
+            None => true,
+            Some(d) => d.props.iter().any(|(p, node)| {
+                node.deps.contains(on)
+                    && (d.provider.replace_on().contains(p)
+                        || d.opts.replace_on_changes.iter().any(|r| r == p))
+            }),
+        };
+        let doomed: Vec<(String, ResourceState)> = {
+            let doc = self.doc.lock().await;
+            let mut doomed: BTreeSet<String> = BTreeSet::new();
+            let mut todo = vec![urn.to_string()];
+            while let Some(x) = todo.pop() {
+                for (q, r) in &doc.resources {
+                    if q != &x
+                        && q != urn
+                        && r.deps.contains(&x)
+                        && !doomed.contains(q)
+                        && must_go(q, &x)
+                    {
+                        doomed.insert(q.clone());
+                        todo.push(q.clone());
+                    }
+                }
+            }
+            doomed
+                .into_iter()
+                .filter_map(|q| doc.resources.get(&q).map(|r| (q, r.clone())))
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let providers = Providers::of(decls);
+        let mut left = doomed;
+        while !left.is_empty() {
+            // Those no other doomed resource depends on go first.
+            let (ready, rest): (Vec<_>, Vec<_>) = left
+                .iter()
+                .cloned()
+                .partition(|(q, _)| !left.iter().any(|(o, r)| o != q && r.deps.contains(q)));
+            if ready.is_empty() {
+                return Err(op("replace").internal(urn, "its dependents depend on each other"));
+            }
+            for (q, r) in &ready {
+                self.delete_one(&providers, q, r).await?;
+                if decls.iter().any(|d| &d.urn == q) {
+                    self.deleted_for_replace
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(q.clone());
+                }
+            }
+            left = rest;
+        }
+        Ok(())
     }
 
     async fn delete_one(&self, providers: &Providers, urn: &str, r: &ResourceState) -> Result<()> {
@@ -853,18 +984,9 @@ impl Run {
             op: StepOp::Delete,
         });
         let started = Instant::now();
-        let pending = PendingOp {
-            op: PendingKind::Delete,
-            type_name: r.type_name.clone(),
-            name: r.name.clone(),
-            id: Some(r.id.clone()),
-            inputs: r.inputs.clone(),
-            secret_inputs: r.secret_inputs.clone(),
-            started: chrono::Utc::now(),
-        };
         self.record(Entry::Pending {
             urn: urn.to_string(),
-            op: pending,
+            op: pending_of(PendingKind::Delete, r),
         })
         .await?;
         provider.delete(self.cx(urn), &r.id, &r.inputs).await?;
@@ -878,6 +1000,24 @@ impl Run {
             duration: started.elapsed(),
         });
         Ok(())
+    }
+}
+
+/// The pending entry of an operation of `kind` on the resource recorded (or to be recorded)
+/// as `r`: all of its record, so a recovery rebuilds it exactly.
+fn pending_of(kind: PendingKind, r: &ResourceState) -> PendingOp {
+    PendingOp {
+        op: kind,
+        type_name: r.type_name.clone(),
+        name: r.name.clone(),
+        id: (kind != PendingKind::Create).then(|| r.id.clone()),
+        inputs: r.inputs.clone(),
+        secret_inputs: r.secret_inputs.clone(),
+        secret_outputs: r.secret_outputs.clone(),
+        deps: r.deps.clone(),
+        parent: r.parent.clone(),
+        protect: r.protect,
+        started: chrono::Utc::now(),
     }
 }
 
@@ -903,19 +1043,83 @@ fn failed(operation: &'static str, stack: &str, failures: Vec<(String, Error)>) 
     .with_resource(stack)
 }
 
-/// Holds the stack's lock for one operation; releases it when the operation ends.
+/// The stack's lock while an operation runs: renewed in the background, released when the
+/// operation ends, fails, or its future is dropped.
+struct LockGuard {
+    store: Arc<dyn super::StateStore>,
+    stack: String,
+    renewal: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+impl LockGuard {
+    async fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.renewal.abort();
+        self.store.unlock(&self.stack).await
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        if self.released || self.store.unlock_now(&self.stack) {
+            return;
+        }
+        // A store that needs the network to release: do it on the runtime, if one is left.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (store, stack) = (self.store.clone(), self.stack.clone());
+            rt.spawn(async move {
+                if let Err(e) = store.unlock(&stack).await {
+                    tracing::warn!(stack, error = %e, "could not release the stack's lock");
+                }
+            });
+        }
+    }
+}
+
+/// Takes the stack's lock (over from a stale holder, saying so) and keeps renewing it.
+async fn take_lock(inner: &Arc<Inner>, operation: &str) -> Result<LockGuard> {
+    let store = inner.store.clone();
+    let previous = store.lock(&inner.name, &LockHolder::me(operation)).await?;
+    if let Some(p) = previous {
+        let why = p.stale().unwrap_or_else(|| "it was stale".into());
+        let message = format!("took over the lock of stack {} from {p}: {why}", inner.name);
+        tracing::warn!(stack = %inner.name, "{message}");
+        let _ = inner.events.send(Event::Notice { message });
+    }
+    let renewal = {
+        let (store, stack) = (store.clone(), inner.name.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(super::store::LEASE / 3).await;
+                if let Err(e) = store.renew(&stack).await {
+                    // The run's own writes are fenced: they fail from now on, clearly.
+                    tracing::warn!(stack, error = %e, "the stack's lock could not be renewed");
+                    return;
+                }
+            }
+        })
+    };
+    Ok(LockGuard {
+        store,
+        stack: inner.name.clone(),
+        renewal,
+        released: false,
+    })
+}
+
+/// Holds the stack's lock for one operation; releases it when the operation ends (or is
+/// dropped).
 async fn locked<T, F, Fut>(stack: &Stack, operation: &str, f: F) -> Result<T>
 where
     F: FnOnce(Arc<Inner>) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
     let inner = stack.inner.clone();
-    inner
-        .store
-        .lock(&inner.name, &LockHolder::me(operation))
-        .await?;
+    let guard = take_lock(&inner, operation).await?;
     let out = f(inner.clone()).await;
-    let unlocked = inner.store.unlock(&inner.name).await;
+    let unlocked = guard.release().await;
     match (out, unlocked) {
         (Ok(v), Ok(())) => Ok(v),
         (Err(e), _) => Err(e),
@@ -1015,7 +1219,7 @@ impl Stack {
                 run.delete_unwanted(&decls, &keep, opts.parallelism, &mut steps, &mut failures)
                     .await;
             }
-            let outputs = export(&run, &exports, &env).await?;
+            let (outputs, secret_outputs) = export(&run, &exports, &env).await?;
             run.compact().await?;
             let plan = Plan {
                 stack: inner.name.clone(),
@@ -1026,6 +1230,7 @@ impl Stack {
                 Ok(Report {
                     plan,
                     outputs,
+                    secret_outputs,
                     duration: started.elapsed(),
                 })
             } else {
@@ -1075,6 +1280,7 @@ impl Stack {
                 Ok(Report {
                     plan,
                     outputs: Props::new(),
+                    secret_outputs: BTreeSet::new(),
                     duration: started.elapsed(),
                 })
             } else {
@@ -1104,6 +1310,7 @@ impl Stack {
                     drift,
                 },
                 outputs: doc.exports,
+                secret_outputs: doc.secret_exports,
                 duration: started.elapsed(),
             })
         })
@@ -1120,9 +1327,18 @@ impl Stack {
         load_doc(&self.inner, &self.inner.name).await
     }
 
-    /// Breaks the stack's lock, whoever holds it (after a run died); returns who held it.
-    pub async fn break_lock(&self) -> Result<Option<LockHolder>> {
-        self.inner.store.break_lock(&self.inner.name).await
+    /// Who holds the stack's lock now, if anyone.
+    pub async fn lock_holder(&self) -> Result<Option<LockHolder>> {
+        self.inner.store.holder(&self.inner.name).await
+    }
+
+    /// Removes the stack's lock and returns who held it. Without `force` only a stale lock
+    /// (its process gone on this host, or its lease expired) is removed, and a holder that
+    /// may still be running is PreconditionFailed; with `force`, whoever holds it. A run
+    /// takes a stale lock over by itself: this is for a lock held from another host that
+    /// is known to be dead before its lease runs out.
+    pub async fn unlock(&self, force: bool) -> Result<Option<LockHolder>> {
+        self.inner.store.break_lock(&self.inner.name, force).await
     }
 }
 
@@ -1137,11 +1353,15 @@ fn delete_order<'a>(
         .keys()
         .filter(|u| !keep.contains(*u))
         .collect();
-    // How many doomed resources (other than itself) depend on each.
+    // What each doomed resource holds, and how many doomed resources hold each.
+    let holding: HashMap<&String, Vec<String>> = left
+        .iter()
+        .filter_map(|u| doc.resources.get(*u).map(|r| (*u, holds(doc, u, r, true))))
+        .collect();
     let mut held: HashMap<&str, usize> = HashMap::new();
-    for u in &left {
-        for d in doc.resources.get(*u).into_iter().flat_map(|r| &r.deps) {
-            if d != *u && !keep.contains(d) && doc.resources.contains_key(d) {
+    for deps in holding.values() {
+        for d in deps {
+            if !keep.contains(d) && doc.resources.contains_key(d) {
                 *held.entry(d.as_str()).or_default() += 1;
             }
         }
@@ -1152,10 +1372,8 @@ fn delete_order<'a>(
             .iter()
             .partition(|u| held.get(u.as_str()).is_none_or(|n| *n == 0));
         for u in &ready {
-            for d in doc.resources.get(*u).into_iter().flat_map(|r| &r.deps) {
-                if d != *u
-                    && let Some(n) = held.get_mut(d.as_str())
-                {
+            for d in holding.get(*u).into_iter().flatten() {
+                if let Some(n) = held.get_mut(d.as_str()) {
                     *n -= 1;
                 }
             }
@@ -1228,7 +1446,7 @@ async fn apply_graph(
                     .filter_map(|u| env.get(u).map(|p| (u.clone(), p.clone())))
                     .collect()
             };
-            let out = run.apply_one(d, &known).await;
+            let out = run.apply_one(d, &decls, &known).await;
             (i, out, started.elapsed())
         });
     };
@@ -1304,7 +1522,7 @@ async fn export(
     run: &Run,
     exports: &[(String, super::output::Node)],
     env: &HashMap<String, Props>,
-) -> Result<Props> {
+) -> Result<(Props, BTreeSet<String>)> {
     let mut out = Props::new();
     let mut secret = BTreeSet::new();
     for (name, node) in exports {
@@ -1319,9 +1537,9 @@ async fn export(
     if current != out {
         run.record(Entry::Exports {
             exports: out.clone(),
-            secret,
+            secret: secret.clone(),
         })
         .await?;
     }
-    Ok(out)
+    Ok((out, secret))
 }

@@ -38,7 +38,7 @@ pub use output::{Args, ErasedInput, Input, Output, Props, erase};
 pub use plan::{Drift, Event, Plan, PropDiff, Shown, Step, StepOp};
 pub use provider::{Cx, Provider, Resource};
 pub use state::{PendingKind, PendingOp, ResourceState, STATE_KEY_ALIAS, STATE_VERSION, StateDoc};
-pub use store::{BlobStore, FileStore, LockHolder, StateStore};
+pub use store::{BlobStore, FileStore, LEASE, LockHolder, StateStore};
 
 use crate::cloud::Cloud;
 use crate::error::{Op, Result, Service};
@@ -264,7 +264,7 @@ impl Stack {
         let props = args.props(&self.inner.id);
         let mut deps = BTreeSet::new();
         for (prop, input) in &props {
-            if input.0.stack != self.inner.id {
+            if input.0.stack != self.inner.id && &*input.0.stack != output::ANY_STACK {
                 return Err(op.invalid(
                     &full,
                     format!(
@@ -276,9 +276,10 @@ impl Stack {
             }
             deps.extend(input.0.deps.iter().cloned());
         }
+        // Arguments given as secrets, and those the type declares secret whatever the value.
         let secret_inputs: BTreeSet<&'static str> = props
             .iter()
-            .filter(|(_, i)| i.0.secret)
+            .filter(|(k, i)| i.0.secret || R::SECRET_INPUTS.contains(k))
             .map(|(k, _)| *k)
             .collect();
         let mut decl = self.decl();
@@ -313,7 +314,14 @@ impl Stack {
             name: full,
             parent: self.scope.as_ref().map(|s| s.0.clone()),
             provider: Arc::new(provider::Erased::<R>::new()),
-            props: props.into_iter().map(|(k, v)| (k, v.0)).collect(),
+            props: props
+                .into_iter()
+                .map(|(k, v)| {
+                    let mut node = v.0;
+                    node.secret |= R::SECRET_INPUTS.contains(&k);
+                    (k, node)
+                })
+                .collect(),
             deps,
             opts,
         });
@@ -330,7 +338,7 @@ impl Stack {
     pub fn export<T>(&self, name: &str, output: &Output<T>) -> Result<()> {
         let op = op("export");
         check_name(op, "output", name)?;
-        if output.node.stack != self.inner.id {
+        if output.node.stack != self.inner.id && &*output.node.stack != output::ANY_STACK {
             return Err(op.invalid(name, "the output belongs to another stack"));
         }
         let mut decl = self.decl();

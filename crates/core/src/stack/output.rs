@@ -34,6 +34,15 @@ pub(crate) enum Eval {
 
 type EvalFn = dyn Fn(&dyn Env) -> Result<Eval, String> + Send + Sync;
 
+/// The stack of an output made from a plain value ([`Output::secret`]): it belongs to none,
+/// so any stack may use it.
+pub(crate) const ANY_STACK: &str = "";
+
+/// The stack of an output made of two: the one that is not [`ANY_STACK`].
+fn either_stack(a: &Arc<str>, b: &Arc<str>) -> Arc<str> {
+    if a.is_empty() { b.clone() } else { a.clone() }
+}
+
 /// The type-erased part of an output or input.
 #[derive(Clone)]
 pub(crate) struct Node {
@@ -150,7 +159,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Output<T> {
     {
         let (a, b) = (self.node.eval.clone(), other.node.eval.clone());
         Output::from_node(Node {
-            stack: self.node.stack.clone(),
+            stack: either_stack(&self.node.stack, &other.node.stack),
             deps: self.node.deps.union(&other.node.deps).cloned().collect(),
             secret: self.node.secret || other.node.secret,
             eval: Arc::new(move |env: &dyn Env| match (a(env)?, b(env)?) {
@@ -160,8 +169,23 @@ impl<T: Serialize + DeserializeOwned + 'static> Output<T> {
         })
     }
 
+    /// A secret made from a plain value (a token read from the environment, say): encrypted
+    /// in state, masked in previews, errors, events and `Debug`. Usable in any stack.
+    pub fn secret(value: T) -> Output<T> {
+        let value = serde_json::to_value(value);
+        Output::from_node(Node {
+            stack: ANY_STACK.into(),
+            deps: BTreeSet::new(),
+            secret: true,
+            eval: Arc::new(move |_: &dyn Env| match &value {
+                Ok(v) => Ok(Eval::Known(v.clone())),
+                Err(e) => Err(e.to_string()),
+            }),
+        })
+    }
+
     /// The same value, marked secret: encrypted in state, masked in previews.
-    pub fn secret(&self) -> Output<T> {
+    pub fn as_secret(&self) -> Output<T> {
         let mut node = self.node.clone();
         node.secret = true;
         Output::from_node(node)

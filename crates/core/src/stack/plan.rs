@@ -285,4 +285,9 @@ pub enum Event {
         /// One sentence.
         message: String,
     },
+    /// The engine says something about the whole run (a stale lock taken over).
+    Notice {
+        /// One sentence.
+        message: String,
+    },
 }

@@ -29,6 +29,16 @@ pub struct Cx<'a> {
     /// The stack's event stream: a provider sends [`super::Event::Progress`] on it to say how
     /// a long step is going.
     pub events: &'a tokio::sync::broadcast::Sender<super::Event>,
+    /// Ids a [`Resource::find`] must not return: resources this one replaced that still exist
+    /// (carrying the same URN tag) until they are deleted at the end of the run.
+    pub taken: &'a [String],
+}
+
+impl Cx<'_> {
+    /// Whether `id` belongs to another record (see [`Cx::taken`]).
+    pub fn is_taken(&self, id: &str) -> bool {
+        self.taken.iter().any(|t| t == id)
+    }
 }
 
 /// A type of resource, typed. See the module doc.
@@ -40,6 +50,9 @@ pub trait Resource: Send + Sync + 'static {
     const REPLACE_ON: &'static [&'static str];
     /// Output properties that are secret.
     const SECRET_OUTPUTS: &'static [&'static str] = &[];
+    /// Argument properties that are secret whatever the value given (such as a container's
+    /// `secret_env`): sealed in state and masked everywhere, like a secret output.
+    const SECRET_INPUTS: &'static [&'static str] = &[];
     /// Output properties an in-place update never changes (so a preview knows them while
     /// the resource is updated, and its dependents do not look changed).
     const STABLE_OUTPUTS: &'static [&'static str] = &["id", "name"];
@@ -95,6 +108,8 @@ pub trait Provider: Send + Sync + 'static {
     fn replace_on(&self) -> &'static [&'static str];
     /// Secret output properties.
     fn secret_outputs(&self) -> &'static [&'static str];
+    /// See [`Resource::SECRET_INPUTS`].
+    fn secret_inputs(&self) -> &'static [&'static str];
     /// Whether a replacement must delete first.
     fn fixed_name(&self) -> bool;
     /// See [`Resource::STABLE_OUTPUTS`].
@@ -157,6 +172,9 @@ impl<R: Resource> Provider for Erased<R> {
     }
     fn secret_outputs(&self) -> &'static [&'static str] {
         R::SECRET_OUTPUTS
+    }
+    fn secret_inputs(&self) -> &'static [&'static str] {
+        R::SECRET_INPUTS
     }
     fn fixed_name(&self) -> bool {
         R::FIXED_NAME

@@ -24,8 +24,8 @@ pub const STATE_VERSION: u32 = 1;
 pub const STATE_KEY_ALIAS: &str = "alias/mvi-stack-state";
 const SECRET_TAG: &str = "$secret";
 
-/// One resource as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One resource as recorded. Its `Debug` shows secret properties as `[secret]`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceState {
     /// Its type (`mvi:blob:Bucket`).
     #[serde(rename = "type")]
@@ -55,8 +55,9 @@ pub struct ResourceState {
     pub protect: bool,
 }
 
-/// An operation that started and whose end was not recorded (the program died).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An operation that started and whose end was not recorded (the program died). It carries
+/// everything the resource's record holds, so recovery rebuilds that record exactly.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingOp {
     /// What was being done.
     pub op: PendingKind,
@@ -73,8 +74,87 @@ pub struct PendingOp {
     /// Secret argument properties.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub secret_inputs: BTreeSet<String>,
+    /// Output properties that are secret (of the record a create makes).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub secret_outputs: BTreeSet<String>,
+    /// The resources it depends on.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub deps: BTreeSet<String>,
+    /// The component it belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Whether it is protected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protect: bool,
     /// When it started.
     pub started: Timestamp,
+}
+
+impl PendingOp {
+    /// The record this operation's resource has, with `id`, `inputs` and `outputs` as read.
+    pub(crate) fn record(&self, id: String, inputs: Props, outputs: Props) -> ResourceState {
+        ResourceState {
+            type_name: self.type_name.clone(),
+            name: self.name.clone(),
+            parent: self.parent.clone(),
+            id,
+            inputs,
+            outputs,
+            deps: self.deps.clone(),
+            secret_inputs: self.secret_inputs.clone(),
+            secret_outputs: self.secret_outputs.clone(),
+            protect: self.protect,
+        }
+    }
+}
+
+/// `props` with the values of the `secret` ones shown as `[secret]`, for `Debug`.
+pub(crate) fn masked(props: &Props, secret: &BTreeSet<String>) -> Props {
+    props
+        .iter()
+        .map(|(k, v)| {
+            let v = if secret.contains(k) {
+                Value::String("[secret]".into())
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+impl std::fmt::Debug for ResourceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceState")
+            .field("type_name", &self.type_name)
+            .field("name", &self.name)
+            .field("parent", &self.parent)
+            .field("id", &self.id)
+            .field("inputs", &masked(&self.inputs, &self.secret_inputs))
+            .field("outputs", &masked(&self.outputs, &self.secret_outputs))
+            .field("deps", &self.deps)
+            .field("secret_inputs", &self.secret_inputs)
+            .field("secret_outputs", &self.secret_outputs)
+            .field("protect", &self.protect)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PendingOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingOp")
+            .field("op", &self.op)
+            .field("type_name", &self.type_name)
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("inputs", &masked(&self.inputs, &self.secret_inputs))
+            .field("secret_inputs", &self.secret_inputs)
+            .field("deps", &self.deps)
+            .field("parent", &self.parent)
+            .field("protect", &self.protect)
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The kind of a pending operation.
@@ -89,8 +169,8 @@ pub enum PendingKind {
     Delete,
 }
 
-/// A stack's whole state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A stack's whole state. Its `Debug` shows secret values as `[secret]`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateDoc {
     /// Format version ([`STATE_VERSION`]).
     pub version: u32,
@@ -109,6 +189,20 @@ pub struct StateDoc {
     /// Exported names that are secret.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub secret_exports: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for StateDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateDoc")
+            .field("version", &self.version)
+            .field("stack", &self.stack)
+            .field("serial", &self.serial)
+            .field("resources", &self.resources)
+            .field("pending", &self.pending)
+            .field("exports", &masked(&self.exports, &self.secret_exports))
+            .field("secret_exports", &self.secret_exports)
+            .finish()
+    }
 }
 
 impl StateDoc {
@@ -143,6 +237,12 @@ impl StateDoc {
             Entry::Resolved { urn } => {
                 self.pending.remove(&urn);
             }
+            Entry::Move { from, to } => {
+                self.pending.remove(&from);
+                if let Some(r) = self.resources.remove(&from) {
+                    self.resources.insert(to, r);
+                }
+            }
             Entry::Exports { exports, secret } => {
                 self.exports = exports;
                 self.secret_exports = secret;
@@ -166,6 +266,10 @@ pub(crate) enum Entry {
     Remove { urn: String },
     /// A pending operation turned out to have done nothing.
     Resolved { urn: String },
+    /// A resource's record moves to another key, in one step: a resource being replaced
+    /// (create before delete) moves to `<urn>#replaced#<n>`, where it waits, undeclared, to
+    /// be deleted once its dependents have moved to the new one.
+    Move { from: String, to: String },
     /// The stack's outputs.
     Exports {
         exports: Props,
@@ -293,7 +397,7 @@ impl Sealer {
             Entry::Put { resource, .. } => resource_has_secrets(resource),
             Entry::Pending { op, .. } => props_have_secrets(&op.inputs, &op.secret_inputs),
             Entry::Exports { exports, secret } => props_have_secrets(exports, secret),
-            Entry::Remove { .. } | Entry::Resolved { .. } => false,
+            Entry::Remove { .. } | Entry::Resolved { .. } | Entry::Move { .. } => false,
         }
     }
 

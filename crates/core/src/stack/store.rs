@@ -2,10 +2,16 @@
 //!
 //! - [`FileStore`] (the default): a folder per stack holding `state.json` (the last
 //!   snapshot, written atomically), `journal.log` (one checksummed record per step since,
-//!   synced before the step's effect is relied on) and `lock.json` (created exclusively).
+//!   synced before the step's effect is relied on) and `lock.json` (the lease, read and
+//!   replaced under an OS file lock on `lock.guard`).
 //! - [`BlobStore`]: objects in a bucket of any backend's Blob service (S3 on AWS):
-//!   `<prefix><stack>/state.json`, rewritten after every step, and `<prefix><stack>/lock.json`,
-//!   taken with a create-only conditional put.
+//!   `<prefix><stack>/state.json`, rewritten after every step with a conditional put on its
+//!   last ETag, and `<prefix><stack>/lock.json`, taken with a create-only conditional put
+//!   and taken over or renewed with one conditional on its ETag.
+//!
+//! A lock is a lease ([`LockHolder`], [`LEASE`]): it names its holder (host, process id and
+//! start time, program), is renewed while the run lasts, and carries a generation that every
+//! write of the run checks (fencing).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,44 +20,126 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::blob::{Blob, BlobExt, PutMode, PutObject};
+use crate::blob::{Blob, PutMode, PutObject};
 use crate::common::Timestamp;
 use crate::error::{Error, ErrorKind, Op, Result, Service, io_error};
 use crate::records::RecordFile;
 
-/// Who holds a stack's lock.
+/// How long a lock lasts without renewal. A run renews its lock every third of this, so a
+/// lock whose lease ran out is held by nobody alive (or by a machine that lost its way to
+/// the store), and another run may take it over.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Who holds a stack's lock: a lease naming its holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
     /// Host name.
     pub host: String,
     /// Process id.
     pub pid: u32,
+    /// When that process started (clock ticks since boot, as `/proc/<pid>/stat` says), so a
+    /// process id reused by another program is not taken for the holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
+    /// The program (its executable's name).
+    #[serde(default)]
+    pub program: String,
     /// Since when.
     pub since: Timestamp,
     /// What it is doing (`up`, `destroy`, `refresh`).
     pub operation: String,
+    /// Until when the lease lasts unless renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Timestamp>,
+    /// The fencing token of this taking of the lock: writes of the run check the lock still
+    /// carries it, so a run that lost its lock cannot overwrite newer state.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), if it runs.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl LockHolder {
     /// This process, about to run `operation`.
     pub fn me(operation: &str) -> Self {
+        let program = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
         LockHolder {
-            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "localhost".into()),
+            host: host_name(),
             pid: std::process::id(),
+            pid_start: process_start(std::process::id()),
+            program,
             since: chrono::Utc::now(),
             operation: operation.to_string(),
+            expires: None,
+            generation: 0,
         }
     }
+
+    /// Why nobody holds this lock any more (its process is gone on this host, or its lease
+    /// ran out), or `None` if its holder may still be running.
+    pub fn stale(&self) -> Option<String> {
+        if self.host == host_name() && std::path::Path::new("/proc/self/stat").exists() {
+            match process_start(self.pid) {
+                None => return Some(format!("process {} is gone", self.pid)),
+                Some(start) if self.pid_start.is_some_and(|s| s != start) => {
+                    return Some(format!(
+                        "process {} is gone (its id now names another process)",
+                        self.pid
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        match self.expires {
+            Some(t) if t < chrono::Utc::now() => Some(format!(
+                "its lease expired at {}",
+                t.format("%Y-%m-%d %H:%M:%S UTC")
+            )),
+            _ => None,
+        }
+    }
+
+    /// This holder with a fresh lease.
+    fn leased(&self, generation: u64) -> Self {
+        let mut h = self.clone();
+        h.generation = generation;
+        h.expires = Some(chrono::Utc::now() + LEASE);
+        h
+    }
+}
+
+/// A fencing token no earlier taking of a lock had.
+fn new_generation(previous: Option<&LockHolder>) -> u64 {
+    let now = chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .map_or(0, |n| n.unsigned_abs());
+    now.max(previous.map_or(0, |p| p.generation) + 1)
 }
 
 impl fmt::Display for LockHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (", self.operation)?;
+        if !self.program.is_empty() {
+            write!(f, "{}, ", self.program)?;
+        }
         write!(
             f,
-            "{} (pid {} on {}, since {})",
-            self.operation,
+            "pid {} on {}, since {})",
             self.pid,
             self.host,
             self.since.format("%Y-%m-%d %H:%M:%S UTC")
@@ -67,30 +155,74 @@ fn locked(stack: &str, holder: &LockHolder) -> Error {
     op("lock").precondition(
         stack,
         format!(
-            "the stack is locked by {holder}; if that run is dead, break the lock with Stack::break_lock"
+            "the stack is locked by {holder}; it may still be running. If it is not, \
+             `state unlock --force` (Stack::unlock(true)) removes the lock"
+        ),
+    )
+}
+
+fn unreadable_lock() -> LockHolder {
+    LockHolder {
+        host: "unknown".into(),
+        pid: 0,
+        pid_start: None,
+        program: String::new(),
+        since: chrono::Utc::now(),
+        operation: "an unreadable lock".into(),
+        expires: None,
+        generation: 0,
+    }
+}
+
+/// The error of a write by a run whose lock another run has taken.
+fn fenced(stack: &str, now: Option<&LockHolder>) -> Error {
+    let by = now.map_or_else(|| "nobody".to_string(), |h| h.to_string());
+    op("save_state").precondition(
+        stack,
+        format!(
+            "this run no longer holds the stack's lock (it is held by {by}); the write was \
+             refused, so the newer state is intact"
         ),
     )
 }
 
 /// A place to keep stack states.
+///
+/// A lock is a lease (see [`LEASE`]): [`StateStore::lock`] takes it (over from a stale
+/// holder if need be), [`StateStore::renew`] extends it, and every write of the holder is
+/// fenced: refused once another run has taken the lock.
 #[async_trait]
 pub trait StateStore: fmt::Debug + Send + Sync + 'static {
-    /// Takes `stack`'s lock for `holder`; PreconditionFailed naming the current holder if
-    /// another has it.
-    async fn lock(&self, stack: &str, holder: &LockHolder) -> Result<()>;
-    /// Releases the lock (when held by this process).
+    /// Takes `stack`'s lock for `holder`. A lock whose holder is stale (its process gone on
+    /// this host, or its lease expired) is taken over: the stale holder is returned, so the
+    /// caller can say so. PreconditionFailed naming the holder if it may still be running.
+    async fn lock(&self, stack: &str, holder: &LockHolder) -> Result<Option<LockHolder>>;
+    /// Extends the lease of the lock this store took; PreconditionFailed if it was lost.
+    async fn renew(&self, stack: &str) -> Result<()>;
+    /// Releases the lock this store took (nothing if another run holds it now).
     async fn unlock(&self, stack: &str) -> Result<()>;
-    /// Removes the lock whoever holds it; returns who did.
-    async fn break_lock(&self, stack: &str) -> Result<Option<LockHolder>>;
+    /// Releases the lock at once, without an executor (a run dropped mid-way); false when
+    /// the store cannot, and [`StateStore::unlock`] must run instead.
+    fn unlock_now(&self, stack: &str) -> bool {
+        let _ = stack;
+        false
+    }
+    /// Who holds the lock now, if anyone.
+    async fn holder(&self, stack: &str) -> Result<Option<LockHolder>>;
+    /// Removes the lock if it is stale, or whoever holds it with `force`; returns who held
+    /// it. Without `force`, a holder that may still be running is PreconditionFailed.
+    async fn break_lock(&self, stack: &str, force: bool) -> Result<Option<LockHolder>>;
     /// The last snapshot and the journal entries since (empty and `None` for a new stack).
+    /// Without the lock, a load changes nothing.
     async fn load(&self, stack: &str) -> Result<(Option<Vec<u8>>, Vec<Vec<u8>>)>;
     /// Whether [`StateStore::append`] is supported (else every step saves a snapshot).
     fn journaled(&self) -> bool;
     /// Appends journal entries durably (one step's worth). Called concurrently for
     /// independent steps: a store may make several appends durable at once (group commit),
-    /// but returns from each only once its entries are durable.
+    /// but returns from each only once its entries are durable. Fenced.
     async fn append(&self, stack: &str, entries: &[Vec<u8>]) -> Result<()>;
     /// Replaces the snapshot with `doc`, durably and atomically, and empties the journal.
+    /// Fenced.
     async fn snapshot(&self, stack: &str, doc: &[u8]) -> Result<()>;
 }
 
@@ -99,9 +231,10 @@ pub trait StateStore: fmt::Debug + Send + Sync + 'static {
 pub struct FileStore {
     dir: PathBuf,
     journals: std::sync::Mutex<std::collections::HashMap<String, Arc<Journal>>>,
-    /// The stacks whose lock this store took (and has not released): only a load under the
-    /// lock may cut a torn journal tail; other readers never change the file.
-    held: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The locks this store took (and has not released), by stack: only a load under the
+    /// lock may cut a torn journal tail (other readers never change the file), and writes
+    /// check the lock still carries this holder's generation.
+    held: std::sync::Mutex<std::collections::HashMap<String, LockHolder>>,
 }
 
 /// A stack's journal file, with group commit: concurrent appends write their records one
@@ -178,60 +311,159 @@ impl FileStore {
 fn read_holder(path: &Path) -> Option<LockHolder> {
     std::fs::read(path)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .map(|b| serde_json::from_slice(&b).unwrap_or_else(|_| unreadable_lock()))
+}
+
+impl FileStore {
+    fn lock_path(&self, stack: &str) -> Result<PathBuf> {
+        Ok(self.stack_dir(stack)?.join("lock.json"))
+    }
+
+    /// Runs `f` holding the stack's lock guard (`lock.guard`, an exclusive OS file lock):
+    /// taking, renewing, releasing and breaking the lock read and replace `lock.json` as
+    /// one step, so two processes never both take over a stale lock.
+    fn guarded<T>(&self, stack: &str, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        let path = self.lock_path(stack)?;
+        let guard_path = path.with_file_name("lock.guard");
+        let guard = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&guard_path)
+            .map_err(|e| io_error(op("lock"), &guard_path, e))?;
+        guard
+            .lock()
+            .map_err(|e| io_error(op("lock"), &guard_path, e))?;
+        let out = f(&path);
+        // Closing the file releases the OS lock too; unlocking first says so plainly.
+        let _ = guard.unlock();
+        out
+    }
+
+    fn write_lock(path: &Path, holder: &LockHolder) -> Result<()> {
+        let json = serde_json::to_vec_pretty(holder).map_err(|e| op("lock").internal("lock", e))?;
+        crate::records::atomic_write(op("lock"), path, &json)
+    }
+
+    fn held(&self, stack: &str) -> Option<LockHolder> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stack)
+            .cloned()
+    }
+
+    /// Refuses a write unless this store still holds the stack's lock (fencing).
+    fn fence(&self, stack: &str) -> Result<()> {
+        let Some(mine) = self.held(stack) else {
+            return Err(op("save_state").precondition(
+                stack,
+                "the state is written only under the stack's lock; take it first",
+            ));
+        };
+        let now = read_holder(&self.lock_path(stack)?);
+        match now {
+            Some(h) if h.generation == mine.generation => Ok(()),
+            other => Err(fenced(stack, other.as_ref())),
+        }
+    }
+
+    fn release(&self, stack: &str) -> Result<()> {
+        let Some(mine) = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(stack)
+        else {
+            return Ok(());
+        };
+        self.guarded(stack, |path| match read_holder(path) {
+            Some(h) if h.generation == mine.generation => match std::fs::remove_file(path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_error(op("unlock"), path, e)),
+            },
+            // Taken over (or broken) meanwhile: not ours to remove.
+            _ => Ok(()),
+        })
+    }
 }
 
 #[async_trait]
 impl StateStore for FileStore {
-    async fn lock(&self, stack: &str, holder: &LockHolder) -> Result<()> {
-        let path = self.stack_dir(stack)?.join("lock.json");
-        let json = serde_json::to_vec_pretty(holder).map_err(|e| op("lock").internal(stack, e))?;
-        let mut file = match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let current = read_holder(&path).unwrap_or(LockHolder {
-                    host: "unknown".into(),
-                    pid: 0,
-                    since: chrono::Utc::now(),
-                    operation: "an unreadable lock".into(),
-                });
-                return Err(locked(stack, &current));
+    async fn lock(&self, stack: &str, holder: &LockHolder) -> Result<Option<LockHolder>> {
+        let (taken, previous) = self.guarded(stack, |path| {
+            let current = read_holder(path);
+            if let Some(h) = &current
+                && h.stale().is_none()
+            {
+                return Err(locked(stack, h));
             }
-            Err(e) => return Err(io_error(op("lock"), &path, e)),
-        };
-        use std::io::Write;
-        file.write_all(&json)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_error(op("lock"), &path, e))?;
+            let mine = holder.leased(new_generation(current.as_ref()));
+            Self::write_lock(path, &mine)?;
+            Ok((mine, current))
+        })?;
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(stack.to_string());
+            .insert(stack.to_string(), taken);
+        Ok(previous)
+    }
+
+    async fn renew(&self, stack: &str) -> Result<()> {
+        let Some(mine) = self.held(stack) else {
+            return Err(fenced(stack, None));
+        };
+        let renewed = self.guarded(stack, |path| match read_holder(path) {
+            Some(h) if h.generation == mine.generation => {
+                let renewed = mine.leased(mine.generation);
+                Self::write_lock(path, &renewed)?;
+                Ok(renewed)
+            }
+            other => Err(fenced(stack, other.as_ref())),
+        })?;
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stack.to_string(), renewed);
         Ok(())
     }
 
     async fn unlock(&self, stack: &str) -> Result<()> {
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(stack);
-        let path = self.stack_dir(stack)?.join("lock.json");
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_error(op("unlock"), &path, e)),
-        }
+        self.release(stack)
     }
 
-    async fn break_lock(&self, stack: &str) -> Result<Option<LockHolder>> {
-        let path = self.stack_dir(stack)?.join("lock.json");
-        let holder = read_holder(&path);
-        self.unlock(stack).await?;
-        Ok(holder)
+    fn unlock_now(&self, stack: &str) -> bool {
+        if let Err(e) = self.release(stack) {
+            tracing::warn!(stack, error = %e, "could not release the stack's lock");
+        }
+        true
+    }
+
+    async fn holder(&self, stack: &str) -> Result<Option<LockHolder>> {
+        Ok(read_holder(&self.lock_path(stack)?))
+    }
+
+    async fn break_lock(&self, stack: &str, force: bool) -> Result<Option<LockHolder>> {
+        self.guarded(stack, |path| {
+            let Some(h) = read_holder(path) else {
+                return Ok(None);
+            };
+            if !force && h.stale().is_none() {
+                return Err(op("unlock").precondition(
+                    stack,
+                    format!(
+                        "the lock is held by {h}, which may still be running; force the unlock \
+                         only if it is not"
+                    ),
+                ));
+            }
+            match std::fs::remove_file(path) {
+                Ok(()) => Ok(Some(h)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(h)),
+                Err(e) => Err(io_error(op("unlock"), path, e)),
+            }
+        })
     }
 
     async fn load(&self, stack: &str) -> Result<(Option<Vec<u8>>, Vec<Vec<u8>>)> {
@@ -252,7 +484,7 @@ impl StateStore for FileStore {
             .held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(stack);
+            .contains_key(stack);
         if holding {
             // Under the lock: read, cut a torn tail off, and append from there.
             let file = RecordFile::open(op("load_state"), &jpath, false, collect)?;
@@ -272,6 +504,7 @@ impl StateStore for FileStore {
     }
 
     async fn append(&self, stack: &str, entries: &[Vec<u8>]) -> Result<()> {
+        self.fence(stack)?;
         let journal = self.journal(stack)?;
         let mut buf = Vec::new();
         for e in entries {
@@ -284,6 +517,7 @@ impl StateStore for FileStore {
     }
 
     async fn snapshot(&self, stack: &str, doc: &[u8]) -> Result<()> {
+        self.fence(stack)?;
         let dir = self.stack_dir(stack)?;
         let path = dir.join("state.json");
         let op = op("save_state");
@@ -300,6 +534,18 @@ pub struct BlobStore {
     blob: Arc<dyn Blob>,
     bucket: String,
     prefix: String,
+    /// The locks this store took, by stack.
+    held: Arc<std::sync::Mutex<std::collections::HashMap<String, BlobLock>>>,
+}
+
+/// A lock this [`BlobStore`] holds: the lease, the lock object's ETag (renewal replaces it
+/// only if unchanged), and the state object's ETag as last read or written (a snapshot
+/// replaces it only if unchanged).
+#[derive(Debug, Clone)]
+struct BlobLock {
+    holder: LockHolder,
+    lock_etag: String,
+    state_etag: Option<String>,
 }
 
 impl BlobStore {
@@ -309,70 +555,184 @@ impl BlobStore {
             blob,
             bucket: bucket.into(),
             prefix: prefix.into(),
+            held: Default::default(),
         }
     }
 
     fn key(&self, stack: &str, file: &str) -> String {
         format!("{}{stack}/{file}", self.prefix)
     }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, BlobLock>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lock object's holder and ETag, if there is one.
+    async fn read_lock(&self, stack: &str) -> Result<Option<(LockHolder, String)>> {
+        let got = self
+            .blob
+            .get_object(crate::blob::GetObject::new(
+                &self.bucket,
+                self.key(stack, "lock.json"),
+            ))
+            .await;
+        match got {
+            Ok(out) => {
+                let etag = out.meta.etag.clone();
+                let bytes = out.bytes().await?;
+                let holder = serde_json::from_slice(&bytes).unwrap_or_else(|_| unreadable_lock());
+                Ok(Some((holder, etag)))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_lock(&self, stack: &str, holder: &LockHolder, mode: PutMode) -> Result<String> {
+        let json = serde_json::to_vec_pretty(holder).map_err(|e| op("lock").internal(stack, e))?;
+        let put = PutObject::new(&self.bucket, self.key(stack, "lock.json"), json)
+            .mode(mode)
+            .content_type("application/json");
+        Ok(self.blob.put_object(put).await?.etag)
+    }
+
+    /// Refuses a write unless the lock object still carries this store's generation.
+    async fn fence(&self, stack: &str) -> Result<BlobLock> {
+        let Some(mine) = self.held().get(stack).cloned() else {
+            return Err(op("save_state").precondition(
+                stack,
+                "the state is written only under the stack's lock; take it first",
+            ));
+        };
+        match self.read_lock(stack).await? {
+            Some((h, _)) if h.generation == mine.holder.generation => Ok(mine),
+            other => Err(fenced(stack, other.as_ref().map(|(h, _)| h))),
+        }
+    }
 }
 
 #[async_trait]
 impl StateStore for BlobStore {
-    async fn lock(&self, stack: &str, holder: &LockHolder) -> Result<()> {
-        let json = serde_json::to_vec_pretty(holder).map_err(|e| op("lock").internal(stack, e))?;
-        let key = self.key(stack, "lock.json");
-        let put = PutObject::new(&self.bucket, &key, json)
-            .mode(PutMode::Create)
-            .content_type("application/json");
-        match self.blob.put_object(put).await {
-            Ok(_) => Ok(()),
+    async fn lock(&self, stack: &str, holder: &LockHolder) -> Result<Option<LockHolder>> {
+        let fresh = holder.leased(new_generation(None));
+        let (mine, etag, previous) = match self.put_lock(stack, &fresh, PutMode::Create).await {
+            Ok(etag) => (fresh, etag, None),
             Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
-                let current = self
-                    .blob
-                    .get(&self.bucket, &key)
-                    .await
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .unwrap_or(LockHolder {
-                        host: "unknown".into(),
-                        pid: 0,
-                        since: chrono::Utc::now(),
-                        operation: "an unreadable lock".into(),
-                    });
-                Err(locked(stack, &current))
+                let Some((current, etag)) = self.read_lock(stack).await? else {
+                    return Err(op("lock").err(
+                        ErrorKind::Unavailable,
+                        stack,
+                        "the lock was released while being taken; try again",
+                    ));
+                };
+                if current.stale().is_none() {
+                    return Err(locked(stack, &current));
+                }
+                // Take it over only if nobody changed it since it was read.
+                let mine = holder.leased(new_generation(Some(&current)));
+                match self.put_lock(stack, &mine, PutMode::Update(etag)).await {
+                    Ok(etag) => (mine, etag, Some(current)),
+                    Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                        return Err(locked(stack, &current));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        self.held().insert(
+            stack.to_string(),
+            BlobLock {
+                holder: mine,
+                lock_etag: etag,
+                state_etag: None,
+            },
+        );
+        Ok(previous)
+    }
+
+    async fn renew(&self, stack: &str) -> Result<()> {
+        let Some(mine) = self.held().get(stack).cloned() else {
+            return Err(fenced(stack, None));
+        };
+        let renewed = mine.holder.leased(mine.holder.generation);
+        match self
+            .put_lock(stack, &renewed, PutMode::Update(mine.lock_etag.clone()))
+            .await
+        {
+            Ok(etag) => {
+                if let Some(l) = self.held().get_mut(stack) {
+                    l.holder = renewed;
+                    l.lock_etag = etag;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => {
+                let now = self.read_lock(stack).await.ok().flatten();
+                Err(fenced(stack, now.as_ref().map(|(h, _)| h)))
             }
             Err(e) => Err(e),
         }
     }
 
     async fn unlock(&self, stack: &str) -> Result<()> {
-        self.blob
-            .delete_object(&self.bucket, &self.key(stack, "lock.json"))
-            .await
+        let Some(mine) = self.held().remove(stack) else {
+            return Ok(());
+        };
+        match self.read_lock(stack).await? {
+            Some((h, _)) if h.generation == mine.holder.generation => {
+                self.blob
+                    .delete_object(&self.bucket, &self.key(stack, "lock.json"))
+                    .await
+            }
+            // Taken over (or broken) meanwhile: not ours to remove.
+            _ => Ok(()),
+        }
     }
 
-    async fn break_lock(&self, stack: &str) -> Result<Option<LockHolder>> {
-        let holder = self
-            .blob
-            .get(&self.bucket, &self.key(stack, "lock.json"))
-            .await
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        self.unlock(stack).await?;
-        Ok(holder)
+    async fn holder(&self, stack: &str) -> Result<Option<LockHolder>> {
+        Ok(self.read_lock(stack).await?.map(|(h, _)| h))
+    }
+
+    async fn break_lock(&self, stack: &str, force: bool) -> Result<Option<LockHolder>> {
+        let Some((h, _)) = self.read_lock(stack).await? else {
+            return Ok(None);
+        };
+        if !force && h.stale().is_none() {
+            return Err(op("unlock").precondition(
+                stack,
+                format!(
+                    "the lock is held by {h}, which may still be running; force the unlock only \
+                     if it is not"
+                ),
+            ));
+        }
+        self.blob
+            .delete_object(&self.bucket, &self.key(stack, "lock.json"))
+            .await?;
+        Ok(Some(h))
     }
 
     async fn load(&self, stack: &str) -> Result<(Option<Vec<u8>>, Vec<Vec<u8>>)> {
-        match self
+        let got = self
             .blob
-            .get(&self.bucket, &self.key(stack, "state.json"))
-            .await
-        {
-            Ok(b) => Ok((Some(b.to_vec()), Vec::new())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok((None, Vec::new())),
-            Err(e) => Err(e),
+            .get_object(crate::blob::GetObject::new(
+                &self.bucket,
+                self.key(stack, "state.json"),
+            ))
+            .await;
+        let (bytes, etag) = match got {
+            Ok(out) => {
+                let etag = out.meta.etag.clone();
+                (Some(out.bytes().await?.to_vec()), Some(etag))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => (None, None),
+            Err(e) => return Err(e),
+        };
+        if let Some(l) = self.held().get_mut(stack) {
+            l.state_etag = etag;
         }
+        Ok((bytes, Vec::new()))
     }
 
     fn journaled(&self) -> bool {
@@ -386,8 +746,31 @@ impl StateStore for BlobStore {
     }
 
     async fn snapshot(&self, stack: &str, doc: &[u8]) -> Result<()> {
+        // Fenced twice: the lock must still be this run's, and the state must be the one
+        // this run read or wrote last (a conditional put), so even a write racing a
+        // takeover cannot replace newer state.
+        let mine = self.fence(stack).await?;
+        let mode = match mine.state_etag {
+            Some(etag) => PutMode::Update(etag),
+            None => PutMode::Create,
+        };
         let put = PutObject::new(&self.bucket, self.key(stack, "state.json"), doc.to_vec())
+            .mode(mode)
             .content_type("application/json");
-        self.blob.put_object(put).await.map(|_| ())
+        match self.blob.put_object(put).await {
+            Ok(meta) => {
+                if let Some(l) = self.held().get_mut(stack) {
+                    l.state_etag = Some(meta.etag);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::PreconditionFailed => Err(op("save_state")
+                .precondition(
+                    stack,
+                    "the state was written by another run since this run read it; the write \
+                     was refused, so the newer state is intact",
+                )),
+            Err(e) => Err(e),
+        }
     }
 }

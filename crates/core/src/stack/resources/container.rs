@@ -120,9 +120,9 @@ impl ContainerServiceArgs {
     /// [`Database`]: super::Database
     pub fn secret_env(mut self, key: impl Into<String>, value: impl Into<Input<String>>) -> Self {
         let env = insert_input(self.secret_env, key, value.into());
+        // The type declares `secret_env` secret: a plain value is sealed in state too.
         self.secret_env = match env {
-            Input::Output(o) => Input::Output(o.secret()),
-            // A plain value cannot be flagged; pass secrets as outputs (`Output::secret`).
+            Input::Output(o) => Input::Output(o.as_secret()),
             v => v,
         };
         self
@@ -278,6 +278,7 @@ pub struct ContainerServiceResource;
 impl Resource for ContainerServiceResource {
     const TYPE: &'static str = "mvi:container:Service";
     const REPLACE_ON: &'static [&'static str] = &["name"];
+    const SECRET_INPUTS: &'static [&'static str] = &["secret_env"];
     type Args = ContainerServiceSpecArgs;
     type Outputs = ContainerServiceOutputs;
 

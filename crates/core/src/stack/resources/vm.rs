@@ -182,6 +182,7 @@ impl Resource for VmResource {
             .find(|v| {
                 v.state != VmState::Terminated
                     && v.spec.tags.get(URN_TAG).map(String::as_str) == Some(cx.urn)
+                    && !cx.is_taken(&v.id)
             })
             .map(|v| v.id))
     }

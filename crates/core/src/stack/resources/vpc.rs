@@ -142,7 +142,9 @@ impl Resource for VpcResource {
         let vpcs = cx.cloud.networks()?.list_vpcs().await?;
         Ok(vpcs
             .into_iter()
-            .find(|v| v.tags.get(URN_TAG).map(String::as_str) == Some(cx.urn))
+            .find(|v| {
+                v.tags.get(URN_TAG).map(String::as_str) == Some(cx.urn) && !cx.is_taken(&v.id)
+            })
             .map(|v| v.id))
     }
 
@@ -309,7 +311,7 @@ impl Resource for SubnetResource {
         Ok(subnets_of(cx, &args.vpc)
             .await?
             .into_iter()
-            .find(|s| s.cidr == args.cidr)
+            .find(|s| s.cidr == args.cidr && !cx.is_taken(&s.id))
             .map(|s| s.id))
     }
 
@@ -533,7 +535,7 @@ impl Resource for SecurityGroupResource {
         Ok(groups
             .unwrap_or_default()
             .into_iter()
-            .find(|g| g.name == args.name)
+            .find(|g| g.name == args.name && !cx.is_taken(&g.id))
             .map(|g| g.id))
     }
 
