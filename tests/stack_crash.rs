@@ -174,3 +174,159 @@ async fn sigkill_at_any_point_converges() {
         .collect();
     assert_eq!(live_keys.len(), 1, "{live_keys:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Updates, replacements and deletes under SIGKILL, with secrets that must never show.
+
+const SECRETS_CHILD: &str = "MVI_STACK_SECRETS_ROOT";
+const GENERATION: &str = "MVI_STACK_SECRETS_GENERATION";
+/// Appears in secret inputs and outputs; must appear in plaintext nowhere.
+const CANARY: &str = "canary-7f3a9c1e-do-not-leak";
+
+/// Generation `g` of the program: a secret that changes every time (an update), a resource
+/// whose key changes every time (a replacement), a bucket in even generations only (a create
+/// or a delete), and a container service given a plain literal as `secret_env`.
+fn secrets_program(cloud: &Cloud, root: &Path, g: u32) -> Stack {
+    use mvi::image::ImageConfig;
+    use mvi::stack::Output;
+    use mvi::stack::resources::{
+        ContainerService, ContainerServiceArgs, Image, ImageArgs, Repository, RepositoryArgs,
+    };
+    let s = Stack::new(
+        "secrets",
+        cloud.clone(),
+        FileStore::new(root.join("stacks")),
+    )
+    .unwrap();
+    let token = Noop::new(
+        &s,
+        "token",
+        NoopArgs::new(Output::secret(format!("{CANARY}-token-{g}"))),
+    )
+    .unwrap();
+    Noop::new(
+        &s,
+        "rotated",
+        NoopArgs::new(token.value.clone()).key(format!("k{g}")),
+    )
+    .unwrap();
+    if g % 2 == 0 {
+        Bucket::new(&s, "extra", BucketArgs::new("secrets-extra")).unwrap();
+    }
+    let repo = Repository::new(&s, "repo", RepositoryArgs::new("canary").force_destroy()).unwrap();
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+    let image = Image::new(
+        &s,
+        "image",
+        ImageArgs::new(&repo.name, &app, ImageConfig::new(["python3", "app.py"]))
+            .unwrap()
+            .tag("v1"),
+    )
+    .unwrap();
+    ContainerService::new(
+        &s,
+        "svc",
+        ContainerServiceArgs::new("canary-svc", &image.reference, 0)
+            .env("GENERATION", format!("{g}"))
+            .secret_env("API_TOKEN", format!("{CANARY}-literal")),
+    )
+    .unwrap();
+    s.export("token", &token.value).unwrap();
+    s
+}
+
+/// Whether `needle` is in any file under `dir`.
+fn found_in_files(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[tokio::test]
+async fn sigkill_during_updates_replacements_and_deletes_converges_and_shows_no_secret() {
+    if let Some(root) = std::env::var_os(SECRETS_CHILD) {
+        let root = Path::new(&root);
+        let cloud = open(root).await;
+        let g = std::env::var(GENERATION).unwrap().parse().unwrap();
+        secrets_program(&cloud, root, g).up().await.unwrap();
+        return;
+    }
+    let spawn = |root: &Path, g: u32| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sigkill_during_updates_replacements_and_deletes_converges_and_shows_no_secret",
+                "--nocapture",
+            ])
+            .env(SECRETS_CHILD, root)
+            .env(GENERATION, g.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    assert!(spawn(root, 0).wait().unwrap().success());
+    let started = Instant::now();
+    assert!(spawn(root, 1).wait().unwrap().success());
+    let whole = started.elapsed();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED + 1);
+    let mut g = 1;
+    for _ in 0..30 {
+        g += 1;
+        let mut child = spawn(root, g);
+        let delay = Duration::from_micros(rng.random_range(0..whole.as_micros() as u64));
+        tokio::time::sleep(delay).await;
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    g += 1;
+    let cloud = open(root).await;
+    let stack = secrets_program(&cloud, root, g);
+    let mut events = stack.events();
+    let report = stack.up().await.unwrap();
+    let state = stack.state().await.unwrap();
+    assert!(state.pending.is_empty(), "{:?}", state.pending);
+    // token, rotated, repo, image, svc, and the bucket in even generations.
+    assert_eq!(
+        state.resources.len(),
+        5 + usize::from(g % 2 == 0),
+        "{state:?}"
+    );
+    assert!(stack.preview().await.unwrap().is_empty());
+    assert_eq!(
+        report.outputs["token"].as_str(),
+        Some(format!("{CANARY}-token-{g}").as_str())
+    );
+
+    // No orphan, no duplicate: one bucket at most, one service.
+    let buckets = cloud.blob().unwrap().list_buckets().await.unwrap();
+    let extra = buckets.iter().filter(|b| b.name == "secrets-extra").count();
+    assert_eq!(extra, usize::from(g % 2 == 0), "{buckets:?}");
+    let services = cloud.containers().unwrap().list_services().await.unwrap();
+    assert_eq!(services.len(), 1, "{services:?}");
+
+    // The canary in plaintext: nowhere in the state folder, Debug output or events.
+    let hits = found_in_files(&root.join("stacks"), CANARY.as_bytes());
+    assert!(hits.is_empty(), "the secret is in plaintext in {hits:?}");
+    for shown in [format!("{state:?}"), format!("{report:?}")] {
+        assert!(!shown.contains(CANARY), "Debug shows the secret: {shown}");
+    }
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !format!("{e:?}").contains(CANARY),
+            "an event shows it: {e:?}"
+        );
+    }
+}
