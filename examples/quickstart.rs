@@ -1,8 +1,11 @@
 //! Quickstart: a whole web app on the local simulator, declared as a stack.
 //!
 //! ```text
-//! cargo run --example quickstart            # preview, up, use it, destroy
-//! cargo run --example quickstart -- --keep  # ... and keep serving until Ctrl-C
+//! cargo run --example quickstart                  # preview, up, use it, destroy
+//! cargo run --example quickstart -- --keep        # ... and keep serving until Ctrl-C
+//! cargo run --example quickstart -- preview       # or any `mvi::cli` command:
+//! cargo run --example quickstart -- up --serve    #   up, serve until Ctrl-C
+//! cargo run --example quickstart -- destroy --yes #   and destroy (docs/cli.md)
 //! ```
 //!
 //! The stack uses every service: a VPC with subnets in two zones and security groups, two VMs,
@@ -27,11 +30,23 @@ use mvi::{Cloud, Result};
 const ROOT: &str = ".mvi/quickstart";
 
 #[tokio::main]
-async fn main() {
+async fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a != "--keep") {
+        // A command: the same stack as a command-line program, state under `ROOT`.
+        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+        return mvi::cli::Program::new("quickstart")
+            .root(Path::new(ROOT).join("cloud"))
+            .state(Path::new(ROOT).join("stacks").display().to_string())
+            .seed(42)
+            .main(|s| app_stack::declare_into(s, &Site::local(&app)))
+            .await;
+    }
     if let Err(e) = run().await {
         eprintln!("quickstart failed: {e}");
-        std::process::exit(1);
+        return std::process::ExitCode::FAILURE;
     }
+    std::process::ExitCode::SUCCESS
 }
 
 /// The app's stack on the local simulator, with its state under `ROOT`.

@@ -45,6 +45,12 @@ step "examples: the data services (in memory), the quickstart stack, the same ap
 step "  the app deployed with each strategy under traffic"
 cargo run --quiet --locked --example data_services -- --memory
 cargo run --quiet --locked --example quickstart
+# The quickstart as a command line (docs/cli.md), after the demo on the same root: up, an
+# in-sync preview (exit 0 under --expect-no-changes), destroy, and up and destroy again.
+for cmd in "up --yes" "preview --expect-no-changes" "destroy --yes" "up --yes" "destroy --yes"; do
+  # shellcheck disable=SC2086
+  cargo run --quiet --locked --example quickstart -- $cmd | tail -n 1
+done
 cargo run --quiet --locked --example app_script
 cargo run --quiet --locked --example deploy
 

@@ -28,6 +28,9 @@ pub use mvi_local as local;
 #[cfg(feature = "aws")]
 pub use mvi_aws as aws;
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
 /// The traits and their extension traits, for `use mvi::prelude::*`.
 pub mod prelude {
     pub use mvi_core::{

@@ -210,7 +210,7 @@ fn secrets_program(cloud: &Cloud, root: &Path, g: u32) -> Stack {
         NoopArgs::new(token.value.clone()).key(format!("k{g}")),
     )
     .unwrap();
-    if g % 2 == 0 {
+    if g.is_multiple_of(2) {
         Bucket::new(&s, "extra", BucketArgs::new("secrets-extra")).unwrap();
     }
     let repo = Repository::new(&s, "repo", RepositoryArgs::new("canary").force_destroy()).unwrap();
@@ -301,7 +301,7 @@ async fn sigkill_during_updates_replacements_and_deletes_converges_and_shows_no_
     // token, rotated, repo, image, svc, and the bucket in even generations.
     assert_eq!(
         state.resources.len(),
-        5 + usize::from(g % 2 == 0),
+        5 + usize::from(g.is_multiple_of(2)),
         "{state:?}"
     );
     assert!(stack.preview().await.unwrap().is_empty());
@@ -313,7 +313,7 @@ async fn sigkill_during_updates_replacements_and_deletes_converges_and_shows_no_
     // No orphan, no duplicate: one bucket at most, one service.
     let buckets = cloud.blob().unwrap().list_buckets().await.unwrap();
     let extra = buckets.iter().filter(|b| b.name == "secrets-extra").count();
-    assert_eq!(extra, usize::from(g % 2 == 0), "{buckets:?}");
+    assert_eq!(extra, usize::from(g.is_multiple_of(2)), "{buckets:?}");
     let services = cloud.containers().unwrap().list_services().await.unwrap();
     assert_eq!(services.len(), 1, "{services:?}");
 

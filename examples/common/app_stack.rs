@@ -58,6 +58,14 @@ impl Site {
 /// The program: every resource of the app, wired by outputs, with its state in `store`.
 pub fn declare(cloud: &Cloud, store: impl StateStore, site: &Site) -> Result<Stack> {
     let s = Stack::new("quickstart", cloud.clone(), store)?;
+    declare_into(&s, site)?;
+    Ok(s)
+}
+
+/// Declares every resource of the app into `s` (what `mvi::cli` programs are given).
+#[allow(dead_code)] // not every example that shares this module is a command line
+pub fn declare_into(s: &Stack, site: &Site) -> Result<()> {
+    let s = s.clone();
 
     // Network: a VPC, a public subnet per zone, a group for the load balancer and one for the app.
     let vpc = Vpc::new(&s, "vpc", VpcArgs::new("10.0.0.0/16"))?;
@@ -200,7 +208,7 @@ pub fn declare(cloud: &Cloud, store: impl StateStore, site: &Site) -> Result<Sta
     s.export("url", &lb.url)?;
     s.export("image", &image.reference)?;
     s.export("database_url", &db.url)?;
-    Ok(s)
+    Ok(())
 }
 
 /// Everything the cloud holds, one line per resource (`vpc vpc-1234`): compared before `up`

@@ -489,6 +489,18 @@ impl Crypto for KmsCrypto {
         Ok(())
     }
 
+    async fn delete_alias(&self, alias: &str) -> Result<()> {
+        let op = op("delete_alias");
+        validate_alias(op, alias)?;
+        self.client
+            .delete_alias()
+            .alias_name(alias)
+            .send()
+            .await
+            .map_err(|e| fail(op, alias, e))?;
+        Ok(())
+    }
+
     async fn rotate_key(&self, key: &str) -> Result<u32> {
         let op = op("rotate_key");
         let raw = self.describe_raw(op, key).await?;

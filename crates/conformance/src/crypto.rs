@@ -28,6 +28,7 @@ macro_rules! crypto_cases {
             crypto_rotation_keeps_old_ciphertext => $crate::crypto::rotation_keeps_old_ciphertext;
             crypto_import_key_roundtrip => $crate::crypto::import_key_roundtrip [KeyImport];
             crypto_alias_lookup_and_duplicate => $crate::crypto::alias_lookup_and_duplicate;
+            crypto_deleted_alias_is_free_again => $crate::crypto::deleted_alias_is_free_again;
             crypto_invalid_alias_refused => $crate::crypto::invalid_alias_refused;
             crypto_unknown_key_not_found => $crate::crypto::unknown_key_not_found;
             crypto_oversize_plaintext_refused => $crate::crypto::oversize_plaintext_refused;
@@ -811,4 +812,34 @@ pub async fn list_keys_shows_created(ctx: &mut Ctx) -> Outcome {
     ensure!(got_b.state == KeyState::Disabled, "state {:?}", got_b.state);
     retire(&*crypto, &a.id).await?;
     retire(&*crypto, &b.id).await
+}
+
+/// Deleting an alias frees its name (the key stays, by id); an alias nobody has is NotFound;
+/// a name that is not an alias is InvalidArgument.
+pub async fn deleted_alias_is_free_again(ctx: &mut Ctx) -> Outcome {
+    let crypto = service(ctx)?;
+    let alias = format!("alias/{}", ctx.name("freed"));
+    let first = crypto
+        .create_key(CreateKey::new("first").alias(&alias))
+        .await?;
+    crypto.delete_alias(&alias).await?;
+    expect_err!(crypto.describe_key(&alias).await, NotFound);
+    ensure!(
+        crypto.describe_key(&first.id).await?.aliases.is_empty(),
+        "the key still lists the alias"
+    );
+    let second = crypto
+        .create_key(CreateKey::new("second").alias(&alias))
+        .await?;
+    ensure!(
+        crypto.describe_key(&alias).await?.id == second.id,
+        "the alias does not name the new key"
+    );
+    expect_err!(
+        crypto.delete_alias("alias/conf-nobody-has-this").await,
+        NotFound
+    );
+    expect_err!(crypto.delete_alias("not-an-alias").await, InvalidArgument);
+    retire(&*crypto, &first.id).await?;
+    retire(&*crypto, &second.id).await
 }

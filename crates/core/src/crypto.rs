@@ -220,6 +220,9 @@ pub trait Crypto: fmt::Debug + Send + Sync + 'static {
     async fn schedule_key_deletion(&self, key: &str, pending_days: u32) -> Result<Timestamp>;
     /// Cancels a scheduled deletion; the key comes back disabled (as KMS).
     async fn cancel_key_deletion(&self, key: &str) -> Result<()>;
+    /// Removes `alias` (`alias/...`) from its key, so the name is free for another key (as
+    /// KMS `DeleteAlias`; the key itself is untouched). NotFound if no key has it.
+    async fn delete_alias(&self, alias: &str) -> Result<()>;
     /// Adds a new version of the key material; returns the new version count.
     async fn rotate_key(&self, key: &str) -> Result<u32>;
 

@@ -114,6 +114,7 @@ mod crypto {
         fn disable_key(key: &str) -> Result<()>;
         fn schedule_key_deletion(key: &str, pending_days: u32) -> Result<Timestamp>;
         fn cancel_key_deletion(key: &str) -> Result<()>;
+        fn delete_alias(alias: &str) -> Result<()>;
         fn rotate_key(key: &str) -> Result<u32>;
         fn encrypt(key: &str, plaintext: &[u8], context: &EncryptionContext) -> Result<Bytes>;
         fn decrypt(ciphertext: &[u8], context: &EncryptionContext) -> Result<Decrypted>;

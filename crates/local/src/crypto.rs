@@ -587,6 +587,18 @@ impl Crypto for LocalCrypto {
         result
     }
 
+    async fn delete_alias(&self, alias: &str) -> Result<()> {
+        let op = Op::new(Service::Crypto, "delete_alias");
+        validate_alias(op, alias)?;
+        let mut audited = alias.to_string();
+        self.update(op, alias, &mut audited, |meta| {
+            meta.aliases.retain(|a| a != alias);
+            Ok(())
+        })?;
+        self.lock().aliases.remove(alias);
+        Ok(())
+    }
+
     async fn rotate_key(&self, key: &str) -> Result<u32> {
         let op = Op::new(Service::Crypto, "rotate_key");
         let mut audited = key.to_string();

@@ -522,6 +522,10 @@ service! {
     fn cancel_key_deletion(py, key: String) {
         async move { svc.cancel_key_deletion(&key).await }
     }
+    /// Removes an alias from its key, freeing the name.
+    fn delete_alias(py, alias: String) {
+        async move { svc.delete_alias(&alias).await }
+    }
     /// Adds a new key version; returns the number of versions.
     fn rotate_key(py, key: String) {
         async move { svc.rotate_key(&key).await }

@@ -14,8 +14,8 @@ use mvi_core::lb::{Protocol, TargetGroupSpec};
 use mvi_core::metric::{AlarmSpec, Comparison, MetricId, Statistic};
 use mvi_core::stack::resources::*;
 use mvi_core::stack::{
-    Args, ErasedInput, Event, FileStore, Input, Options, Output, Plan, PropDiff, Report,
-    ResourceOptions, Stack as CoreStack, erase,
+    Args, ErasedInput, Event, FileStore, Input, Options, Output, Plan, Report, ResourceOptions,
+    Stack as CoreStack, erase,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -54,6 +54,15 @@ impl PyOutput {
         PyOutput {
             out: self.out.try_map(move |v: Json| call_py(&f, v)),
         }
+    }
+
+    /// A secret made from a plain value (a token read from the environment): encrypted in
+    /// the state, masked in previews, errors and events. Usable in any stack.
+    #[staticmethod]
+    fn of_secret(value: &Bound<'_, PyAny>) -> PyResult<PyOutput> {
+        Ok(PyOutput {
+            out: Output::secret(py_to_json(value, "a secret value")?),
+        })
     }
 
     /// The same value, marked secret: encrypted in the state, masked in previews.
@@ -368,42 +377,8 @@ fn resource_options(opts: Option<&Bound<'_, PyAny>>) -> PyResult<ResourceOptions
     Ok(o)
 }
 
-fn shown(s: &mvi_core::stack::Shown) -> Option<String> {
-    match s {
-        mvi_core::stack::Shown::None => None,
-        other => Some(other.to_string()),
-    }
-}
-
-fn diffs_json(diffs: &[PropDiff]) -> Json {
-    Json::Array(
-        diffs
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "name": d.name, "old": shown(&d.old), "new": shown(&d.new), "replaces": d.replaces,
-                })
-            })
-            .collect(),
-    )
-}
-
-fn plan_json(plan: &Plan) -> Json {
-    serde_json::json!({
-        "stack": plan.stack,
-        "steps": plan.steps.iter().map(|s| serde_json::json!({
-            "urn": s.urn, "type_name": s.type_name, "name": s.name, "parent": s.parent,
-            "op": s.op.to_string(), "diffs": diffs_json(&s.diffs),
-        })).collect::<Vec<_>>(),
-        "drift": plan.drift.iter().map(|d| serde_json::json!({
-            "urn": d.urn, "deleted": d.deleted, "diffs": diffs_json(&d.diffs),
-        })).collect::<Vec<_>>(),
-        "text": plan.to_string(),
-    })
-}
-
 fn plan_py(py: Python<'_>, plan: Plan) -> PyResult<Py<PyAny>> {
-    conv::build(py, "Plan", json_to_py(py, &plan_json(&plan))?)
+    conv::build(py, "Plan", json_to_py(py, &plan.to_json())?)
 }
 
 fn report_py(py: Python<'_>, r: Report) -> PyResult<Py<PyAny>> {
@@ -419,27 +394,7 @@ fn report_py(py: Python<'_>, r: Report) -> PyResult<Py<PyAny>> {
 }
 
 fn event_py(py: Python<'_>, e: &Event) -> PyResult<Py<PyAny>> {
-    let j = match e {
-        Event::Started { urn, op } => {
-            serde_json::json!({"kind": "started", "urn": urn, "op": op.to_string()})
-        }
-        Event::Finished { urn, op, duration } => serde_json::json!({
-            "kind": "finished", "urn": urn, "op": op.to_string(),
-            "duration": {"secs": duration.as_secs(), "nanos": duration.subsec_nanos()},
-        }),
-        Event::Failed { urn, op, error } => {
-            serde_json::json!({"kind": "failed", "urn": urn, "op": op.to_string(), "error": error})
-        }
-        Event::Skipped { urn, because } => {
-            serde_json::json!({"kind": "skipped", "urn": urn, "op": "skip", "error": format!("skipped: {because} failed")})
-        }
-        Event::Progress { urn, message } => {
-            serde_json::json!({"kind": "progress", "urn": urn, "op": "progress", "message": message})
-        }
-        Event::Notice { message } => {
-            serde_json::json!({"kind": "notice", "urn": "", "op": "notice", "message": message})
-        }
-    };
+    let j = e.to_json();
     conv::build(py, "Event", json_to_py(py, &j)?)
 }
 
@@ -637,6 +592,34 @@ impl Stack {
     /// Reads every real resource and records drift (the report's plan lists it).
     fn refresh(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         block(py, self.refresh_op())
+    }
+
+    /// Removes the stack's lock and returns who held it (a description), or None. Without
+    /// `force`, only a stale lock (its process gone, or its lease expired); with it, whoever
+    /// holds it.
+    #[pyo3(signature = (*, force=false))]
+    fn unlock(&self, py: Python<'_>, force: bool) -> PyResult<Option<String>> {
+        let s = self.inner.clone();
+        let h = wait(py, async move { s.unlock(force).await })?;
+        Ok(h.map(|h| h.to_string()))
+    }
+
+    /// The names of the exported outputs that are secret.
+    fn secret_outputs(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let s = self.inner.clone();
+        let doc = wait(py, async move { s.state().await })?;
+        Ok(doc.secret_exports.into_iter().collect())
+    }
+
+    /// The resources the stack manages: (URN, type, id) for each.
+    fn resources(&self, py: Python<'_>) -> PyResult<Vec<(String, String, String)>> {
+        let s = self.inner.clone();
+        let doc = wait(py, async move { s.state().await })?;
+        Ok(doc
+            .resources
+            .into_iter()
+            .map(|(urn, r)| (urn, r.type_name, r.id))
+            .collect())
     }
 
     /// The stack's exported outputs as saved by the last `up`.

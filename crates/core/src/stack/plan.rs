@@ -291,3 +291,70 @@ pub enum Event {
         message: String,
     },
 }
+
+impl Shown {
+    /// The value as a JSON string (`[secret]`, `(known after apply)`), or null for none.
+    fn to_json(&self) -> Value {
+        match self {
+            Shown::None => Value::Null,
+            other => Value::String(other.to_string()),
+        }
+    }
+}
+
+fn diffs_json(diffs: &[PropDiff]) -> Value {
+    diffs
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "name": d.name, "old": d.old.to_json(), "new": d.new.to_json(), "replaces": d.replaces,
+            })
+        })
+        .collect()
+}
+
+impl Plan {
+    /// The plan as JSON (what `preview --json` prints and the Python `Plan` holds): the
+    /// stack, the steps and the drift with their diffs (secrets as `[secret]`), and the text.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "stack": self.stack,
+            "steps": self.steps.iter().map(|s| serde_json::json!({
+                "urn": s.urn, "type_name": s.type_name, "name": s.name, "parent": s.parent,
+                "op": s.op.to_string(), "diffs": diffs_json(&s.diffs),
+            })).collect::<Vec<_>>(),
+            "drift": self.drift.iter().map(|d| serde_json::json!({
+                "urn": d.urn, "deleted": d.deleted, "diffs": diffs_json(&d.diffs),
+            })).collect::<Vec<_>>(),
+            "text": self.to_string(),
+        })
+    }
+}
+
+impl Event {
+    /// The event as JSON: `kind` (started, finished, failed, skipped, progress, notice),
+    /// `urn`, `op`, and `duration` (seconds), `error` or `message` as the kind has them.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Event::Started { urn, op } => {
+                serde_json::json!({"kind": "started", "urn": urn, "op": op.to_string()})
+            }
+            Event::Finished { urn, op, duration } => serde_json::json!({
+                "kind": "finished", "urn": urn, "op": op.to_string(),
+                "duration": {"secs": duration.as_secs(), "nanos": duration.subsec_nanos()},
+            }),
+            Event::Failed { urn, op, error } => serde_json::json!(
+                {"kind": "failed", "urn": urn, "op": op.to_string(), "error": error}
+            ),
+            Event::Skipped { urn, because } => serde_json::json!(
+                {"kind": "skipped", "urn": urn, "op": "skip", "error": format!("skipped: {because} failed")}
+            ),
+            Event::Progress { urn, message } => serde_json::json!(
+                {"kind": "progress", "urn": urn, "op": "progress", "message": message}
+            ),
+            Event::Notice { message } => serde_json::json!(
+                {"kind": "notice", "urn": "", "op": "notice", "message": message}
+            ),
+        }
+    }
+}

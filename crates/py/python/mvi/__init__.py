@@ -21,7 +21,7 @@ with methods returning awaitables. Errors are subclasses of :class:`MviError`.
 
 from __future__ import annotations
 
-from . import resources
+from . import cli, resources
 from ._errors import (
     AlreadyExists,
     DeploymentFailed,
@@ -72,7 +72,14 @@ from ._mvi import (
 from ._types import *  # noqa: F401,F403  (the request and result dataclasses)
 from .resources import Component, Resource, ResourceOptions
 
+def secret(value: object) -> "Output":
+    """A secret made from a plain value (a token read from the environment): encrypted in the
+    state, masked in previews, errors and events. Usable in any stack."""
+    return Output.of_secret(value)
+
+
 __all__ = [
+    "secret", "cli",
     "HAS_AWS", "Cloud", "AsyncCloud", "LocalCloud", "AwsCloud",
     "Blob", "Kv", "Crypto", "Logs", "LogTail", "Metrics", "Images", "Containers",
     "LoadBalancers", "Databases", "Vms", "Networks",

@@ -798,8 +798,9 @@ class Report:
 
 @dataclass(**_kw)
 class Event:
-    """A progress event: ``kind`` is ``started``, ``finished``, ``failed``, ``skipped`` or
-    ``progress`` (how a running step is going: ``message``)."""
+    """A progress event: ``kind`` is ``started``, ``finished``, ``failed``, ``skipped``,
+    ``progress`` (how a running step is going: ``message``) or ``notice`` (about the whole
+    run, such as a stale lock taken over: ``message``)."""
 
     kind: str
     urn: str

@@ -146,6 +146,21 @@ impl Resource for KeyResource {
     }
 
     async fn delete(cx: Cx<'_>, id: &str, args: &KeySpec) -> Result<()> {
+        // The alias first: a key waiting out its deletion window keeps its aliases, and the
+        // name must be free for the key a next `up` creates (KMS keeps them too).
+        // Only if it still names this key.
+        let crypto = cx.cloud.crypto()?;
+        if crypto
+            .describe_key(&args.alias)
+            .await
+            .is_ok_and(|k| k.id == id)
+        {
+            match crypto.delete_alias(&args.alias).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         match cx
             .cloud
             .crypto()?
