@@ -530,18 +530,7 @@ fn diffs(plan: &Plan) -> String {
     let mut s = String::new();
     for step in plan.steps.iter().filter(|s| s.op != StepOp::Same) {
         for d in &step.diffs {
-            s.push_str(&format!(
-                "  {} {}: {} => {}{}\n",
-                step.name,
-                d.name,
-                d.old,
-                d.new,
-                if d.replaces {
-                    " (forces replacement)"
-                } else {
-                    ""
-                }
-            ));
+            s.push_str(&format!("  {} {d}\n", step.name));
         }
     }
     s
@@ -549,19 +538,11 @@ fn diffs(plan: &Plan) -> String {
 
 /// `outputs` with the secret ones shown as `[secret]` unless `show`.
 fn masked(outputs: &Props, secret: &BTreeSet<String>, show: bool) -> Value {
-    Value::Object(
-        outputs
-            .iter()
-            .map(|(k, v)| {
-                let v = if secret.contains(k) && !show {
-                    Value::String("[secret]".into())
-                } else {
-                    v.clone()
-                };
-                (k.clone(), v)
-            })
-            .collect(),
-    )
+    Value::Object(if show {
+        outputs.clone()
+    } else {
+        mvi_core::stack::masked(outputs, secret)
+    })
 }
 
 fn outputs_text(outputs: &Props, secret: &BTreeSet<String>, show: bool) -> String {

@@ -19,6 +19,8 @@ pub mod container;
 pub mod crypto;
 pub mod database;
 pub mod fault;
+#[cfg(test)]
+mod fuzz;
 pub mod image;
 pub mod kv;
 pub mod lb;

@@ -37,7 +37,9 @@ pub use engine::{Options, Report};
 pub use output::{Args, ErasedInput, Input, Output, Props, erase};
 pub use plan::{Drift, Event, Plan, PropDiff, Shown, Step, StepOp};
 pub use provider::{Cx, Provider, Resource};
-pub use state::{PendingKind, PendingOp, ResourceState, STATE_KEY_ALIAS, STATE_VERSION, StateDoc};
+pub use state::{
+    PendingKind, PendingOp, ResourceState, STATE_KEY_ALIAS, STATE_VERSION, StateDoc, masked,
+};
 pub use store::{BlobStore, FileStore, LEASE, LockHolder, StateStore};
 
 use crate::cloud::Cloud;

@@ -93,6 +93,17 @@ pub struct PropDiff {
     pub replaces: bool,
 }
 
+impl fmt::Display for PropDiff {
+    /// `name: old => new`, and `  (forces replacement)` when it does (secrets as `[secret]`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} => {}", self.name, self.old, self.new)?;
+        if self.replaces {
+            write!(f, "  (forces replacement)")?;
+        }
+        Ok(())
+    }
+}
+
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -202,19 +213,7 @@ impl fmt::Display for Plan {
             // properties only in the step's `diffs` (as `pulumi preview` without --diff).
             if matches!(s.op, StepOp::Update | StepOp::Replace) {
                 for d in &s.diffs {
-                    writeln!(
-                        f,
-                        "       {}{}: {} => {}{}",
-                        indent,
-                        d.name,
-                        d.old,
-                        d.new,
-                        if d.replaces {
-                            "  (forces replacement)"
-                        } else {
-                            ""
-                        }
-                    )?;
+                    writeln!(f, "       {indent}{d}")?;
                 }
             }
         }

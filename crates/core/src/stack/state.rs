@@ -108,8 +108,9 @@ impl PendingOp {
     }
 }
 
-/// `props` with the values of the `secret` ones shown as `[secret]`, for `Debug`.
-pub(crate) fn masked(props: &Props, secret: &BTreeSet<String>) -> Props {
+/// `props` with the values of the `secret` ones shown as `[secret]` (for `Debug`, and for a
+/// command line printing outputs).
+pub fn masked(props: &Props, secret: &BTreeSet<String>) -> Props {
     props
         .iter()
         .map(|(k, v)| {

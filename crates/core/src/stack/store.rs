@@ -319,6 +319,11 @@ impl FileStore {
         Ok(self.stack_dir(stack)?.join("lock.json"))
     }
 
+    /// Where the lock is, without making the folder: for reads on every write (fencing).
+    fn lock_file(&self, stack: &str) -> PathBuf {
+        self.dir.join(stack).join("lock.json")
+    }
+
     /// Runs `f` holding the stack's lock guard (`lock.guard`, an exclusive OS file lock):
     /// taking, renewing, releasing and breaking the lock read and replace `lock.json` as
     /// one step, so two processes never both take over a stale lock.
@@ -361,7 +366,7 @@ impl FileStore {
                 "the state is written only under the stack's lock; take it first",
             ));
         };
-        let now = read_holder(&self.lock_path(stack)?);
+        let now = read_holder(&self.lock_file(stack));
         match now {
             Some(h) if h.generation == mine.generation => Ok(()),
             other => Err(fenced(stack, other.as_ref())),
@@ -441,7 +446,7 @@ impl StateStore for FileStore {
     }
 
     async fn holder(&self, stack: &str) -> Result<Option<LockHolder>> {
-        Ok(read_holder(&self.lock_path(stack)?))
+        Ok(read_holder(&self.lock_file(stack)))
     }
 
     async fn break_lock(&self, stack: &str, force: bool) -> Result<Option<LockHolder>> {
