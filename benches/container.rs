@@ -9,6 +9,9 @@
 //! - `container/start_to_running`: from `create_service` to the replica's process running
 //!   (`sleep`), the runner's overhead alone.
 
+#[path = "../tests/common/repo.rs"]
+mod repo;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +29,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn webapp_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp")
+    repo::package_path("examples/webapp")
 }
 
 struct Setup {

@@ -26,6 +26,8 @@ use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec, TargetH
 #[path = "../tests/common/load.rs"]
 #[allow(dead_code)]
 mod load;
+#[path = "../tests/common/repo.rs"]
+mod repo;
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -55,7 +57,7 @@ async fn rig() -> Rig {
     let cloud = local.cloud();
     let images = cloud.images().expect("images");
     images.create_repository("web").await.expect("repo");
-    let app = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+    let app = repo::package_path("examples/webapp");
     build_from_dir(
         images.as_ref(),
         "web",
@@ -66,7 +68,7 @@ async fn rig() -> Rig {
     .await
     .expect("image");
     images.create_repository("vers").await.expect("repo");
-    let vers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/versioned");
+    let vers = repo::package_path("tests/fixtures/versioned");
     build_from_dir(
         images.as_ref(),
         "vers",

@@ -118,7 +118,7 @@ async fn app(cloud: &mvi::Cloud, started: Instant) -> Result<()> {
     // The app's image, built from examples/webapp.
     let images = cloud.images()?;
     images.create_repository("quickstart/web").await?;
-    let app_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+    let app_dir = common::repo::package_path("examples/webapp");
     let config = ImageConfig::new(["python3", "app.py"])
         .port(8080)
         .working_dir("/");

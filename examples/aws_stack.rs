@@ -108,7 +108,7 @@ async fn run() -> Result<()> {
     } else {
         Path::new(".mvi/aws_stack").join(&args.region)
     };
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+    let app = common::repo::package_path("examples/webapp");
     let site = Site::aws(&args.region, &args.ami, app);
     let declare = || app_stack::declare(&cloud, FileStore::new(&state_dir), &site);
 

@@ -95,7 +95,7 @@ async fn run() -> Result<()> {
     let cloud: Cloud = mvi::local::LocalCloud::builder().root(root).build().await?;
     let images = cloud.images()?;
     images.create_repository("web").await?;
-    let app = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+    let app = common::repo::package_path("examples/webapp");
     build_from_dir(
         images.as_ref(),
         "web",

@@ -34,7 +34,7 @@ async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a != "--keep") {
         // A command: the same stack as a command-line program, state under `ROOT`.
-        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+        let app = common::repo::package_path("examples/webapp");
         return mvi::cli::Program::new("quickstart")
             .root(Path::new(ROOT).join("cloud"))
             .state(Path::new(ROOT).join("stacks").display().to_string())
@@ -52,7 +52,7 @@ async fn main() -> std::process::ExitCode {
 /// The app's stack on the local simulator, with its state under `ROOT`.
 fn declare(cloud: &Cloud) -> Result<Stack> {
     let store = FileStore::new(Path::new(ROOT).join("stacks"));
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+    let app = common::repo::package_path("examples/webapp");
     app_stack::declare(cloud, store, &Site::local(app))
 }
 

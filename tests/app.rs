@@ -60,7 +60,7 @@ async fn up_app(cloud: &Cloud, with_lb: bool) -> Result<App> {
     }
     let images = cloud.images()?;
     images.create_repository("web").await?;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+    let dir = common::repo::package_path("examples/webapp");
     let config = ImageConfig::new(["python3", "app.py"]).working_dir("/");
     build_from_dir(images.as_ref(), "web", &dir, &config, Some("v1")).await?;
 

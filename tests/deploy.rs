@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
-use std::path::Path;
 use std::time::Duration;
 
 use mvi::container::{ContainerSpec, RevisionState, RolloutState, ServiceSpec};
@@ -49,7 +48,7 @@ impl Rig {
         let cloud = local.cloud();
         let images = cloud.images().unwrap();
         images.create_repository("app").await.unwrap();
-        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/versioned");
+        let app = common::repo::package_path("tests/fixtures/versioned");
         let config = ImageConfig::new(["python3", "app.py"]).working_dir("/");
         build_from_dir(images.as_ref(), "app", &app, &config, Some("v1"))
             .await

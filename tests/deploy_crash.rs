@@ -166,7 +166,7 @@ async fn sigkill_during_deployments_converges() {
         let local = open(root).await;
         let images = local.cloud().images().unwrap();
         images.create_repository("app").await.unwrap();
-        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/versioned");
+        let app = common::repo::package_path("tests/fixtures/versioned");
         let config = ImageConfig::new(["python3", "app.py"]).working_dir("/");
         build_from_dir(images.as_ref(), "app", &app, &config, Some("v1"))
             .await

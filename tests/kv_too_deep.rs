@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+#[path = "common/repo.rs"]
+mod repo;
 
 use mvi::ErrorKind;
 use mvi::kv::{DeleteItem, Key, Scan, Value};
@@ -13,7 +14,7 @@ use mvi::kv::{DeleteItem, Key, Scan, Value};
 #[tokio::test]
 async fn a_table_with_a_too_deep_item_opens_scans_and_deletes_without_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kv-too-deep");
+    let fixture = repo::package_path("tests/fixtures/kv-too-deep");
     std::fs::create_dir_all(dir.path().join("kv")).unwrap();
     for f in ["kv.redb", "wal.log"] {
         std::fs::copy(fixture.join(f), dir.path().join("kv").join(f)).unwrap();

@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+#[path = "common/repo.rs"]
+mod repo;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -214,7 +217,7 @@ fn secrets_program(cloud: &Cloud, root: &Path, g: u32) -> Stack {
         Bucket::new(&s, "extra", BucketArgs::new("secrets-extra")).unwrap();
     }
     let repo = Repository::new(&s, "repo", RepositoryArgs::new("canary").force_destroy()).unwrap();
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp");
+    let app = repo::package_path("examples/webapp");
     let image = Image::new(
         &s,
         "image",

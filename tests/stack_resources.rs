@@ -301,7 +301,7 @@ async fn app_stack_serves_keeps_the_database_password_secret_and_rolls_out_new_f
     let w = world().await;
     let src = w.dir.path().join("webapp");
     std::fs::create_dir(&src).unwrap();
-    let app_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/webapp/app.py");
+    let app_py = common::repo::package_path("examples/webapp/app.py");
     std::fs::copy(&app_py, src.join("app.py")).unwrap();
 
     let (s, _) = app(&w, &src);

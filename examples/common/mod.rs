@@ -2,6 +2,8 @@
 #![allow(dead_code)] // each example uses its own subset
 
 pub mod app_stack;
+#[path = "../../tests/common/repo.rs"]
+pub mod repo;
 
 use std::time::Duration;
 

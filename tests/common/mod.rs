@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 pub mod load;
+pub mod repo;
 
 use std::time::Duration;
 

@@ -20,7 +20,9 @@
 ))]
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+#[path = "../../../tests/common/repo.rs"]
+mod repo;
+
 use std::time::Duration;
 
 use aws_sdk_ecs::types::DeploymentControllerType;
@@ -58,7 +60,7 @@ async fn rig() -> Rig {
         .await;
     let images = cloud.images().unwrap();
     images.create_repository("web").await.unwrap();
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/webapp");
+    let app = repo::package_path("../../examples/webapp");
     let image = ImageConfig::new(["python3", "app.py"]).working_dir("/");
     build_from_dir(images.as_ref(), "web", &app, &image, Some("v1"))
         .await

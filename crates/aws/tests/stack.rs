@@ -21,8 +21,9 @@ extern crate mvi_core as mvi;
 
 #[path = "../../../examples/common/app_stack.rs"]
 mod app_stack;
+#[path = "../../../tests/common/repo.rs"]
+mod repo;
 
-use std::path::Path;
 use std::time::Instant;
 
 use mvi_aws::moto::MotoServer;
@@ -41,7 +42,7 @@ async fn quickstart_stack_up_and_destroy_on_moto() {
         .unwrap();
     let cloud = moto.cloud(REGION).build().await.unwrap();
     let state = tempfile::tempdir().unwrap();
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/webapp");
+    let app = repo::package_path("../../examples/webapp");
     let site = app_stack::Site::aws(REGION, "ami-12c6146b", app);
     let declare = || app_stack::declare(&cloud, FileStore::new(state.path()), &site).unwrap();
 
