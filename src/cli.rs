@@ -93,6 +93,8 @@ pub enum Command {
         /// Reads the real resources first, and plans against them.
         #[arg(long)]
         refresh: bool,
+        #[command(flatten)]
+        targets: Targets,
     },
     /// Creates, updates, replaces and deletes resources to match the program.
     Up {
@@ -112,13 +114,35 @@ pub enum Command {
         /// databases) until Ctrl-C.
         #[arg(long)]
         serve: bool,
+        #[command(flatten)]
+        targets: Targets,
     },
-    /// Deletes every resource of the stack.
+    /// Deletes every resource of the stack (or, with --target, some of them).
     Destroy {
         /// Destroys without asking.
         #[arg(long, short)]
         yes: bool,
         /// Prints events and the result as JSON lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        targets: Targets,
+    },
+    /// Adopts an existing resource as the resource NAME the program declares: it is read
+    /// and recorded, nothing is changed (the next `up` brings it to its declaration).
+    Import {
+        /// The resource type, such as mvi:blob:Bucket.
+        #[arg(value_name = "TYPE")]
+        type_name: String,
+        /// The resource's name in the program.
+        name: String,
+        /// Its id in the cloud (a bucket's name, a VPC's id, ...).
+        id: String,
+        /// Records it unprotected (by default an imported resource is protected until an
+        /// `up` records the declaration's own setting, as `pulumi import` does).
+        #[arg(long)]
+        no_protect: bool,
+        /// Prints the recorded resource as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -146,6 +170,18 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+}
+
+/// Which resources a `preview`, `up` or `destroy` touches (default: all).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Targets {
+    /// Only this resource: its URN, its name, a URN pattern with `*`, or a component (all
+    /// of its resources); repeat for more. The rest stays as recorded.
+    #[arg(long = "target", short = 't', value_name = "URN")]
+    pub targets: Vec<String>,
+    /// With --target: the resources that depend on the targets too.
+    #[arg(long, requires = "targets")]
+    pub target_dependents: bool,
 }
 
 /// A `state` command.
@@ -293,8 +329,9 @@ impl Program {
                 json,
                 expect_no_changes,
                 refresh,
+                targets,
             } => {
-                let plan = stack.preview_with(options(refresh, None)).await?;
+                let plan = stack.preview_with(options(refresh, None, &targets)).await?;
                 if json {
                     w(out, &pretty(&plan.to_json()))?;
                 } else {
@@ -315,8 +352,9 @@ impl Program {
                 parallel,
                 json,
                 serve,
+                targets,
             } => {
-                let opts = options(refresh, parallel);
+                let opts = options(refresh, parallel, &targets);
                 if !yes && !confirm(&stack, opts.clone(), "update", out).await? {
                     return Ok(EXIT_OK);
                 }
@@ -364,19 +402,21 @@ impl Program {
                 }
                 Ok(EXIT_OK)
             }
-            Command::Destroy { yes, json } => {
+            Command::Destroy { yes, json, targets } => {
+                let opts = options(true, None, &targets);
                 if !yes {
                     let state = stack.state().await?;
                     if !std::io::stdin().is_terminal() {
                         return Err(refuse_without_terminal("destroy"));
                     }
+                    let what = if targets.targets.is_empty() {
+                        format!("{} resource(s)", state.resources.len())
+                    } else {
+                        format!("the resources named by --target {:?}", targets.targets)
+                    };
                     w(
                         out,
-                        &format!(
-                            "destroy deletes {} resource(s) of stack {}.",
-                            state.resources.len(),
-                            self.name
-                        ),
+                        &format!("destroy deletes {what} of stack {}.", self.name),
                     )?;
                     if !ask(out, "Do you want to destroy them?")? {
                         return Ok(EXIT_OK);
@@ -384,7 +424,7 @@ impl Program {
                 }
                 let started = Instant::now();
                 let printer = progress(&stack, json, started);
-                let report = stack.destroy().await;
+                let report = stack.destroy_with(opts).await;
                 let printed = printer.finish().await;
                 // What happened is shown whether the run succeeded or not.
                 write_lines(out, &printed)?;
@@ -418,6 +458,38 @@ impl Program {
                 } else {
                     EXIT_OK
                 })
+            }
+            Command::Import {
+                type_name,
+                name,
+                id,
+                no_protect,
+                json,
+            } => {
+                let r = stack.import(&type_name, &name, &id, !no_protect).await?;
+                let inputs = mvi_core::stack::masked(&r.inputs, &r.secret_inputs);
+                if json {
+                    w(
+                        out,
+                        &pretty(&serde_json::json!({
+                            "type": r.type_name, "name": r.name, "id": r.id,
+                            "protect": r.protect, "inputs": inputs,
+                        })),
+                    )?;
+                } else {
+                    w(
+                        out,
+                        &format!(
+                            "imported {} {} (id {}){}; as it is: {}\nthe next `up` brings it to the program's declaration (`preview --diff` shows how)",
+                            r.type_name,
+                            r.name,
+                            r.id,
+                            if r.protect { ", protected" } else { "" },
+                            Value::Object(inputs),
+                        ),
+                    )?;
+                }
+                Ok(EXIT_OK)
             }
             Command::Outputs { json, show_secrets } => {
                 let state = stack.state().await?;
@@ -465,8 +537,14 @@ impl Program {
     }
 }
 
-fn options(refresh: bool, parallel: Option<usize>) -> Options {
+fn options(refresh: bool, parallel: Option<usize>, targets: &Targets) -> Options {
     let mut o = Options::default();
+    for t in &targets.targets {
+        o = o.target(t);
+    }
+    if targets.target_dependents {
+        o = o.target_dependents();
+    }
     if !refresh {
         o = o.no_refresh();
     }
@@ -589,49 +667,118 @@ fn write_lines(out: &mut (dyn Write + Send), lines: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Prints the stack's events as they come: on a terminal, at once on standard error (a line
-/// per step started and finished, with its elapsed time); otherwise kept and written to the
-/// command's output at the end, one line (or JSON object, with `--json`) per event.
+/// Shows the stack's events as they come. On a terminal (without `--json`): a live display
+/// on standard error, a spinner per resource in flight with its elapsed time, and a line per
+/// step done. Otherwise the events are kept and written to the command's output at the end,
+/// one line (or JSON object, with `--json`) per event.
 struct Progress {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Vec<String>>,
 }
 
+/// Where the events go: kept lines, or the live display.
+enum Sink {
+    Kept { json: bool, lines: Vec<String> },
+    Live(Live),
+}
+
+/// The live display: a spinner per step in flight, above the lines of the steps done.
+struct Live {
+    bars: indicatif::MultiProgress,
+    in_flight: std::collections::HashMap<String, indicatif::ProgressBar>,
+}
+
+impl Live {
+    fn new() -> Self {
+        Live {
+            bars: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr(),
+            ),
+            in_flight: Default::default(),
+        }
+    }
+
+    fn show(&mut self, e: &Event, started: Instant) {
+        match e {
+            Event::Started { urn, op } => {
+                let style = indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+                let bar = self.bars.add(
+                    indicatif::ProgressBar::new_spinner()
+                        .with_style(style)
+                        .with_message(format!("{op:<8} {}", short(urn))),
+                );
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                self.in_flight.insert(urn.clone(), bar);
+            }
+            Event::Progress { urn, message } => {
+                if let Some(bar) = self.in_flight.get(urn) {
+                    bar.set_message(format!("{}: {message}", short(urn)));
+                }
+            }
+            Event::Finished { urn, .. } | Event::Failed { urn, .. } => {
+                if let Some(bar) = self.in_flight.remove(urn) {
+                    bar.finish_and_clear();
+                    self.bars.remove(&bar);
+                }
+                let _ = self.bars.println(event_line(e, started));
+            }
+            Event::Skipped { .. } | Event::Notice { .. } => {
+                let _ = self.bars.println(event_line(e, started));
+            }
+        }
+    }
+}
+
+impl Sink {
+    fn show(&mut self, e: Event, started: Instant) {
+        match self {
+            Sink::Kept { json: true, lines } => lines.push(e.to_json().to_string()),
+            Sink::Kept { json: false, lines } => lines.push(event_line(&e, started)),
+            Sink::Live(live) => live.show(&e, started),
+        }
+    }
+
+    fn finish(self) -> Vec<String> {
+        match self {
+            Sink::Kept { lines, .. } => lines,
+            Sink::Live(live) => {
+                let _ = live.bars.clear();
+                Vec::new()
+            }
+        }
+    }
+}
+
 fn progress(stack: &Stack, json: bool, started: Instant) -> Progress {
     let mut events = stack.events();
-    let live = !json && std::io::stderr().is_terminal();
+    let mut sink = if !json && std::io::stderr().is_terminal() {
+        Sink::Live(Live::new())
+    } else {
+        Sink::Kept {
+            json,
+            lines: Vec::new(),
+        }
+    };
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let mut kept = Vec::new();
-        let show = |e: Event, kept: &mut Vec<String>| {
-            let line = if json {
-                e.to_json().to_string()
-            } else {
-                event_line(&e, started)
-            };
-            if live {
-                eprintln!("{line}");
-            } else {
-                kept.push(line);
-            }
-        };
         loop {
             tokio::select! {
                 got = events.recv() => match got {
-                    Ok(e) => show(e, &mut kept),
+                    Ok(e) => sink.show(e, started),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => break,
                 },
                 _ = &mut stopped => {
                     // Everything the run sent is in the channel by now.
                     while let Ok(e) = events.try_recv() {
-                        show(e, &mut kept);
+                        sink.show(e, started);
                     }
                     break;
                 }
             }
         }
-        kept
+        sink.finish()
     });
     Progress { stop, task }
 }

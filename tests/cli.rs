@@ -207,3 +207,80 @@ async fn every_command_and_its_exit_code() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("must name a bucket"), "{text}");
 }
+
+#[tokio::test]
+async fn targets_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+
+    // A bucket made by hand, adopted by `import` as the program's `assets`.
+    {
+        let cloud = mvi::local::LocalCloud::builder()
+            .root(root.join("cloud"))
+            .build()
+            .await
+            .unwrap();
+        cloud
+            .blob()
+            .unwrap()
+            .create_bucket("cli-assets")
+            .await
+            .unwrap();
+    }
+    let (code, text) = cli(root, "one", &["import", "mvi:blob:Bucket", "nope", "x"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("declares no resource"), "{text}");
+    let (code, text) = cli(
+        root,
+        "one",
+        &["import", "mvi:blob:Bucket", "assets", "cli-assets"],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("imported") && text.contains("protected"),
+        "{text}"
+    );
+    let (code, text) = cli(
+        root,
+        "one",
+        &["import", "mvi:blob:Bucket", "assets", "cli-assets"],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("already manages"), "{text}");
+    let (_, text) = cli(root, "one", &["state", "list", "--json"]);
+    let list = json_of(&text);
+    assert_eq!(list[0]["id"], "cli-assets", "{list}");
+
+    // --target: one resource (by name); a target naming nothing is an error.
+    let (code, text) = cli(root, "one", &["preview", "--json", "--target", "plain"]);
+    assert_eq!(code, 0, "{text}");
+    let plan = json_of(&text);
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{plan}");
+    assert_eq!(steps[0]["name"], "plain");
+    let (code, text) = cli(root, "one", &["up", "--yes", "-t", "plain"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Resources: 1 created"), "{text}");
+    let (code, text) = cli(root, "one", &["up", "--yes", "--target", "nope"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no resource of the stack"), "{text}");
+    // The rest, the imported bucket as it is: nothing to change there.
+    let (code, text) = cli(root, "one", &["up", "--yes"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Resources: 1 created"), "{text}");
+    // A targeted destroy: only the token goes.
+    let (code, text) = cli(
+        root,
+        "one",
+        &[
+            "destroy",
+            "--yes",
+            "--target",
+            "clitest::mvi:test:Noop::token",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Resources: 1 deleted"), "{text}");
+    let (_, text) = cli(root, "one", &["state", "list", "--json"]);
+    assert_eq!(json_of(&text).as_array().unwrap().len(), 2, "{text}");
+}

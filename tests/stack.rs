@@ -794,3 +794,67 @@ async fn a_secret_in_an_error_is_named_never_shown() {
     assert!(!shown.contains("9f3k"), "the secret is shown: {shown}");
     assert!(shown.contains("[secret name]"), "{shown}");
 }
+
+#[tokio::test]
+async fn stack_import_adopts_an_existing_resource_without_changing_it() {
+    let w = world().await;
+    let logs = w.cloud.logs().unwrap();
+    logs.create_group("/by/hand", None).await.unwrap();
+    // The program declares it with a retention the real one does not have yet.
+    let program = || {
+        let s = w.stack("adopt");
+        LogGroup::new(&s, "logs", LogGroupArgs::new("/by/hand").retention_days(7)).unwrap();
+        s
+    };
+    let s = program();
+
+    // Refused, clearly, and nothing recorded: an undeclared name, a wrong type, no such id.
+    let e = s
+        .import("mvi:log:Group", "other", "/by/hand", true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("declares no resource"), "{e}");
+    let e = s
+        .import("mvi:blob:Bucket", "logs", "/by/hand", true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("mvi:log:Group"), "{e}");
+    let e = s
+        .import("mvi:log:Group", "logs", "/nowhere", true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(s.state().await.unwrap().resources.is_empty());
+
+    let adopted = s
+        .import("mvi:log:Group", "logs", "/by/hand", true)
+        .await
+        .unwrap();
+    assert_eq!(adopted.id, "/by/hand");
+    assert!(
+        adopted.protect,
+        "imported resources are protected until declared otherwise"
+    );
+    let state = s.state().await.unwrap();
+    assert_eq!(state.resources["adopt::mvi:log:Group::logs"].id, "/by/hand");
+    let e = s
+        .import("mvi:log:Group", "logs", "/by/hand", true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+
+    // Recorded as it is, so the next preview shows the way to the declaration: an update.
+    let plan = program().preview().await.unwrap();
+    assert_eq!(plan.step("logs").unwrap().op, StepOp::Update, "{plan}");
+    assert_eq!(plan.count(StepOp::Create), 0, "{plan}");
+    let report = program().up().await.unwrap();
+    assert_eq!(report.plan.step("logs").unwrap().op, StepOp::Update);
+    let groups = logs.list_groups().await.unwrap();
+    let group = groups.iter().find(|g| g.name == "/by/hand").unwrap();
+    assert_eq!(group.retention_days, Some(7));
+    let state = program().state().await.unwrap();
+    assert!(!state.resources["adopt::mvi:log:Group::logs"].protect);
+    assert!(program().preview().await.unwrap().is_empty());
+}

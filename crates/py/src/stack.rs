@@ -434,13 +434,24 @@ async fn with_events<T>(
     }
 }
 
-fn options(refresh: bool, parallelism: Option<usize>) -> Options {
+fn options(
+    refresh: bool,
+    parallelism: Option<usize>,
+    targets: Option<Vec<String>>,
+    target_dependents: bool,
+) -> Options {
     let mut o = Options::default();
     if !refresh {
         o = o.no_refresh();
     }
     if let Some(n) = parallelism {
         o = o.parallelism(n);
+    }
+    for t in targets.unwrap_or_default() {
+        o = o.target(t);
+    }
+    if target_dependents {
+        o = o.target_dependents();
     }
     o
 }
@@ -459,41 +470,26 @@ type Op<T> =
 
 /// Each operation once, as a future both the blocking and the awaitable method run.
 impl Stack {
-    fn preview_op(&self, refresh: bool) -> Op<Plan> {
+    fn preview_op(&self, opts: Options) -> Op<Plan> {
         let s = self.inner.clone();
         Box::pin(async move {
-            let plan = s.preview_with(options(refresh, None)).await?;
+            let plan = s.preview_with(opts).await?;
             Ok(conv::With(plan, plan_py))
         })
     }
 
-    fn up_op(
-        &self,
-        refresh: bool,
-        parallelism: Option<usize>,
-        on_event: Option<Py<PyAny>>,
-    ) -> Op<Report> {
+    fn up_op(&self, opts: Options, on_event: Option<Py<PyAny>>) -> Op<Report> {
         let s = self.inner.clone();
         Box::pin(async move {
-            let r = with_events(
-                s.clone(),
-                on_event,
-                s.up_with(options(refresh, parallelism)),
-            )
-            .await?;
+            let r = with_events(s.clone(), on_event, s.up_with(opts)).await?;
             Ok(conv::With(r, report_py))
         })
     }
 
-    fn destroy_op(&self, parallelism: Option<usize>, on_event: Option<Py<PyAny>>) -> Op<Report> {
+    fn destroy_op(&self, opts: Options, on_event: Option<Py<PyAny>>) -> Op<Report> {
         let s = self.inner.clone();
         Box::pin(async move {
-            let r = with_events(
-                s.clone(),
-                on_event,
-                s.destroy_with(options(true, parallelism)),
-            )
-            .await?;
+            let r = with_events(s.clone(), on_event, s.destroy_with(opts)).await?;
             Ok(conv::With(r, report_py))
         })
     }
@@ -561,37 +557,75 @@ impl Stack {
     }
 
     /// What `up` would do: a `Plan` (`print(plan)` shows it like `pulumi preview`).
-    #[pyo3(signature = (*, refresh=true))]
-    fn preview(&self, py: Python<'_>, refresh: bool) -> PyResult<Py<PyAny>> {
-        block(py, self.preview_op(refresh))
+    #[pyo3(signature = (*, refresh=true, targets=None, target_dependents=false))]
+    fn preview(
+        &self,
+        py: Python<'_>,
+        refresh: bool,
+        targets: Option<Vec<String>>,
+        target_dependents: bool,
+    ) -> PyResult<Py<PyAny>> {
+        block(
+            py,
+            self.preview_op(options(refresh, None, targets, target_dependents)),
+        )
     }
 
     /// Applies the stack; `on_event(event)` is called with each progress `Event`.
-    #[pyo3(signature = (*, refresh=true, parallelism=None, on_event=None))]
+    #[pyo3(signature = (*, refresh=true, parallelism=None, on_event=None, targets=None, target_dependents=false))]
     fn up(
         &self,
         py: Python<'_>,
         refresh: bool,
         parallelism: Option<usize>,
         on_event: Option<Py<PyAny>>,
+        targets: Option<Vec<String>>,
+        target_dependents: bool,
     ) -> PyResult<Py<PyAny>> {
-        block(py, self.up_op(refresh, parallelism, on_event))
+        let opts = options(refresh, parallelism, targets, target_dependents);
+        block(py, self.up_op(opts, on_event))
     }
 
     /// Deletes every resource of the stack, dependents first.
-    #[pyo3(signature = (*, parallelism=None, on_event=None))]
+    #[pyo3(signature = (*, parallelism=None, on_event=None, targets=None, target_dependents=false))]
     fn destroy(
         &self,
         py: Python<'_>,
         parallelism: Option<usize>,
         on_event: Option<Py<PyAny>>,
+        targets: Option<Vec<String>>,
+        target_dependents: bool,
     ) -> PyResult<Py<PyAny>> {
-        block(py, self.destroy_op(parallelism, on_event))
+        let opts = options(true, parallelism, targets, target_dependents);
+        block(py, self.destroy_op(opts, on_event))
     }
 
     /// Reads every real resource and records drift (the report's plan lists it).
     fn refresh(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         block(py, self.refresh_op())
+    }
+
+    /// Adopts the existing resource `id` as the resource `name` the program declares (of
+    /// `type_name`, such as "mvi:blob:Bucket"): read and recorded, nothing changed; the
+    /// next `up` brings it to its declaration. Returns (URN, id). `protect` (the default, as
+    /// `pulumi import`) records it protected until an `up` records the declaration's own.
+    #[pyo3(signature = (type_name, name, id, *, protect=true))]
+    fn import_resource(
+        &self,
+        py: Python<'_>,
+        type_name: String,
+        name: String,
+        id: String,
+        protect: bool,
+    ) -> PyResult<(String, String)> {
+        let s = self.inner.clone();
+        let r = wait(py, async move {
+            s.import(&type_name, &name, &id, protect).await
+        })?;
+        Ok((
+            format!("{}::{}::{}", self.inner.name(), r.type_name, r.name),
+            r.id,
+        ))
     }
 
     /// Removes the stack's lock and returns who held it (a description), or None. Without
@@ -630,32 +664,47 @@ impl Stack {
     }
 
     /// `preview` as an awaitable.
-    #[pyo3(signature = (*, refresh=true))]
-    fn preview_async<'py>(&self, py: Python<'py>, refresh: bool) -> PyResult<Bound<'py, PyAny>> {
-        spawn(py, self.preview_op(refresh))
+    #[pyo3(signature = (*, refresh=true, targets=None, target_dependents=false))]
+    fn preview_async<'py>(
+        &self,
+        py: Python<'py>,
+        refresh: bool,
+        targets: Option<Vec<String>>,
+        target_dependents: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        spawn(
+            py,
+            self.preview_op(options(refresh, None, targets, target_dependents)),
+        )
     }
 
     /// `up` as an awaitable.
-    #[pyo3(signature = (*, refresh=true, parallelism=None, on_event=None))]
+    #[pyo3(signature = (*, refresh=true, parallelism=None, on_event=None, targets=None, target_dependents=false))]
     fn up_async<'py>(
         &self,
         py: Python<'py>,
         refresh: bool,
         parallelism: Option<usize>,
         on_event: Option<Py<PyAny>>,
+        targets: Option<Vec<String>>,
+        target_dependents: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        spawn(py, self.up_op(refresh, parallelism, on_event))
+        let opts = options(refresh, parallelism, targets, target_dependents);
+        spawn(py, self.up_op(opts, on_event))
     }
 
     /// `destroy` as an awaitable.
-    #[pyo3(signature = (*, parallelism=None, on_event=None))]
+    #[pyo3(signature = (*, parallelism=None, on_event=None, targets=None, target_dependents=false))]
     fn destroy_async<'py>(
         &self,
         py: Python<'py>,
         parallelism: Option<usize>,
         on_event: Option<Py<PyAny>>,
+        targets: Option<Vec<String>>,
+        target_dependents: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        spawn(py, self.destroy_op(parallelism, on_event))
+        let opts = options(true, parallelism, targets, target_dependents);
+        spawn(py, self.destroy_op(opts, on_event))
     }
 
     /// `refresh` as an awaitable.

@@ -79,3 +79,28 @@ def test_a_secret_from_a_plain_value_is_sealed(tmp_path):
     for f in (tmp_path / "stacks").rglob("*"):
         if f.is_file():
             assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_targets_and_import(tmp_path, capsys):
+    # A bucket made by hand, adopted as the program's `assets`.
+    cloud = mvi.LocalCloud(root=str(tmp_path / "cloud"))
+    cloud.blob.create_bucket("pycli-assets")
+    del cloud
+    code, out = run(tmp_path, capsys, "one", "import", "mvi:blob:Bucket", "assets", "pycli-assets")
+    assert code == 0 and "imported" in out and "protected" in out, out
+    code, out = run(tmp_path, capsys, "one", "import", "mvi:blob:Bucket", "assets", "pycli-assets")
+    assert code == 1 and "already manages" in out, out
+
+    code, out = run(tmp_path, capsys, "one", "preview", "--json", "--target", "plain")
+    steps = json.loads(out)["steps"]
+    assert [s["op"] for s in steps] == ["create"] and steps[0]["urn"].endswith("::plain"), out
+    code, out = run(tmp_path, capsys, "one", "up", "--yes", "-t", "plain")
+    assert code == 0 and "1 created" in out, out
+    code, out = run(tmp_path, capsys, "one", "up", "--yes", "--target", "nope")
+    assert code == 1 and "no resource of the stack" in out, out
+    code, out = run(tmp_path, capsys, "one", "up", "--yes")
+    assert code == 0 and "1 created" in out, out
+    code, out = run(tmp_path, capsys, "one", "destroy", "--yes", "--target", "token")
+    assert code == 0 and "1 deleted" in out, out
+    code, out = run(tmp_path, capsys, "one", "state", "list", "--json")
+    assert len(json.loads(out)) == 2, out

@@ -19,6 +19,7 @@ use super::provider::{Cx, Provider};
 use super::resources;
 use super::state::{self, Entry, PendingKind, PendingOp, ResourceState, Sealer, StateDoc};
 use super::store::LockHolder;
+use super::targets::Selection;
 use super::{Declared, Inner, Stack};
 use crate::error::{Error, ErrorKind, Op, Result, Service};
 
@@ -35,6 +36,11 @@ pub struct Options {
     pub refresh: bool,
     /// At most this many provider calls at once (default 16).
     pub parallelism: usize,
+    /// Only these resources (default: all), each named by URN, by name, by a `*` pattern of
+    /// URNs, or by a component it is in; see [`Options::target`].
+    pub targets: Vec<String>,
+    /// With `targets`: the resources that depend on them too.
+    pub target_dependents: bool,
 }
 
 impl Default for Options {
@@ -42,6 +48,8 @@ impl Default for Options {
         Options {
             refresh: true,
             parallelism: 16,
+            targets: Vec::new(),
+            target_dependents: false,
         }
     }
 }
@@ -56,6 +64,23 @@ impl Options {
     /// Sets the parallelism (at least 1).
     pub fn parallelism(mut self, n: usize) -> Self {
         self.parallelism = n.max(1);
+        self
+    }
+
+    /// Limits the run to `target` (and the other targets given): its URN, its name in the
+    /// program, a pattern of URNs where `*` stands for any characters, or a component (all
+    /// of its resources). Everything else is left as recorded. A target that names nothing
+    /// is NotFound; a run that would break what it leaves alone is refused before it starts
+    /// (a target that needs a resource not made yet, or whose replacement or delete would
+    /// strand resources that depend on it: see [`Options::target_dependents`]).
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.targets.push(target.into());
+        self
+    }
+
+    /// Selects, with the targets, every resource that depends on them.
+    pub fn target_dependents(mut self) -> Self {
+        self.target_dependents = true;
         self
     }
 }
@@ -882,14 +907,7 @@ impl Run {
             }
             for (urn, r, outcome) in futures::future::join_all(tasks).await {
                 match outcome {
-                    Ok(()) => steps.push(Step {
-                        urn: urn.clone(),
-                        type_name: r.type_name.clone(),
-                        name: r.name.clone(),
-                        parent: r.parent.clone(),
-                        op: StepOp::Delete,
-                        diffs: Vec::new(),
-                    }),
+                    Ok(()) => steps.push(delete_step(urn, &r)),
                     Err(e) => {
                         self.emit(Event::Failed {
                             urn: urn.clone(),
@@ -1148,45 +1166,9 @@ impl Stack {
         } else {
             (Vec::new(), run.doc.lock().await.clone())
         };
-        let mut env = PreviewEnv::default();
-        let mut steps = Vec::new();
-        for d in &decls {
-            let mut r = resolve(d, &env)?;
-            if r.unknown.is_empty() {
-                d.provider
-                    .check(&d.name, &r.props)
-                    .map_err(|e| redact(e, &r.props, &r.secret))?;
-            }
-            let old = doc.resources.get(&d.urn);
-            let (op_kind, diffs) = decide(d, &mut r, old);
-            match (op_kind, old) {
-                (StepOp::Same, Some(old)) => {
-                    env.same.insert(d.urn.clone(), old.outputs.clone());
-                }
-                (StepOp::Update, Some(old)) => {
-                    let stable = d.provider.stable_outputs();
-                    let kept = old
-                        .outputs
-                        .iter()
-                        .filter(|(k, _)| stable.contains(&k.as_str()));
-                    env.updated.insert(
-                        d.urn.clone(),
-                        kept.map(|(k, v)| (k.clone(), v.clone())).collect(),
-                    );
-                }
-                _ => {}
-            }
-            steps.push(step(d, op_kind, diffs));
-        }
-        let keep: BTreeSet<String> = decls.iter().map(|d| d.urn.clone()).collect();
-        steps.extend(delete_order(&doc, &keep).into_iter().map(|(urn, r)| Step {
-            urn,
-            type_name: r.type_name.clone(),
-            name: r.name.clone(),
-            parent: r.parent.clone(),
-            op: StepOp::Delete,
-            diffs: Vec::new(),
-        }));
+        let selection = Selection::of(&opts.targets, opts.target_dependents, &decls, &doc)?;
+        let steps = plan_steps(&decls, &doc, &selection)?;
+        selection.check(&decls, &doc, &steps)?;
         Ok(Plan {
             stack: self.inner.name.clone(),
             steps,
@@ -1213,8 +1195,19 @@ impl Stack {
             } else {
                 Vec::new()
             };
-            let (mut steps, mut failures, env) = apply_graph(&run, &decls, opts.parallelism).await;
-            let keep: BTreeSet<String> = decls.iter().map(|d| d.urn.clone()).collect();
+            let selection = if opts.targets.is_empty() {
+                Selection::all()
+            } else {
+                // Refused before anything changes if it would break what it leaves alone.
+                let doc = run.doc.lock().await;
+                let selection = Selection::of(&opts.targets, opts.target_dependents, &decls, &doc)?;
+                selection.check(&decls, &doc, &plan_steps(&decls, &doc, &selection)?)?;
+                selection
+            };
+            let (mut steps, mut failures, env) =
+                apply_graph(&run, &decls, &selection, opts.parallelism).await;
+            // After the applies: what they replaced (`<urn>#replaced#<n>`) is not kept.
+            let keep = selection.keep(&*run.doc.lock().await, decls.iter().map(|d| d.urn.clone()));
             if failures.is_empty() {
                 run.delete_unwanted(&decls, &keep, opts.parallelism, &mut steps, &mut failures)
                     .await;
@@ -1253,17 +1246,23 @@ impl Stack {
         locked(self, "destroy", |inner| async move {
             let run = Run::open(inner.clone()).await?;
             run.resolve_pending(&decls).await?;
+            let keep = {
+                let doc = run.doc.lock().await;
+                let selection = Selection::of(&opts.targets, opts.target_dependents, &decls, &doc)?;
+                let keep = selection.keep(&doc, []);
+                let steps: Vec<Step> = delete_order(&doc, &keep)
+                    .into_iter()
+                    .map(|(urn, r)| delete_step(urn, r))
+                    .collect();
+                selection.check(&decls, &doc, &steps)?;
+                keep
+            };
             let mut steps = Vec::new();
             let mut failures = Vec::new();
-            run.delete_unwanted(
-                &decls,
-                &BTreeSet::new(),
-                opts.parallelism,
-                &mut steps,
-                &mut failures,
-            )
-            .await;
-            if failures.is_empty() {
+            run.delete_unwanted(&decls, &keep, opts.parallelism, &mut steps, &mut failures)
+                .await;
+            // A targeted destroy leaves the rest of the stack, and its outputs, as they are.
+            if failures.is_empty() && opts.targets.is_empty() {
                 run.record(Entry::Exports {
                     exports: Props::new(),
                     secret: BTreeSet::new(),
@@ -1317,6 +1316,113 @@ impl Stack {
         .await
     }
 
+    /// Adopts the existing resource `id` as the resource `name` the program declares (of
+    /// type `type_name`, such as `mvi:blob:Bucket`), as `pulumi import` does: it is read with
+    /// the declared arguments and recorded; nothing is changed. The next `up` brings it to
+    /// its declaration (`preview` shows how). With `protect` (`pulumi import`'s default) it
+    /// is recorded protected until an `up` records the declaration's own setting.
+    ///
+    /// Errors: a name the program does not declare, or declares with another type
+    /// (InvalidArgument: its arguments are needed to read it); a name the stack already
+    /// manages (AlreadyExists); no such resource (NotFound).
+    pub async fn import(
+        &self,
+        type_name: &str,
+        name: &str,
+        id: &str,
+        protect: bool,
+    ) -> Result<ResourceState> {
+        let op = op("import");
+        if id.is_empty() {
+            return Err(op.invalid(name, "import needs the id of the resource to adopt"));
+        }
+        let (decls, _) = self.declarations();
+        let Some(d) = decls.iter().find(|d| d.name == name).cloned() else {
+            return Err(op.invalid(
+                name,
+                "the program declares no resource of this name: declare it (its arguments are \
+                 needed to read it), then import it",
+            ));
+        };
+        if d.provider.type_name() != type_name {
+            return Err(op.invalid(
+                name,
+                format!(
+                    "the program declares it as a {}, not a {type_name}",
+                    d.provider.type_name()
+                ),
+            ));
+        }
+        let provider = d.provider.clone();
+        let urn = d.urn.clone();
+        let id = id.to_string();
+        locked(self, "import", |inner| async move {
+            let run = Run::open(inner.clone()).await?;
+            run.resolve_pending(&decls).await?;
+            let (args, secret) = {
+                let doc = run.doc.lock().await;
+                if let Some(r) = doc.resources.get(&urn) {
+                    return Err(op.already_exists(
+                        name,
+                        format!("the stack already manages it (id {:?})", r.id),
+                    ));
+                }
+                // What it takes from other resources is known once they are recorded.
+                let known: HashMap<String, Props> = d
+                    .deps
+                    .iter()
+                    .filter_map(|u| doc.resources.get(u).map(|r| (u.clone(), r.outputs.clone())))
+                    .collect();
+                let r = resolve(&d, &MapEnv(&known))?;
+                if let Some(prop) = r.unknown.iter().next() {
+                    return Err(op.precondition(
+                        name,
+                        format!("its argument {prop:?} comes from a resource the stack does not manage yet: create or import that one first"),
+                    ));
+                }
+                (r.props, r.secret)
+            };
+            let read = provider.read(run.cx(&urn), &id, &args).await?;
+            let (inputs, outputs) = read.ok_or_else(|| {
+                op.not_found(&id, format!("there is no {type_name} with this id to import"))
+            })?;
+            let secret_inputs: BTreeSet<String> = secret
+                .into_iter()
+                .chain(provider.secret_inputs().iter().map(|s| s.to_string()))
+                .collect();
+            let resource = ResourceState {
+                type_name: type_name.to_string(),
+                name: name.to_string(),
+                parent: d.parent.clone(),
+                id,
+                inputs,
+                outputs,
+                deps: d.deps.clone(),
+                secret_outputs: provider
+                    .secret_outputs()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(secret_inputs.iter().cloned())
+                    .collect(),
+                secret_inputs,
+                protect: protect || d.opts.protect,
+            };
+            run.record(Entry::Put {
+                urn: urn.clone(),
+                resource: resource.clone(),
+            })
+            .await?;
+            run.compact().await?;
+            run.emit(Event::Finished {
+                urn,
+                op: StepOp::Import,
+                duration: Duration::ZERO,
+            });
+            Ok(resource)
+        })
+        .await
+    }
+
     /// The stack's outputs as of its last `up`, without running the program's declarations.
     pub async fn outputs(&self) -> Result<Props> {
         Ok(load_doc(&self.inner, &self.inner.name).await?.exports)
@@ -1339,6 +1445,68 @@ impl Stack {
     /// is known to be dead before its lease runs out.
     pub async fn unlock(&self, force: bool) -> Result<Option<LockHolder>> {
         self.inner.store.break_lock(&self.inner.name, force).await
+    }
+}
+
+/// The steps `up` would take, from the declarations and the state `doc` (the real resources
+/// are not read): the selected declared resources in declaration order, then the deletes.
+/// What a step's arguments take from a resource being created or replaced is unknown.
+fn plan_steps(decls: &[Declared], doc: &StateDoc, selection: &Selection) -> Result<Vec<Step>> {
+    let mut env = PreviewEnv::default();
+    let mut steps = Vec::new();
+    for d in decls {
+        if !selection.contains(&d.urn) {
+            // Left as recorded: what it recorded feeds the selected ones.
+            if let Some(old) = doc.resources.get(&d.urn) {
+                env.same.insert(d.urn.clone(), old.outputs.clone());
+            }
+            continue;
+        }
+        let mut r = resolve(d, &env)?;
+        if r.unknown.is_empty() {
+            d.provider
+                .check(&d.name, &r.props)
+                .map_err(|e| redact(e, &r.props, &r.secret))?;
+        }
+        let old = doc.resources.get(&d.urn);
+        let (op_kind, diffs) = decide(d, &mut r, old);
+        match (op_kind, old) {
+            (StepOp::Same, Some(old)) => {
+                env.same.insert(d.urn.clone(), old.outputs.clone());
+            }
+            (StepOp::Update, Some(old)) => {
+                let stable = d.provider.stable_outputs();
+                let kept = old
+                    .outputs
+                    .iter()
+                    .filter(|(k, _)| stable.contains(&k.as_str()));
+                env.updated.insert(
+                    d.urn.clone(),
+                    kept.map(|(k, v)| (k.clone(), v.clone())).collect(),
+                );
+            }
+            _ => {}
+        }
+        steps.push(step(d, op_kind, diffs));
+    }
+    let keep = selection.keep(doc, decls.iter().map(|d| d.urn.clone()));
+    steps.extend(
+        delete_order(doc, &keep)
+            .into_iter()
+            .map(|(urn, r)| delete_step(urn, r)),
+    );
+    Ok(steps)
+}
+
+/// The step of deleting the resource recorded as `r` under `urn`.
+fn delete_step(urn: String, r: &ResourceState) -> Step {
+    Step {
+        urn,
+        type_name: r.type_name.clone(),
+        name: r.name.clone(),
+        parent: r.parent.clone(),
+        op: StepOp::Delete,
+        diffs: Vec::new(),
     }
 }
 
@@ -1403,6 +1571,7 @@ type Applied = (usize, Result<(Step, Props)>, Duration);
 async fn apply_graph(
     run: &Arc<Run>,
     decls: &[Declared],
+    selection: &Selection,
     parallelism: usize,
 ) -> (
     Vec<super::plan::Step>,
@@ -1450,6 +1619,19 @@ async fn apply_graph(
             (i, out, started.elapsed())
         });
     };
+    // Resources left alone by a targeted run: their recorded outputs, if they have any.
+    let left_alone: HashMap<usize, Option<Props>> = {
+        let doc = run.doc.lock().await;
+        (0..n)
+            .filter(|i| !selection.contains(&decls[*i].urn))
+            .map(|i| {
+                (
+                    i,
+                    doc.resources.get(&decls[i].urn).map(|r| r.outputs.clone()),
+                )
+            })
+            .collect()
+    };
     ready.extend((0..n).filter(|i| waiting[*i] == 0));
     let mut steps = Vec::new();
     let mut failures = Vec::new();
@@ -1458,7 +1640,17 @@ async fn apply_graph(
         while tasks.len() < parallelism
             && let Some(i) = ready.pop_front()
         {
-            spawn(&mut tasks, i);
+            let Some(recorded) = left_alone.get(&i) else {
+                spawn(&mut tasks, i);
+                continue;
+            };
+            // Done at once, with no step: what depends on it sees what it recorded.
+            if let Some(outputs) = recorded {
+                env.write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(decls[i].urn.clone(), outputs.clone());
+            }
+            release(&dependents[i], &mut waiting, &skipped, &mut ready);
         }
         let Some(joined) = tasks.join_next().await else {
             break;
@@ -1484,12 +1676,7 @@ async fn apply_graph(
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(d.urn.clone(), outputs);
                 steps.push(step);
-                for &j in &dependents[i] {
-                    waiting[j] -= 1;
-                    if waiting[j] == 0 && !skipped[j] {
-                        ready.push_back(j);
-                    }
-                }
+                release(&dependents[i], &mut waiting, &skipped, &mut ready);
             }
             Err(e) => {
                 run.emit(Event::Failed {
@@ -1515,6 +1702,22 @@ async fn apply_graph(
     }
     let env = env.read().unwrap_or_else(|e| e.into_inner()).clone();
     (steps, failures, env)
+}
+
+/// A resource is done: each of its `dependents` waits for one less, and is ready when it
+/// waits for none (unless it was skipped).
+fn release(
+    dependents: &[usize],
+    waiting: &mut [usize],
+    skipped: &[bool],
+    ready: &mut std::collections::VecDeque<usize>,
+) {
+    for &j in dependents {
+        waiting[j] -= 1;
+        if waiting[j] == 0 && !skipped[j] {
+            ready.push_back(j);
+        }
+    }
 }
 
 /// Evaluates and records the stack outputs; an output whose resource failed is left out.

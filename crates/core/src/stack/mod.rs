@@ -25,6 +25,7 @@ mod provider;
 pub mod resources;
 mod state;
 mod store;
+mod targets;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

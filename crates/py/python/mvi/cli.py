@@ -41,15 +41,23 @@ def _parser(name: str) -> argparse.ArgumentParser:
     pv.add_argument("--json", action="store_true")
     pv.add_argument("--expect-no-changes", action="store_true")
     pv.add_argument("--refresh", action="store_true")
+    _targets(pv)
     up = sub.add_parser("up", help="apply the program")
     up.add_argument("--yes", "-y", action="store_true")
     up.add_argument("--refresh", action="store_true")
     up.add_argument("--parallel", type=int)
     up.add_argument("--json", action="store_true")
     up.add_argument("--serve", action="store_true")
+    _targets(up)
     de = sub.add_parser("destroy", help="delete every resource of the stack")
     de.add_argument("--yes", "-y", action="store_true")
     de.add_argument("--json", action="store_true")
+    _targets(de)
+    im = sub.add_parser("import", help="adopt an existing resource as the one NAME the program declares")
+    im.add_argument("type", metavar="TYPE", help="the resource type, such as mvi:blob:Bucket")
+    im.add_argument("name", metavar="NAME", help="the resource's name in the program")
+    im.add_argument("id", metavar="ID", help="its id in the cloud")
+    im.add_argument("--no-protect", action="store_true", help="record it unprotected")
     rf = sub.add_parser("refresh", help="read the real resources and record drift")
     rf.add_argument("--expect-no-changes", action="store_true")
     rf.add_argument("--json", action="store_true")
@@ -132,10 +140,22 @@ def _on_event(json_lines: bool) -> Callable[[Any], None]:
     return show
 
 
+def _targets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", "-t", action="append", dest="targets", metavar="URN",
+                   help="only this resource (URN, name, URN pattern with *, or component); repeatable")
+    p.add_argument("--target-dependents", action="store_true", help="with --target: what depends on the targets too")
+
+
+def _selection(args: argparse.Namespace) -> "dict[str, Any]":
+    if args.target_dependents and not args.targets:
+        raise MviError("--target-dependents needs --target")
+    return {"targets": args.targets, "target_dependents": args.target_dependents}
+
+
 def _run(stack: Any, args: argparse.Namespace) -> int:
     c = args.command
     if c == "preview":
-        plan = stack.preview(refresh=args.refresh)
+        plan = stack.preview(refresh=args.refresh, **_selection(args))
         if args.json:
             print(json.dumps({"steps": [{"urn": s.urn, "op": s.op} for s in plan.steps]}, indent=2))
         else:
@@ -144,11 +164,13 @@ def _run(stack: Any, args: argparse.Namespace) -> int:
         return EXIT_CHANGES if args.expect_no_changes and changed else EXIT_OK
     if c == "up":
         if not args.yes:
-            plan = stack.preview(refresh=args.refresh)
+            plan = stack.preview(refresh=args.refresh, **_selection(args))
             print(plan.text)
             if not _ask("Do you want to perform this update?"):
                 return EXIT_OK
-        report = stack.up(refresh=args.refresh, parallelism=args.parallel, on_event=_on_event(args.json))
+        report = stack.up(
+            refresh=args.refresh, parallelism=args.parallel, on_event=_on_event(args.json), **_selection(args)
+        )
         outputs = _masked(report.outputs, stack.secret_outputs(), False)
         if args.json:
             print(json.dumps({"kind": "done", "outputs": outputs}))
@@ -169,8 +191,13 @@ def _run(stack: Any, args: argparse.Namespace) -> int:
     if c == "destroy":
         if not args.yes and not _ask(f"Do you want to destroy every resource of stack {stack.name}?"):
             return EXIT_OK
-        report = stack.destroy(on_event=_on_event(args.json))
+        report = stack.destroy(on_event=_on_event(args.json), **_selection(args))
         print(_summary(report.plan))
+        return EXIT_OK
+    if c == "import":
+        urn, rid = stack.import_resource(args.type, args.name, args.id, protect=not args.no_protect)
+        protected = "" if args.no_protect else ", protected"
+        print(f"imported {urn} (id {rid}){protected}; the next `up` brings it to the program's declaration")
         return EXIT_OK
     if c == "refresh":
         report = stack.refresh()
