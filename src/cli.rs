@@ -93,6 +93,7 @@ pub enum Command {
         /// Reads the real resources first, and plans against them.
         #[arg(long)]
         refresh: bool,
+        /// The resources it touches.
         #[command(flatten)]
         targets: Targets,
     },
@@ -114,6 +115,7 @@ pub enum Command {
         /// databases) until Ctrl-C.
         #[arg(long)]
         serve: bool,
+        /// The resources it touches.
         #[command(flatten)]
         targets: Targets,
     },
@@ -125,6 +127,7 @@ pub enum Command {
         /// Prints events and the result as JSON lines.
         #[arg(long)]
         json: bool,
+        /// The resources it touches.
         #[command(flatten)]
         targets: Targets,
     },
