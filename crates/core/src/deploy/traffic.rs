@@ -130,14 +130,22 @@ impl Controller {
         if let Some(r) = &info.rollout
             && r.revision != info.revision
         {
-            self.containers
+            let marked = self
+                .containers
                 .mark_revision(
                     &self.name,
                     r.revision,
                     RevisionState::RolledBack,
                     Some("the deployment was interrupted".into()),
                 )
-                .await?;
+                .await;
+            // Killed after recording the rollout but before its revision was made: there is
+            // no revision to mark (the service itself was just described), and the rollout
+            // must still be cleared.
+            match marked {
+                Err(e) if e.is_not_found() => {}
+                other => other?,
+            }
         }
         self.containers.record_rollout(&self.name, None).await
     }
