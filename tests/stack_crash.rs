@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+#[path = "common/inventory.rs"]
+mod inventory;
 #[path = "common/repo.rs"]
 mod repo;
 
@@ -127,16 +129,7 @@ async fn sigkill_at_any_point_converges() {
     );
 
     // Exactly the declared resources exist: no orphan, no duplicate.
-    let mut buckets: Vec<String> = cloud
-        .blob()
-        .unwrap()
-        .list_buckets()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
-    buckets.sort();
+    let buckets = inventory::bucket_names(&cloud).await;
     assert_eq!(
         buckets,
         (0..4)

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+#[path = "common/inventory.rs"]
+mod inventory;
+
 use std::path::Path;
 
 use mvi::stack::resources::{Bucket, BucketArgs, Subnet, SubnetArgs, Vpc, VpcArgs};
@@ -21,20 +24,6 @@ async fn open(root: &Path) -> Cloud {
 
 fn stack(cloud: &Cloud, root: &Path) -> Stack {
     Stack::new("t", cloud.clone(), FileStore::new(root.join("stacks"))).unwrap()
-}
-
-async fn buckets(cloud: &Cloud) -> Vec<String> {
-    let mut names: Vec<String> = cloud
-        .blob()
-        .unwrap()
-        .list_buckets()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
-    names.sort();
-    names
 }
 
 /// Buckets `names`, the first one exported.
@@ -97,7 +86,7 @@ async fn a_targeted_up_creates_and_deletes_only_its_targets() {
         .await
         .unwrap();
     assert_eq!(report.plan.count(StepOp::Create), 2, "{}", report.plan);
-    assert_eq!(buckets(&cloud).await, ["tt-b", "tt-c"]);
+    assert_eq!(inventory::bucket_names(&cloud).await, ["tt-b", "tt-c"]);
     // `a`, left alone, is not made: its output is not there either.
     assert!(
         !report.outputs.contains_key("first"),
@@ -108,19 +97,25 @@ async fn a_targeted_up_creates_and_deletes_only_its_targets() {
     // The rest comes with a full run.
     let report = s.up().await.unwrap();
     assert_eq!(report.plan.count(StepOp::Create), 1, "{}", report.plan);
-    assert_eq!(buckets(&cloud).await, ["tt-a", "tt-b", "tt-c"]);
+    assert_eq!(
+        inventory::bucket_names(&cloud).await,
+        ["tt-a", "tt-b", "tt-c"]
+    );
 
     // `b` and `c` leave the program; a run targeting `a` deletes neither.
     let s = with_buckets(&cloud, root, &["a"]);
     let report = s.up_with(Options::default().target("a")).await.unwrap();
     assert!(report.plan.is_empty(), "{}", report.plan);
-    assert_eq!(buckets(&cloud).await, ["tt-a", "tt-b", "tt-c"]);
+    assert_eq!(
+        inventory::bucket_names(&cloud).await,
+        ["tt-a", "tt-b", "tt-c"]
+    );
     assert_eq!(report.outputs["first"], "tt-a");
     // Targeting `c` (recorded, no longer declared) deletes it alone.
     let report = s.up_with(Options::default().target("c")).await.unwrap();
     let names: Vec<(&str, StepOp)> = report.plan.steps.iter().map(|s| (&*s.name, s.op)).collect();
     assert_eq!(names, [("c", StepOp::Delete)], "{}", report.plan);
-    assert_eq!(buckets(&cloud).await, ["tt-a", "tt-b"]);
+    assert_eq!(inventory::bucket_names(&cloud).await, ["tt-a", "tt-b"]);
 
     // A targeted destroy: `b` goes, `a` and the outputs stay.
     let report = s
@@ -128,7 +123,7 @@ async fn a_targeted_up_creates_and_deletes_only_its_targets() {
         .await
         .unwrap();
     assert_eq!(report.plan.count(StepOp::Delete), 1, "{}", report.plan);
-    assert_eq!(buckets(&cloud).await, ["tt-a"]);
+    assert_eq!(inventory::bucket_names(&cloud).await, ["tt-a"]);
     assert_eq!(s.outputs().await.unwrap()["first"], "tt-a");
 }
 
@@ -154,7 +149,7 @@ async fn a_target_that_names_nothing_is_refused_naming_it() {
         assert!(e.to_string().contains("no resource of the stack"), "{e}");
     }
     // Nothing was made by the refused up, though `a` was a good target.
-    assert!(buckets(&cloud).await.is_empty());
+    assert!(inventory::bucket_names(&cloud).await.is_empty());
 }
 
 #[tokio::test]

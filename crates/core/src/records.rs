@@ -227,6 +227,11 @@ impl RecordFile {
             .map_err(|e| io_error(op, &self.path, e))
     }
 
+    /// Whether `bytes` more fit in the preallocated space (see [`RecordFile::preallocate`]).
+    pub fn fits(&self, bytes: u64) -> bool {
+        self.len.saturating_add(bytes) <= self.allocated
+    }
+
     /// Empties the file, durably.
     pub fn clear(&mut self, op: Op) -> Result<()> {
         let fail = |e| io_error(op, &self.path, e);

@@ -92,8 +92,12 @@ def test_targets_and_import(tmp_path, capsys):
     assert code == 1 and "already manages" in out, out
 
     code, out = run(tmp_path, capsys, "one", "preview", "--json", "--target", "plain")
-    steps = json.loads(out)["steps"]
+    plan = json.loads(out)
+    steps = plan["steps"]
     assert [s["op"] for s in steps] == ["create"] and steps[0]["urn"].endswith("::plain"), out
+    # The whole plan, as the Rust command line prints it: types, diffs, drift, the text.
+    assert plan["stack"] == "pycli" and plan["drift"] == [] and "create" in plan["text"], out
+    assert steps[0]["type_name"] and steps[0]["diffs"][0]["new"] is not None, out
     code, out = run(tmp_path, capsys, "one", "up", "--yes", "-t", "plain")
     assert code == 0 and "1 created" in out, out
     code, out = run(tmp_path, capsys, "one", "up", "--yes", "--target", "nope")

@@ -126,13 +126,14 @@ impl Env for MapEnv<'_> {
 
 /// What a preview knows: every output of unchanged resources, and the stable outputs (an id,
 /// a name) of resources that will be updated in place; everything else is unknown.
+/// The recorded outputs are borrowed: a preview of an in-sync stack copies none of them.
 #[derive(Default)]
-struct PreviewEnv {
-    same: HashMap<String, Props>,
-    updated: HashMap<String, Props>,
+struct PreviewEnv<'a> {
+    same: HashMap<&'a str, &'a Props>,
+    updated: HashMap<&'a str, Props>,
 }
 
-impl Env for PreviewEnv {
+impl Env for PreviewEnv<'_> {
     fn output(&self, urn: &str, prop: &str) -> Eval {
         if let Some(outputs) = self.same.get(urn) {
             return Eval::Known(outputs.get(prop).cloned().unwrap_or(Value::Null));
@@ -272,6 +273,37 @@ fn decide(d: &Declared, r: &mut Resolved, old: Option<&ResourceState>) -> (StepO
         StepOp::Update
     };
     (op, diffs)
+}
+
+/// What the state records of declared resource `d`, made with `inputs` (those named in
+/// `secret_inputs` secret) and given `id` and `outputs`. An output named like a secret
+/// argument carries that argument: secret too, as are the outputs the type declares secret.
+fn record_state(
+    d: &Declared,
+    id: String,
+    inputs: Props,
+    outputs: Props,
+    secret_inputs: BTreeSet<String>,
+    protect: bool,
+) -> ResourceState {
+    ResourceState {
+        type_name: d.provider.type_name().to_string(),
+        name: d.name.clone(),
+        parent: d.parent.clone(),
+        id,
+        inputs,
+        outputs,
+        deps: d.deps.clone(),
+        secret_outputs: d
+            .provider
+            .secret_outputs()
+            .iter()
+            .map(|s| s.to_string())
+            .chain(secret_inputs.iter().cloned())
+            .collect(),
+        secret_inputs,
+        protect,
+    }
 }
 
 fn step(d: &Declared, op: StepOp, diffs: Vec<PropDiff>) -> Step {
@@ -695,25 +727,15 @@ impl Run {
         let old = self.doc.lock().await.resources.get(&d.urn).cloned();
         let (mut op_kind, diffs) = decide(d, &mut r, old.as_ref());
         let cx = self.cx(&d.urn);
-        // An output named like a secret argument carries that argument: secret too.
-        let secret_outputs: BTreeSet<String> = d
-            .provider
-            .secret_outputs()
-            .iter()
-            .map(|s| s.to_string())
-            .chain(r.secret.iter().cloned())
-            .collect();
-        let record_of = |id: String, outputs: Props| ResourceState {
-            type_name: d.provider.type_name().to_string(),
-            name: d.name.clone(),
-            parent: d.parent.clone(),
-            id,
-            inputs: r.props.clone(),
-            outputs,
-            deps: d.deps.clone(),
-            secret_inputs: r.secret.clone(),
-            secret_outputs: secret_outputs.clone(),
-            protect: d.opts.protect,
+        let record_of = |id: String, outputs: Props| {
+            record_state(
+                d,
+                id,
+                r.props.clone(),
+                outputs,
+                r.secret.clone(),
+                d.opts.protect,
+            )
         };
         // A create, bracketed by journal entries: pending (durable before the provider is
         // called, so a crash leaves a trace the next run resolves, with the whole record to
@@ -1386,27 +1408,7 @@ impl Stack {
             let (inputs, outputs) = read.ok_or_else(|| {
                 op.not_found(&id, format!("there is no {type_name} with this id to import"))
             })?;
-            let secret_inputs: BTreeSet<String> = secret
-                .into_iter()
-                .chain(provider.secret_inputs().iter().map(|s| s.to_string()))
-                .collect();
-            let resource = ResourceState {
-                type_name: type_name.to_string(),
-                name: name.to_string(),
-                parent: d.parent.clone(),
-                id,
-                inputs,
-                outputs,
-                deps: d.deps.clone(),
-                secret_outputs: provider
-                    .secret_outputs()
-                    .iter()
-                    .map(|s| s.to_string())
-                    .chain(secret_inputs.iter().cloned())
-                    .collect(),
-                secret_inputs,
-                protect: protect || d.opts.protect,
-            };
+            let resource = record_state(&d, id, inputs, outputs, secret, protect || d.opts.protect);
             run.record(Entry::Put {
                 urn: urn.clone(),
                 resource: resource.clone(),
@@ -1453,12 +1455,12 @@ impl Stack {
 /// What a step's arguments take from a resource being created or replaced is unknown.
 fn plan_steps(decls: &[Declared], doc: &StateDoc, selection: &Selection) -> Result<Vec<Step>> {
     let mut env = PreviewEnv::default();
-    let mut steps = Vec::new();
+    let mut steps = Vec::with_capacity(decls.len());
     for d in decls {
         if !selection.contains(&d.urn) {
             // Left as recorded: what it recorded feeds the selected ones.
             if let Some(old) = doc.resources.get(&d.urn) {
-                env.same.insert(d.urn.clone(), old.outputs.clone());
+                env.same.insert(&d.urn, &old.outputs);
             }
             continue;
         }
@@ -1472,7 +1474,7 @@ fn plan_steps(decls: &[Declared], doc: &StateDoc, selection: &Selection) -> Resu
         let (op_kind, diffs) = decide(d, &mut r, old);
         match (op_kind, old) {
             (StepOp::Same, Some(old)) => {
-                env.same.insert(d.urn.clone(), old.outputs.clone());
+                env.same.insert(&d.urn, &old.outputs);
             }
             (StepOp::Update, Some(old)) => {
                 let stable = d.provider.stable_outputs();
@@ -1480,10 +1482,8 @@ fn plan_steps(decls: &[Declared], doc: &StateDoc, selection: &Selection) -> Resu
                     .outputs
                     .iter()
                     .filter(|(k, _)| stable.contains(&k.as_str()));
-                env.updated.insert(
-                    d.urn.clone(),
-                    kept.map(|(k, v)| (k.clone(), v.clone())).collect(),
-                );
+                env.updated
+                    .insert(&d.urn, kept.map(|(k, v)| (k.clone(), v.clone())).collect());
             }
             _ => {}
         }

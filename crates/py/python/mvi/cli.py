@@ -17,10 +17,11 @@ error, 2 changes or drift found under ``--expect-no-changes``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from ._errors import MviError
 
@@ -152,12 +153,18 @@ def _selection(args: argparse.Namespace) -> "dict[str, Any]":
     return {"targets": args.targets, "target_dependents": args.target_dependents}
 
 
+def _plan_json(plan: Any) -> Dict[str, Any]:
+    """The plan as the Rust command line prints it: stack, steps and drift with their diffs
+    (secrets already shown as ``[secret]``), and the text."""
+    return dataclasses.asdict(plan)
+
+
 def _run(stack: Any, args: argparse.Namespace) -> int:
     c = args.command
     if c == "preview":
         plan = stack.preview(refresh=args.refresh, **_selection(args))
         if args.json:
-            print(json.dumps({"steps": [{"urn": s.urn, "op": s.op} for s in plan.steps]}, indent=2))
+            print(json.dumps(_plan_json(plan), indent=2))
         else:
             print(plan.text)
         changed = any(s.op != "same" for s in plan.steps)
@@ -173,7 +180,16 @@ def _run(stack: Any, args: argparse.Namespace) -> int:
         )
         outputs = _masked(report.outputs, stack.secret_outputs(), False)
         if args.json:
-            print(json.dumps({"kind": "done", "outputs": outputs}))
+            print(
+                json.dumps(
+                    {
+                        "kind": "done",
+                        "plan": _plan_json(report.plan),
+                        "outputs": outputs,
+                        "duration": report.duration.total_seconds(),
+                    }
+                )
+            )
         else:
             print(_summary(report.plan))
             for k, v in outputs.items():
@@ -192,7 +208,14 @@ def _run(stack: Any, args: argparse.Namespace) -> int:
         if not args.yes and not _ask(f"Do you want to destroy every resource of stack {stack.name}?"):
             return EXIT_OK
         report = stack.destroy(on_event=_on_event(args.json), **_selection(args))
-        print(_summary(report.plan))
+        if args.json:
+            print(
+                json.dumps(
+                    {"kind": "done", "plan": _plan_json(report.plan), "duration": report.duration.total_seconds()}
+                )
+            )
+        else:
+            print(_summary(report.plan))
         return EXIT_OK
     if c == "import":
         urn, rid = stack.import_resource(args.type, args.name, args.id, protect=not args.no_protect)
