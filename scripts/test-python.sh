@@ -19,7 +19,8 @@ export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
 cd crates/py
 python -m pytest tests -q
 python -m mypy.stubtest mvi
-python -m mypy --strict ../../examples/quickstart.py ../../examples/deploy.py
+python -m mypy --strict ../../examples/quickstart.py ../../examples/deploy.py ../../examples/flags.py
+python ../../examples/flags.py
 deploy_state="$(mktemp -d)"
 trap 'rm -rf "$deploy_state"' EXIT
 python ../../examples/deploy.py "$deploy_state/state" > "$deploy_state/out.txt" || { cat "$deploy_state/out.txt"; exit 1; }

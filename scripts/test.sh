@@ -33,13 +33,14 @@ step "system packages (PostgreSQL, python3)"
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-# `--features mvi/aws` adds the facade's AWS feature, so examples/aws_stack.rs is linted too.
+# `--features mvi/aws` adds the facade's AWS feature, so examples/aws_stack.rs is linted too;
+# `mvi/openfeature` the OpenFeature provider of the flag client (and its test).
 step "cargo clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets --locked --features mvi/aws -- -D warnings
+cargo clippy --workspace --all-targets --locked --features mvi/aws,mvi/openfeature -- -D warnings
 
 step "cargo test (unit; conformance on the local backend in memory and on disk, and on AWS"
 step "  as moto_server simulates it; the quickstart stack on moto; end to end)"
-cargo test --workspace --locked --features mvi/aws
+cargo test --workspace --locked --features mvi/aws,mvi/openfeature
 
 step "examples: the data services (in memory), the quickstart stack, the same app as a script,"
 step "  the app deployed with each strategy under traffic"
@@ -53,6 +54,7 @@ for cmd in "up --yes" "preview --expect-no-changes" "destroy --yes" "up --yes" "
 done
 cargo run --quiet --locked --example app_script
 cargo run --quiet --locked --example deploy
+cargo run --quiet --locked --example flags
 
 step "Python binding: build the package, pytest (every service, stacks, quickstart.py), stubtest"
 ./scripts/test-python.sh

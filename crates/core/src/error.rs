@@ -92,6 +92,8 @@ pub enum Service {
     Vpc,
     /// The stack engine.
     Stack,
+    /// Feature flags (on top of KV).
+    Flags,
     /// Backend set-up (building a `Cloud`, opening the state root).
     Backend,
 }
@@ -112,6 +114,7 @@ impl Service {
             Service::Vm => "vm",
             Service::Vpc => "vpc",
             Service::Stack => "stack",
+            Service::Flags => "flags",
             Service::Backend => "backend",
         }
     }

@@ -27,6 +27,7 @@ pub mod crypto;
 pub mod database;
 pub mod deploy;
 pub mod error;
+pub mod flags;
 pub mod image;
 pub mod kv;
 pub mod layer;

@@ -9,6 +9,7 @@
 pub mod cloud;
 pub mod conv;
 pub mod errors;
+pub mod flags;
 pub mod introspect;
 pub mod rt;
 pub mod services;
@@ -73,6 +74,10 @@ fn _mvi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AsyncNetworksSvc>()?;
     m.add_class::<stack::Stack>()?;
     m.add_class::<stack::PyOutput>()?;
+    m.add_class::<flags::Flags>()?;
+    m.add_class::<flags::FlagClient>()?;
+    m.add_class::<flags::PyEvalContext>()?;
+    m.add_class::<flags::PyEvaluation>()?;
     m.add("RESOURCE_TYPES", stack::TYPES.to_vec())?;
     m.add("HAS_AWS", cfg!(feature = "aws"))?;
     m.add_function(wrap_pyfunction!(_bench_kv_get, m)?)?;

@@ -307,6 +307,7 @@ builtin_types! {
     "Database" => DatabaseResource, DatabaseArgs::postgres(""), ["name"];
     "Snapshot" => SnapshotResource, SnapshotArgs::new("", ""), ["database", "name"];
     "Noop" => NoopResource, NoopArgs::new(""), ["value"];
+    "Flag" => FlagResource, FlagArgs::new("", mvi_core::flags::Flag::boolean("placeholder")), ["table", "key", "flag"];
 }
 
 /// An image: the digest of its directory is computed here, from the files, when declared.

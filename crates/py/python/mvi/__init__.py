@@ -68,9 +68,14 @@ from ._mvi import (
     Output,
     Stack,
     Vms,
+    EvalContext,
+    Evaluation,
+    Flags,
+    FlagClient,
 )
 from ._types import *  # noqa: F401,F403  (the request and result dataclasses)
 from .resources import Component, Resource, ResourceOptions
+from . import flags
 
 def secret(value: object) -> "Output":
     """A secret made from a plain value (a token read from the environment): encrypted in the
@@ -86,6 +91,7 @@ __all__ = [
     "AsyncBlob", "AsyncKv", "AsyncCrypto", "AsyncLogs", "AsyncMetrics", "AsyncImages",
     "AsyncContainers", "AsyncLoadBalancers", "AsyncDatabases", "AsyncVms", "AsyncNetworks",
     "Stack", "Output", "Resource", "ResourceOptions", "Component", "resources",
+    "Flags", "FlagClient", "EvalContext", "Evaluation", "flags",
     "MviError", "NotFound", "AlreadyExists", "PreconditionFailed", "InvalidArgument",
     "PermissionDenied", "Unauthenticated", "RateLimited", "Unavailable", "Unsupported",
     "Timeout", "Internal", "DeploymentFailed",

@@ -22,7 +22,7 @@ __all__ = [
     "Resource", "ResourceOptions", "Component",
     "Bucket", "Table", "Key", "LogGroup", "Alarm", "Vpc", "Subnet", "SecurityGroup", "Vm",
     "Repository", "Image", "ContainerService", "ScheduledTask", "TargetGroup",
-    "LoadBalancer", "Database", "Snapshot", "Noop",
+    "LoadBalancer", "Database", "Snapshot", "Noop", "Flag",
 ]
 
 
@@ -97,6 +97,18 @@ class Table(Resource):
     """A KV table: ``name``, ``partition_key`` (``KeyAttr`` or ``(name, kind)``),
     ``sort_key``. Outputs: ``name``."""
     type_name = "Table"
+
+
+class Flag(Resource):
+    """A feature flag in a flags table: ``table``, ``flag`` (a dict, see ``mvi.flags``; its
+    ``key`` is the resource's ``key``). Outputs: ``key``, ``version``."""
+    type_name = "Flag"
+
+    def __init__(self, scope: Scope, resource_name: str, /, *, flag: Any,
+                 opts: Optional[ResourceOptions] = None, **args: Any) -> None:
+        if "key" not in args and isinstance(flag, dict) and "key" in flag:
+            args["key"] = flag["key"]
+        super().__init__(scope, resource_name, flag=flag, opts=opts, **args)
 
 
 class Key(Resource):

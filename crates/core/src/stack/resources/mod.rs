@@ -18,6 +18,7 @@ mod blob;
 mod container;
 mod crypto;
 mod database;
+mod flags;
 mod image;
 mod kv;
 mod lb;
@@ -37,6 +38,7 @@ pub use database::{
     Database, DatabaseArgs, DatabaseResource, DatabaseSpecArgs, Snapshot, SnapshotArgs,
     SnapshotResource, SnapshotSpec,
 };
+pub use flags::{Flag, FlagArgs, FlagOutputs, FlagResource, FlagSpec};
 pub use image::{
     Image, ImageArgs, ImageResource, ImageSpec, Repository, RepositoryArgs, RepositoryResource,
     RepositorySpec, context_digest,
@@ -175,6 +177,7 @@ pub(crate) fn builtin(type_name: &str) -> Option<Arc<dyn Provider>> {
     Some(match type_name {
         t if t == BucketResource::TYPE => p::<BucketResource>(),
         t if t == TableResource::TYPE => p::<TableResource>(),
+        t if t == FlagResource::TYPE => p::<FlagResource>(),
         t if t == KeyResource::TYPE => p::<KeyResource>(),
         t if t == LogGroupResource::TYPE => p::<LogGroupResource>(),
         t if t == NoopResource::TYPE => p::<NoopResource>(),
