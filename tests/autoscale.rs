@@ -1,0 +1,394 @@
+//! Autoscaling end to end on the local backend: real replicas behind the real load balancer,
+//! the controller driven on a manual clock. Bounded load raises requests per replica above
+//! the target and the replicas grow to the expected count; once the load stops and the clock
+//! passes the down window they shrink; a metric oscillating around its target does not make
+//! the count flap.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mvi::autoscale::{AutoScaler, Behavior, Limit, MetricTarget, ScalerSpec, ScheduledAction};
+use mvi::container::{ContainerSpec, ServiceSpec};
+use mvi::image::{ImageConfig, build_from_dir};
+use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec, TargetHealth};
+use mvi::local::LocalCloud;
+use mvi::metric::{Datum, GetStatistics, MetricId, Statistic};
+use mvi::{Cloud, ManualClock, Timestamp};
+
+mod common;
+use common::fast_check;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    local: LocalCloud,
+    clock: Arc<ManualClock>,
+    url: String,
+}
+
+fn start_time() -> Timestamp {
+    // A whole minute, so cron schedules fire where the test says.
+    chrono::DateTime::parse_from_rfc3339("2026-12-03T07:59:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+impl Rig {
+    /// The test app's image, target group `app` behind load balancer `front`, and service
+    /// `app` with `replicas` healthy replicas.
+    async fn new(seed: u64, replicas: u32) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let local = LocalCloud::builder()
+            .root(dir.path().join("cloud"))
+            .seed(seed)
+            .clock(clock.clone())
+            .build_local()
+            .await
+            .unwrap();
+        local.containers().set_grace_period(Duration::from_secs(1));
+        let cloud = local.cloud();
+        let images = cloud.images().unwrap();
+        images.create_repository("app").await.unwrap();
+        let app = common::repo::package_path("tests/fixtures/versioned");
+        let config = ImageConfig::new(["python3", "app.py"]).working_dir("/");
+        build_from_dir(images.as_ref(), "app", &app, &config, Some("v1"))
+            .await
+            .unwrap();
+        let lbs = cloud.load_balancers().unwrap();
+        let mut tg = TargetGroupSpec::new("app", Protocol::Http);
+        tg.health_check = fast_check();
+        tg.deregistration_delay = Duration::from_secs(1);
+        lbs.create_target_group(tg).await.unwrap();
+        let lb = lbs
+            .create_load_balancer(LoadBalancerSpec::new(
+                "front",
+                vec![ListenerSpec {
+                    protocol: Protocol::Http,
+                    port: 0,
+                    forward: vec![("app".into(), 1)],
+                }],
+            ))
+            .await
+            .unwrap();
+        let mut c = ContainerSpec::new("app:v1");
+        c.cpu_millis = 128;
+        c.memory_mib = 64;
+        c.env.insert("APP_VERSION".into(), "v1".into());
+        let mut s = ServiceSpec::new("app", c, replicas);
+        s.target_group = Some("app".into());
+        cloud.containers().unwrap().create_service(s).await.unwrap();
+        let rig = Rig {
+            _dir: dir,
+            url: lb.urls[0].clone(),
+            local,
+            clock,
+        };
+        rig.wait_healthy(replicas as usize).await;
+        rig
+    }
+
+    fn cloud(&self) -> &Cloud {
+        self.local.cloud()
+    }
+
+    async fn wait_healthy(&self, n: usize) {
+        let lbs = self.cloud().load_balancers().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let healthy = lbs
+                .target_health("app")
+                .await
+                .unwrap()
+                .iter()
+                .filter(|t| t.health == TargetHealth::Healthy)
+                .count();
+            if healthy == n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{healthy} of {n} targets healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn replicas(&self) -> u32 {
+        let info = self
+            .cloud()
+            .containers()
+            .unwrap()
+            .describe_service("app")
+            .await
+            .unwrap();
+        info.spec.replicas
+    }
+
+    /// Requests through the load balancer counted in its metrics at the clock's time.
+    async fn counted(&self) -> f64 {
+        let lbs = self.cloud().load_balancers().unwrap();
+        let id = lbs
+            .metric("front", Some("app"), "RequestCount")
+            .await
+            .unwrap();
+        let now = self.clock.now();
+        let points = self
+            .cloud()
+            .metrics()
+            .unwrap()
+            .get_statistics(GetStatistics::new(
+                id,
+                now,
+                now + chrono::Duration::seconds(1),
+                Duration::from_secs(1),
+                [Statistic::Sum],
+            ))
+            .await
+            .unwrap();
+        points.iter().filter_map(|p| p.get(Statistic::Sum)).sum()
+    }
+
+    /// `n` requests through the load balancer, 4 at a time, every one answered 200; then
+    /// waits (bounded) until the load balancer's metrics count them.
+    async fn send(&self, n: usize) {
+        let before = self.counted().await;
+        let per_client = n / 4;
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let url = self.url.clone();
+                tokio::spawn(async move {
+                    for _ in 0..per_client {
+                        let (status, _) = common::http_get(&url, "/").await.unwrap();
+                        assert_eq!(status, 200);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.counted().await < before + (per_client * 4) as f64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the requests were not counted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+use mvi::Clock as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_replica_scale_up_then_down_after_the_window() {
+    let rig = Rig::new(31, 1).await;
+    let spec = ScalerSpec::new("app", 1, 6).track(MetricTarget::RequestsPerReplica {
+        target_group: "app".into(),
+        target: 10.0,
+    });
+    let mut scaler = AutoScaler::new(rig.cloud(), spec, rig.clock.clone())
+        .await
+        .unwrap();
+    let mut decisions = scaler.subscribe();
+
+    // No traffic: 0 requests a second propose 0, the minimum holds.
+    let d = scaler.evaluate().await.unwrap();
+    assert_eq!((d.current, d.desired, d.scaled), (1, 1, false), "{d}");
+
+    // 600 requests in this 15 s window: 40 a second, 10 per replica wanted: 4 replicas.
+    rig.send(600).await;
+    let d = scaler.evaluate().await.unwrap();
+    assert_eq!(d.proposals, [Some(4)], "{d}");
+    assert_eq!((d.current, d.desired, d.scaled), (1, 4, true), "{d}");
+    assert_eq!(rig.replicas().await, 4);
+    rig.wait_healthy(4).await;
+
+    // The load stops. Within the 300 s down window the count holds.
+    rig.clock.advance(Duration::from_secs(15));
+    let d = scaler.evaluate().await.unwrap();
+    assert_eq!(d.proposals, [Some(0)], "{d}");
+    assert_eq!(
+        (d.desired, d.limit, d.scaled),
+        (4, Limit::ScaleDownStabilized, false),
+        "{d}"
+    );
+    rig.clock.advance(Duration::from_secs(200));
+    assert_eq!(scaler.evaluate().await.unwrap().desired, 4);
+    // Past it: down to the minimum (100 % a period may go).
+    rig.clock.advance(Duration::from_secs(101));
+    let d = scaler.evaluate().await.unwrap();
+    assert_eq!((d.current, d.desired, d.scaled), (4, 1, true), "{d}");
+    rig.wait_healthy(1).await;
+
+    // Every decision was sent, logged and graphed.
+    let mut sent = 0;
+    while decisions.try_recv().is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 5);
+    let logs = rig.cloud().logs().unwrap();
+    let lines = logs
+        .get_events(mvi::log::GetEvents::new(
+            mvi::autoscale::log_group("app"),
+            "decisions",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(lines.items.len(), 5);
+    assert!(
+        lines.items[1].message.contains("1 → 4 replicas"),
+        "{:?}",
+        lines.items[1]
+    );
+    let desired = rig
+        .cloud()
+        .metrics()
+        .unwrap()
+        .get_statistics(GetStatistics::new(
+            MetricId::new("mvi/AutoScaling", "DesiredReplicas").dimension("Service", "app"),
+            start_time(),
+            rig.clock.now() + chrono::Duration::seconds(1),
+            Duration::from_secs(1),
+            [Statistic::Maximum],
+        ))
+        .await
+        .unwrap();
+    let graphed: Vec<f64> = desired
+        .iter()
+        .filter_map(|p| p.get(Statistic::Maximum))
+        .collect();
+    assert_eq!(
+        graphed,
+        [4.0, 4.0, 4.0, 1.0],
+        "the points by second (two at the start)"
+    );
+}
+
+/// A service whose load (a custom metric, per replica) swings ±15 % around what 4 replicas
+/// carry at the target: with HPA's default behavior the count moves at most twice over 20
+/// evaluations (5 minutes of clock); without a down window it moves at every swing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oscillating_metric_does_not_flap() {
+    let rig = Rig::new(32, 4).await;
+    let metric = MetricId::new("App/Work", "JobsPerSecond");
+    let spec = ScalerSpec::new("app", 1, 8).track(MetricTarget::Custom {
+        metric: metric.clone(),
+        statistic: Statistic::Average,
+        target: 25.0,
+        per_replica: true,
+    });
+    let events = |behavior: Behavior, seed: u64| {
+        let spec = spec.clone().behavior(behavior);
+        let rig = &rig;
+        let metric = metric.clone();
+        async move {
+            let mut scaler = AutoScaler::new(rig.cloud(), spec, rig.clock.clone())
+                .await
+                .unwrap();
+            let mut moves = 0;
+            for i in 0..20u64 {
+                // 100 jobs a second, ± 15 %: 4 replicas at 25 each, give or take.
+                let load = if (i + seed).is_multiple_of(2) { 115.0 } else { 85.0 };
+                rig.cloud()
+                    .metrics()
+                    .unwrap()
+                    .put_data(
+                        &metric.namespace,
+                        vec![Datum::new(&metric.name, load, rig.clock.now())],
+                    )
+                    .await
+                    .unwrap();
+                let d = scaler.evaluate().await.unwrap();
+                moves += usize::from(d.scaled);
+                rig.clock.advance(Duration::from_secs(15));
+            }
+            moves
+        }
+    };
+    let stable = events(Behavior::default(), 0).await;
+    assert!(
+        stable <= 2,
+        "{stable} scale events with the default behavior"
+    );
+    // The same swings with no down window: every swing moves the count (the bound above
+    // is what the window buys).
+    let mut eager = Behavior::default();
+    eager.scale_down.stabilization = Duration::ZERO;
+    let flapping = events(eager, 1).await;
+    assert!(
+        flapping >= 10,
+        "{flapping} scale events without a down window"
+    );
+}
+
+/// A scheduled action raises the minimum before a known peak, and the count follows at the
+/// next evaluation, with no metric saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_raises_the_minimum_before_a_peak() {
+    let rig = Rig::new(33, 1).await;
+    let spec = ScalerSpec::new("app", 1, 4)
+        .track(MetricTarget::RequestsPerReplica {
+            target_group: "app".into(),
+            target: 50.0,
+        })
+        .schedule(ScheduledAction {
+            name: "morning".into(),
+            cron: "0 8 * * *".into(),
+            min: Some(3),
+            max: None,
+        });
+    let mut scaler = AutoScaler::new(rig.cloud(), spec, rig.clock.clone())
+        .await
+        .unwrap();
+    assert_eq!(scaler.evaluate().await.unwrap().desired, 1);
+    // 07:59 → 08:00:30: the action fired.
+    rig.clock.advance(Duration::from_secs(90));
+    let d = scaler.evaluate().await.unwrap();
+    assert_eq!(
+        (d.min, d.desired, d.limit),
+        (3, 3, Limit::TooFewReplicas),
+        "{d}"
+    );
+    assert_eq!(scaler.bounds(), (3, 4));
+    rig.wait_healthy(3).await;
+}
+
+/// Bad definitions are refused before anything runs, naming what is wrong.
+#[tokio::test]
+async fn bad_scalers_are_refused() {
+    let cloud = LocalCloud::builder().in_memory().build().await.unwrap();
+    let clock: Arc<dyn mvi::Clock> = Arc::new(ManualClock::new(start_time()));
+    let cpu = MetricTarget::Cpu { target: 60.0 };
+    let cases = [
+        (
+            ScalerSpec::new("app", 5, 2).track(cpu.clone()),
+            "min 5 is above max 2",
+        ),
+        (ScalerSpec::new("app", 1, 2), "at least one metric"),
+        (
+            ScalerSpec::new("app", 1, 2).track(MetricTarget::Cpu { target: 0.0 }),
+            "above 0",
+        ),
+        (
+            ScalerSpec::new("app", 1, 2)
+                .track(cpu.clone())
+                .schedule(ScheduledAction {
+                    name: "x".into(),
+                    cron: "every morning".into(),
+                    min: Some(1),
+                    max: None,
+                }),
+            "cron",
+        ),
+        (ScalerSpec::new("nope", 1, 2).track(cpu.clone()), "nope"),
+    ];
+    for (spec, says) in cases {
+        let e = AutoScaler::new(&cloud, spec, clock.clone())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}
