@@ -291,7 +291,11 @@ async fn an_oscillating_metric_does_not_flap() {
             let mut moves = 0;
             for i in 0..20u64 {
                 // 100 jobs a second, ± 15 %: 4 replicas at 25 each, give or take.
-                let load = if (i + seed).is_multiple_of(2) { 115.0 } else { 85.0 };
+                let load = if (i + seed).is_multiple_of(2) {
+                    115.0
+                } else {
+                    85.0
+                };
                 rig.cloud()
                     .metrics()
                     .unwrap()
@@ -391,4 +395,117 @@ async fn bad_scalers_are_refused() {
             .unwrap_err();
         assert!(e.to_string().contains(says), "{e}");
     }
+}
+
+/// A scaler put on the local backend's container service runs there, on the simulator's
+/// clock: it evaluates when the clock has moved a period on, scales, and reports its
+/// decisions; deleting the service deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaler_put_on_the_local_backend_runs_on_its_clock() {
+    let rig = Rig::new(34, 1).await;
+    let containers = rig.cloud().containers().unwrap();
+    let spec = ScalerSpec::new("app", 1, 6).track(MetricTarget::RequestsPerReplica {
+        target_group: "app".into(),
+        target: 10.0,
+    });
+    let info = containers.put_scaler(spec.clone()).await.unwrap();
+    assert_eq!((info.min, info.max, info.spec), (1, 6, spec.clone()));
+    // Its first evaluation, at once (no traffic: 1 stays).
+    let decisions = || async { containers.describe_scaler("app").await.unwrap().decisions };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while decisions().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no first evaluation");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Traffic 10 s into the period; the next evaluation, 15 s after the first, scales.
+    rig.clock.advance(Duration::from_secs(10));
+    rig.send(600).await;
+    assert_eq!(
+        decisions().await.len(),
+        1,
+        "evaluated before its period was up"
+    );
+    rig.clock.advance(Duration::from_secs(5));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rig.replicas().await != 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            decisions().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last = decisions().await.pop().unwrap();
+    assert_eq!(
+        (last.current, last.desired, last.scaled),
+        (1, 4, true),
+        "{last}"
+    );
+
+    // Bad input is refused before anything changes.
+    let e = containers
+        .put_scaler(ScalerSpec::new("nope", 1, 2).track(MetricTarget::Cpu { target: 50.0 }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), mvi::ErrorKind::NotFound, "{e}");
+    let e = containers
+        .put_scaler(ScalerSpec::new("app", 3, 2).track(MetricTarget::Cpu { target: 50.0 }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), mvi::ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(containers.describe_scaler("app").await.unwrap().spec, spec);
+
+    containers.delete_service("app").await.unwrap();
+    let e = containers.describe_scaler("app").await.unwrap_err();
+    assert_eq!(e.kind(), mvi::ErrorKind::NotFound, "{e}");
+}
+
+/// A scaler declared in a stack: `up` puts it, a changed declaration puts the new one, a
+/// preview after is in sync, `destroy` removes it and leaves the service as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaler_in_a_stack() {
+    use mvi::stack::resources::{AutoScaler as ScalerResource, AutoScalerArgs};
+    use mvi::stack::{FileStore, Stack, StepOp};
+    let rig = Rig::new(35, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let declare = |max: u32| {
+        let s = Stack::new("scale", rig.cloud().clone(), FileStore::new(dir.path())).unwrap();
+        let metrics = vec![MetricTarget::Cpu { target: 60.0 }];
+        ScalerResource::new(
+            &s,
+            "app",
+            AutoScalerArgs::new("app", 1, max, metrics).period(Duration::from_secs(30)),
+        )
+        .unwrap();
+        s
+    };
+    let report = declare(4).up().await.unwrap();
+    assert_eq!(report.plan.count(StepOp::Create), 1);
+    let containers = rig.cloud().containers().unwrap();
+    let info = containers.describe_scaler("app").await.unwrap();
+    assert_eq!(
+        (info.spec.max, info.spec.period),
+        (4, Duration::from_secs(30))
+    );
+    assert!(declare(4).preview().await.unwrap().is_empty());
+    let report = declare(8).up().await.unwrap();
+    assert_eq!(report.plan.count(StepOp::Update), 1);
+    assert_eq!(containers.describe_scaler("app").await.unwrap().max, 8);
+    // Refused before anything changes: min above max.
+    let s = Stack::new("scale", rig.cloud().clone(), FileStore::new(dir.path())).unwrap();
+    ScalerResource::new(
+        &s,
+        "app",
+        AutoScalerArgs::new("app", 9, 8, vec![MetricTarget::Cpu { target: 60.0 }]),
+    )
+    .unwrap();
+    let e = s.up().await.unwrap_err();
+    assert!(e.to_string().contains("min 9 is above max 8"), "{e}");
+    assert_eq!(containers.describe_scaler("app").await.unwrap().max, 8);
+    declare(8).destroy().await.unwrap();
+    assert_eq!(
+        containers.describe_scaler("app").await.unwrap_err().kind(),
+        mvi::ErrorKind::NotFound
+    );
+    assert_eq!(rig.replicas().await, 1);
 }

@@ -109,6 +109,7 @@ use aws_sdk_ecs::types::{
 };
 use aws_sdk_ecs::types::{DeploymentControllerType, TaskSet};
 use aws_sdk_ssm::types::ParameterType;
+use mvi_core::autoscale::{ScalerInfo, ScalerSpec};
 use mvi_core::container::{
     ContainerInstance, ContainerSpec, Containers, HealthCheck, InstanceState, PRIMARY_SET,
     Revision, RevisionSet, RevisionState, Rollout, RolloutState, ScheduleSpec, ServiceEvent,
@@ -119,6 +120,9 @@ use mvi_core::image::ImageRef;
 use mvi_core::{Error, ErrorKind, Op, Result, SecretBytes, Service, Timestamp};
 
 use crate::error::map;
+
+/// Why the scaler calls are refused on this backend for now.
+const NO_SCALERS: &str = "scalers on the AWS backend (Application Auto Scaling) are not available yet; run an mvi::autoscale::AutoScaler in the program";
 
 mod definition;
 mod deploy;
@@ -1651,6 +1655,21 @@ impl Containers for EcsContainers {
         }
         schedules.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(schedules)
+    }
+
+    // Application Auto Scaling (a scalable target on the service's desired count, target
+    // tracking policies, scheduled actions) is not wired in yet: refused, never faked.
+    async fn put_scaler(&self, spec: ScalerSpec) -> Result<ScalerInfo> {
+        spec.check()?;
+        Err(op("put_scaler").unsupported(NO_SCALERS))
+    }
+
+    async fn describe_scaler(&self, _service: &str) -> Result<ScalerInfo> {
+        Err(op("describe_scaler").unsupported(NO_SCALERS))
+    }
+
+    async fn delete_scaler(&self, _service: &str) -> Result<()> {
+        Err(op("delete_scaler").unsupported(NO_SCALERS))
     }
 }
 

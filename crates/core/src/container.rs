@@ -408,6 +408,18 @@ pub trait Containers: fmt::Debug + Send + Sync + 'static {
     async fn delete_schedule(&self, name: &str) -> Result<()>;
     /// Every scheduled task.
     async fn list_schedules(&self) -> Result<Vec<ScheduleSpec>>;
+
+    /// Keeps `spec.service` between its bounds on its metrics (see [`crate::autoscale`]),
+    /// evaluated every `spec.period` by the backend; replaces the service's scaler if it has
+    /// one. The spec is checked whole first; the service must exist.
+    async fn put_scaler(
+        &self,
+        spec: crate::autoscale::ScalerSpec,
+    ) -> Result<crate::autoscale::ScalerInfo>;
+    /// The service's scaler: its spec, the bounds in force, its last decisions.
+    async fn describe_scaler(&self, service: &str) -> Result<crate::autoscale::ScalerInfo>;
+    /// Removes the service's scaler (the replica count stays where it is).
+    async fn delete_scaler(&self, service: &str) -> Result<()>;
 }
 
 /// Whether two definitions of a service run the same revision: the same container, target

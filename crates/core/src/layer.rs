@@ -195,6 +195,9 @@ mod container {
         fn put_schedule(spec: ScheduleSpec) -> Result<()>;
         fn delete_schedule(name: &str) -> Result<()>;
         fn list_schedules() -> Result<Vec<ScheduleSpec>>;
+        fn put_scaler(spec: crate::autoscale::ScalerSpec) -> Result<crate::autoscale::ScalerInfo>;
+        fn describe_scaler(service: &str) -> Result<crate::autoscale::ScalerInfo>;
+        fn delete_scaler(service: &str) -> Result<()>;
     }
 }
 

@@ -32,6 +32,8 @@ mod rootfs;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use mvi_core::autoscale::{Controller, ScalerInfo, ScalerSpec, Services};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -264,6 +266,9 @@ struct State {
     /// Every replica registered with a target group (replica id → registration).
     #[serde(default)]
     registrations: BTreeMap<String, Registration>,
+    /// Each service's scaler, by service.
+    #[serde(default)]
+    scalers: BTreeMap<String, ScalerSpec>,
 }
 
 /// What one replica runs (shared by the replicas of one revision).
@@ -405,6 +410,8 @@ struct Inner {
     grace: Mutex<Duration>,
     /// Dropped with the service: every background task sees it close and ends.
     shutdown: watch::Sender<()>,
+    /// The scalers' controllers, by service (their definitions are in the state).
+    scalers: tokio::sync::Mutex<BTreeMap<String, Controller>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -493,6 +500,7 @@ impl LocalContainers {
             changes: tokio::sync::Mutex::new(()),
             grace: Mutex::new(DEFAULT_GRACE),
             shutdown: watch::channel(()).0,
+            scalers: Default::default(),
         });
         tokio::spawn(watch_vms(
             Arc::downgrade(&inner),
@@ -500,6 +508,25 @@ impl LocalContainers {
             inner.shutdown.subscribe(),
         ));
         tokio::spawn(run_scheduler(
+            Arc::downgrade(&inner),
+            inner.shutdown.subscribe(),
+        ));
+        {
+            let specs: Vec<ScalerSpec> = inner.state.lock().scalers.values().cloned().collect();
+            let mut scalers = inner.scalers.lock().await;
+            for spec in specs {
+                // Checked when it was put; a spec a newer rule refuses is left out, loudly.
+                match Controller::new(spec.clone()) {
+                    Ok(c) => {
+                        scalers.insert(spec.service.clone(), c);
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %spec.service, error = %e, "scaler not restarted")
+                    }
+                }
+            }
+        }
+        tokio::spawn(run_scalers(
             Arc::downgrade(&inner),
             inner.shutdown.subscribe(),
         ));
@@ -1303,6 +1330,42 @@ async fn watch_vms(
     }
 }
 
+/// How often the scalers' task looks at the simulator's clock (real time): a scaler
+/// evaluates at the first tick a period after its last evaluation, so a manual clock moved
+/// on is seen within this.
+const SCALER_TICK: Duration = Duration::from_millis(100);
+
+/// Evaluates the scalers that are due on the simulator's clock (see [`crate::container`]'s
+/// `put_scaler`). A failed evaluation is traced; the next period tries again.
+async fn run_scalers(weak: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
+    let mut tick = tokio::time::interval(SCALER_TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let now = inner.ctx.sim.now();
+        let services = Services {
+            containers: Arc::new(LocalContainers {
+                inner: inner.clone(),
+            }),
+            metrics: inner.metrics.clone(),
+            load_balancers: inner.load_balancers.clone(),
+            logs: Some(inner.logs.clone()),
+        };
+        let mut scalers = inner.scalers.lock().await;
+        for (service, c) in scalers.iter_mut() {
+            if !c.due(now) {
+                continue;
+            }
+            if let Err(e) = c.evaluate(&services, now).await {
+                tracing::warn!(%service, error = %e, "scaler evaluation failed");
+            }
+        }
+    }
+}
+
 /// Starts the runs of due schedules: every tick (real time), a schedule whose next
 /// occurrence after its last run is not after the simulator's now runs once.
 async fn run_scheduler(weak: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
@@ -2001,6 +2064,9 @@ impl Containers for LocalContainers {
 
     async fn delete_service(&self, name: &str) -> Result<()> {
         let op = op("delete_service");
+        // Its scaler goes first, before the changes lock (a scaler's evaluation holds the
+        // scalers while it scales, which takes the changes lock).
+        self.inner.scalers.lock().await.remove(name);
         let _changes = self.inner.changes.lock().await;
         if !self.inner.state.lock().services.contains_key(name) {
             return Err(Self::no_service(op, name));
@@ -2012,6 +2078,7 @@ impl Containers for LocalContainers {
         futures::future::join_all(replicas.iter().map(|r| stop_replica(r))).await;
         self.inner.state.mutate(op, |s| {
             s.services.remove(name);
+            s.scalers.remove(name);
             Ok(())
         })
     }
@@ -2069,6 +2136,46 @@ impl Containers for LocalContainers {
             .values()
             .map(|s| s.spec.clone())
             .collect())
+    }
+
+    async fn put_scaler(&self, spec: ScalerSpec) -> Result<ScalerInfo> {
+        let op = op("put_scaler");
+        let controller = Controller::new(spec.clone())?;
+        if !self.inner.state.lock().services.contains_key(&spec.service) {
+            return Err(Self::no_service(op, &spec.service));
+        }
+        let mut scalers = self.inner.scalers.lock().await;
+        self.inner.state.mutate(op, |s| {
+            s.scalers.insert(spec.service.clone(), spec.clone());
+            Ok(())
+        })?;
+        let info = controller.info();
+        scalers.insert(spec.service.clone(), controller);
+        Ok(info)
+    }
+
+    async fn describe_scaler(&self, service: &str) -> Result<ScalerInfo> {
+        self.inner
+            .scalers
+            .lock()
+            .await
+            .get(service)
+            .map(Controller::info)
+            .ok_or_else(|| op("describe_scaler").not_found(service, "the service has no scaler"))
+    }
+
+    async fn delete_scaler(&self, service: &str) -> Result<()> {
+        let op = op("delete_scaler");
+        let mut scalers = self.inner.scalers.lock().await;
+        if !scalers.contains_key(service) {
+            return Err(op.not_found(service, "the service has no scaler"));
+        }
+        self.inner.state.mutate(op, |s| {
+            s.scalers.remove(service);
+            Ok(())
+        })?;
+        scalers.remove(service);
+        Ok(())
     }
 }
 

@@ -307,6 +307,7 @@ builtin_types! {
     "Database" => DatabaseResource, DatabaseArgs::postgres(""), ["name"];
     "Snapshot" => SnapshotResource, SnapshotArgs::new("", ""), ["database", "name"];
     "Noop" => NoopResource, NoopArgs::new(""), ["value"];
+    "AutoScaler" => AutoScalerResource, AutoScalerArgs::new("", 1, 1, Vec::new()), ["service", "min", "max"];
     "Flag" => FlagResource, FlagArgs::new("", mvi_core::flags::Flag::boolean("placeholder")), ["table", "key", "flag"];
 }
 

@@ -169,3 +169,19 @@ def test_a_value_nested_past_128_levels_is_refused_not_a_crash(tmp_path, mem):
     stack = mvi.Stack("deep", mem, state_dir=str(tmp_path / "stacks"))
     with pytest.raises(mvi.InvalidArgument, match="128 levels"):
         r.Noop(stack, "n", value=deep)
+
+
+def test_autoscaler_resource_checks_and_needs_its_service(mem, tmp_path):
+    """An AutoScaler declared from Python: its spec is checked before anything is written,
+    and it needs the service it scales."""
+    s = mvi.Stack("scale", mem, state_dir=str(tmp_path / "stacks"))
+    r.AutoScaler(s, "web", service="web", min=1, max=4,
+                 metrics=[{"cpu": {"target": 60}}, {"requests_per_replica": {"target_group": "web", "target": 50}}])
+    plan = s.preview()
+    assert plan.count("create") == 1
+    with pytest.raises(mvi.NotFound, match="web"):
+        s.up()
+    bad = mvi.Stack("bad", mem, state_dir=str(tmp_path / "stacks"))
+    r.AutoScaler(bad, "web", service="web", min=5, max=2, metrics=[{"cpu": {"target": 60}}])
+    with pytest.raises(mvi.InvalidArgument, match="min 5 is above max 2"):
+        bad.preview()

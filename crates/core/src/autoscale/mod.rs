@@ -32,7 +32,9 @@ use crate::lb::{LoadBalancers, metric_names};
 use crate::log::{LogEvent, Logs};
 use crate::metric::{Datum, GetStatistics, MetricId, Metrics, Statistic, Unit};
 
-pub use hpa::{Behavior, Limit, Policy, PolicyKind, Reading, Recommender, Rules, Sample, Select};
+pub use hpa::{
+    Behavior, Limit, Policy, PolicyKind, Reading, Recommender, Rules, Sample, Select, TOLERANCE,
+};
 
 fn op(operation: &'static str) -> Op {
     Op::new(Service::Container, operation)
@@ -262,46 +264,91 @@ impl std::fmt::Display for Decision {
     }
 }
 
-/// The controller of one scaler (see the module doc).
-#[derive(Debug)]
-pub struct AutoScaler {
+/// A scaler as a backend runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalerInfo {
+    /// Its definition.
+    pub spec: ScalerSpec,
+    /// The bounds in force (a scheduled action changes them).
+    pub min: u32,
+    /// The bounds in force.
+    pub max: u32,
+    /// When it last evaluated.
+    pub last: Option<Timestamp>,
+    /// Its last decisions, oldest first (at most [`HISTORY`]).
+    pub decisions: Vec<Decision>,
+}
+
+impl Controller {
+    /// What [`crate::Containers::describe_scaler`] reports of this controller.
+    pub fn info(&self) -> ScalerInfo {
+        ScalerInfo {
+            spec: self.spec.clone(),
+            min: self.bounds.0,
+            max: self.bounds.1,
+            last: self.last,
+            decisions: self.history(),
+        }
+    }
+
+    /// Whether it is due at `now` (never evaluated, or a period since the last time).
+    pub fn due(&self, now: Timestamp) -> bool {
+        self.last
+            .is_none_or(|t| (now - t).to_std().unwrap_or(Duration::ZERO) >= self.spec.period)
+    }
+}
+
+/// The services a scaler reads and drives.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The service scaled.
+    pub containers: Arc<dyn Containers>,
+    /// Where the metrics are read, and its own written.
+    pub metrics: Arc<dyn Metrics>,
+    /// For requests per replica.
+    pub load_balancers: Option<Arc<dyn LoadBalancers>>,
+    /// Where the decisions are logged.
+    pub logs: Option<Arc<dyn Logs>>,
+}
+
+impl Services {
+    /// `cloud`'s (Containers and Metrics needed; Load Balancers and Logs if it has them).
+    pub fn of(cloud: &Cloud) -> Result<Self> {
+        Ok(Services {
+            containers: cloud.containers()?.clone(),
+            metrics: cloud.metrics()?.clone(),
+            load_balancers: cloud.load_balancers().ok().cloned(),
+            logs: cloud.logs().ok().cloned(),
+        })
+    }
+}
+
+/// Decisions a controller keeps.
+pub const HISTORY: usize = 20;
+
+/// One scaler's state between evaluations: its spec, the HPA history, the bounds in force,
+/// its last decisions. A backend that runs scalers keeps one per service and evaluates it
+/// every period; [`AutoScaler`] pairs one with services and a clock.
+#[derive(Debug, Clone)]
+pub struct Controller {
     spec: ScalerSpec,
-    containers: Arc<dyn Containers>,
-    metrics: Arc<dyn Metrics>,
-    lbs: Option<Arc<dyn LoadBalancers>>,
-    logs: Option<Arc<dyn Logs>>,
-    clock: Arc<dyn Clock>,
     recommender: Option<Recommender>,
     bounds: (u32, u32),
     last: Option<Timestamp>,
-    events: tokio::sync::broadcast::Sender<Decision>,
+    history: std::collections::VecDeque<Decision>,
 }
 
-impl AutoScaler {
-    /// A controller of `spec` on `cloud`, reading time from `clock` (the cloud's: a manual
-    /// clock in tests). Checks the spec and that the service exists.
-    pub async fn new(cloud: &Cloud, spec: ScalerSpec, clock: Arc<dyn Clock>) -> Result<Self> {
+impl Controller {
+    /// A controller of `spec` (checked whole).
+    pub fn new(spec: ScalerSpec) -> Result<Self> {
         spec.check()?;
-        let containers = cloud.containers()?.clone();
-        containers.describe_service(&spec.service).await?;
-        let (events, _) = tokio::sync::broadcast::channel(256);
-        Ok(AutoScaler {
+        Ok(Controller {
             bounds: (spec.min, spec.max),
-            metrics: cloud.metrics()?.clone(),
-            lbs: cloud.load_balancers().ok().cloned(),
-            logs: cloud.logs().ok().cloned(),
-            containers,
-            clock,
+            spec,
             recommender: None,
             last: None,
-            events,
-            spec,
+            history: Default::default(),
         })
-    }
-
-    /// Every decision from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Decision> {
-        self.events.subscribe()
     }
 
     /// The spec.
@@ -314,26 +361,22 @@ impl AutoScaler {
         self.bounds
     }
 
-    /// Evaluates every period (of the tokio clock) until the future is dropped; a failed
-    /// evaluation is logged and the next one tries again.
-    pub async fn run(mut self) {
-        let mut tick = tokio::time::interval(self.spec.period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.evaluate().await {
-                tracing::warn!(service = %self.spec.service, error = %e, "autoscaler evaluation failed");
-            }
-        }
+    /// When it last evaluated.
+    pub fn last(&self) -> Option<Timestamp> {
+        self.last
     }
 
-    /// One evaluation at the clock's time: applies the scheduled actions due, reads the
-    /// metrics of the last period, decides with the HPA algorithm, sets the replica count
-    /// if it changes, and records the decision.
-    pub async fn evaluate(&mut self) -> Result<Decision> {
-        let now = self.clock.now();
+    /// The last [`HISTORY`] decisions, oldest first.
+    pub fn history(&self) -> Vec<Decision> {
+        self.history.iter().cloned().collect()
+    }
+
+    /// One evaluation at `now`: applies the scheduled actions due, reads the metrics of the
+    /// last period, decides with the HPA algorithm, sets the replica count if it changes,
+    /// and records the decision (log line, metrics, history).
+    pub async fn evaluate(&mut self, s: &Services, now: Timestamp) -> Result<Decision> {
         self.apply_schedules(now);
-        let info = self.containers.describe_service(&self.spec.service).await?;
+        let info = s.containers.describe_service(&self.spec.service).await?;
         let current = info.spec.replicas;
         let (min, max) = self.bounds;
         let recommender = self
@@ -346,8 +389,8 @@ impl AutoScaler {
                     &self.spec,
                     m,
                     &info,
-                    &*self.metrics,
-                    self.lbs.as_deref(),
+                    &*s.metrics,
+                    s.load_balancers.as_deref(),
                     now,
                 )
                 .await?,
@@ -380,7 +423,7 @@ impl AutoScaler {
                     "a deployment is in progress; {desired} replicas wait for it to finish"
                 ));
             } else {
-                self.containers
+                s.containers
                     .scale_service(&self.spec.service, desired)
                     .await?;
                 scaled = true;
@@ -403,16 +446,20 @@ impl AutoScaler {
             held,
         };
         self.last = Some(now);
-        self.record(&decision).await;
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(decision.clone());
+        record(s, &decision).await;
         Ok(decision)
     }
 
     /// Applies the scheduled actions whose cron fired since the last evaluation.
     fn apply_schedules(&mut self, now: Timestamp) {
         let since = self.last.unwrap_or(now - chrono::Duration::seconds(1));
-        for s in &self.spec.schedules {
-            // Checked when the scaler was made.
-            let Ok(cron) = crate::container::parse_cron(op("evaluate"), &s.name, &s.cron) else {
+        for a in &self.spec.schedules {
+            // Checked when the controller was made.
+            let Ok(cron) = crate::container::parse_cron(op("evaluate"), &a.name, &a.cron) else {
                 continue;
             };
             let fired = cron
@@ -420,61 +467,133 @@ impl AutoScaler {
                 .is_ok_and(|t| t <= now);
             if fired {
                 let (mut lo, mut hi) = self.bounds;
-                if let Some(m) = s.min {
+                if let Some(m) = a.min {
                     lo = m;
                 }
-                if let Some(m) = s.max {
+                if let Some(m) = a.max {
                     hi = m;
                 }
                 self.bounds = (lo.min(hi), hi.max(lo));
-                tracing::info!(service = %self.spec.service, action = %s.name, min = lo, max = hi, "scheduled bounds");
+                tracing::info!(service = %self.spec.service, action = %a.name, min = lo, max = hi, "scheduled bounds");
+            }
+        }
+    }
+}
+
+/// Logs and graphs a decision. Best effort: a failure is traced, never the evaluation's.
+async fn record(s: &Services, d: &Decision) {
+    if let Some(logs) = &s.logs {
+        let group = log_group(&d.service);
+        let line = serde_json::json!({
+            "message": d.to_string(), "current": d.current, "desired": d.desired,
+            "limit": d.limit, "proposals": d.proposals, "scaled": d.scaled, "held": d.held,
+        })
+        .to_string();
+        let put = async {
+            match logs.create_group(&group, None).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            match logs.create_stream(&group, "decisions").await {
+                Ok(_) => {}
+                Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            logs.put_events(&group, "decisions", vec![LogEvent::new(d.at, line)])
+                .await
+        };
+        if let Err(e) = put.await {
+            tracing::warn!(service = %d.service, error = %e, "autoscaler decision not logged");
+        }
+    }
+    let data = [
+        ("DesiredReplicas", d.desired),
+        ("CurrentReplicas", d.current),
+    ]
+    .into_iter()
+    .map(|(name, v)| {
+        Datum::new(name, f64::from(v), d.at)
+            .unit(Unit::Count)
+            .dimension("Service", d.service.clone())
+    })
+    .collect();
+    if let Err(e) = s.metrics.put_data(NAMESPACE, data).await {
+        tracing::warn!(service = %d.service, error = %e, "autoscaler metrics not recorded");
+    }
+}
+
+/// A scaler run by the program itself: a [`Controller`] with a cloud's services and a clock
+/// (see the module doc).
+#[derive(Debug)]
+pub struct AutoScaler {
+    controller: Controller,
+    services: Services,
+    clock: Arc<dyn Clock>,
+    events: tokio::sync::broadcast::Sender<Decision>,
+}
+
+impl AutoScaler {
+    /// A controller of `spec` on `cloud`, reading time from `clock` (the cloud's: a manual
+    /// clock in tests). Checks the spec and that the service exists.
+    pub async fn new(cloud: &Cloud, spec: ScalerSpec, clock: Arc<dyn Clock>) -> Result<Self> {
+        let controller = Controller::new(spec)?;
+        let services = Services::of(cloud)?;
+        services
+            .containers
+            .describe_service(&controller.spec.service)
+            .await?;
+        let (events, _) = tokio::sync::broadcast::channel(256);
+        Ok(AutoScaler {
+            controller,
+            services,
+            clock,
+            events,
+        })
+    }
+
+    /// Every decision from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Decision> {
+        self.events.subscribe()
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &ScalerSpec {
+        self.controller.spec()
+    }
+
+    /// The bounds in force (the spec's, or the last scheduled action's).
+    pub fn bounds(&self) -> (u32, u32) {
+        self.controller.bounds()
+    }
+
+    /// The controller (its history).
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    /// Evaluates every period (of the tokio clock) until the future is dropped; a failed
+    /// evaluation is logged and the next one tries again.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.controller.spec.period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.evaluate().await {
+                tracing::warn!(service = %self.controller.spec.service, error = %e, "autoscaler evaluation failed");
             }
         }
     }
 
-    /// Sends, logs and graphs a decision. Recording is best effort: a failure is traced,
-    /// never the evaluation's failure.
-    async fn record(&self, d: &Decision) {
+    /// One evaluation at the clock's time (see [`Controller::evaluate`]); the decision is
+    /// also sent to subscribers.
+    pub async fn evaluate(&mut self) -> Result<Decision> {
+        let d = self
+            .controller
+            .evaluate(&self.services, self.clock.now())
+            .await?;
         let _ = self.events.send(d.clone());
-        if let Some(logs) = &self.logs {
-            let group = log_group(&self.spec.service);
-            let line = serde_json::json!({
-                "message": d.to_string(), "current": d.current, "desired": d.desired,
-                "limit": d.limit, "proposals": d.proposals, "scaled": d.scaled, "held": d.held,
-            })
-            .to_string();
-            let put = async {
-                match logs.create_group(&group, None).await {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e),
-                }
-                match logs.create_stream(&group, "decisions").await {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e),
-                }
-                logs.put_events(&group, "decisions", vec![LogEvent::new(d.at, line)])
-                    .await
-            };
-            if let Err(e) = put.await {
-                tracing::warn!(service = %self.spec.service, error = %e, "autoscaler decision not logged");
-            }
-        }
-        let data = [
-            ("DesiredReplicas", d.desired),
-            ("CurrentReplicas", d.current),
-        ]
-        .into_iter()
-        .map(|(name, v)| {
-            Datum::new(name, f64::from(v), d.at)
-                .unit(Unit::Count)
-                .dimension("Service", self.spec.service.clone())
-        })
-        .collect();
-        if let Err(e) = self.metrics.put_data(NAMESPACE, data).await {
-            tracing::warn!(service = %self.spec.service, error = %e, "autoscaler metrics not recorded");
-        }
+        Ok(d)
     }
 }
 

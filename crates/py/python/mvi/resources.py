@@ -22,7 +22,7 @@ __all__ = [
     "Resource", "ResourceOptions", "Component",
     "Bucket", "Table", "Key", "LogGroup", "Alarm", "Vpc", "Subnet", "SecurityGroup", "Vm",
     "Repository", "Image", "ContainerService", "ScheduledTask", "TargetGroup",
-    "LoadBalancer", "Database", "Snapshot", "Noop", "Flag",
+    "LoadBalancer", "Database", "Snapshot", "Noop", "Flag", "AutoScaler",
 ]
 
 
@@ -97,6 +97,14 @@ class Table(Resource):
     """A KV table: ``name``, ``partition_key`` (``KeyAttr`` or ``(name, kind)``),
     ``sort_key``. Outputs: ``name``."""
     type_name = "Table"
+
+
+class AutoScaler(Resource):
+    """A container service's scaler, run by the backend: ``service``, ``min``, ``max``,
+    ``metrics`` (``[{"cpu": {"target": 60}}, {"requests_per_replica": {"target_group": "web",
+    "target": 50}}]``), ``behavior``, ``schedules``, ``period``, ``tolerance``. Outputs:
+    ``service``."""
+    type_name = "AutoScaler"
 
 
 class Flag(Resource):

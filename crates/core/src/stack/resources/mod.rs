@@ -14,6 +14,7 @@ use super::provider::{Erased, Provider, Resource};
 use super::{Handle, ResourceOptions, Stack};
 use crate::error::{ErrorKind, Result};
 
+mod autoscale;
 mod blob;
 mod container;
 mod crypto;
@@ -28,6 +29,9 @@ mod noop;
 mod vm;
 mod vpc;
 
+pub use autoscale::{
+    AutoScaler, AutoScalerArgs, AutoScalerOutputs, AutoScalerResource, AutoScalerSpec,
+};
 pub use blob::{Bucket, BucketArgs, BucketResource, BucketSpec};
 pub use container::{
     ContainerService, ContainerServiceArgs, ContainerServiceResource, ContainerServiceSpecArgs,
@@ -178,6 +182,7 @@ pub(crate) fn builtin(type_name: &str) -> Option<Arc<dyn Provider>> {
         t if t == BucketResource::TYPE => p::<BucketResource>(),
         t if t == TableResource::TYPE => p::<TableResource>(),
         t if t == FlagResource::TYPE => p::<FlagResource>(),
+        t if t == AutoScalerResource::TYPE => p::<AutoScalerResource>(),
         t if t == KeyResource::TYPE => p::<KeyResource>(),
         t if t == LogGroupResource::TYPE => p::<LogGroupResource>(),
         t if t == NoopResource::TYPE => p::<NoopResource>(),
