@@ -19,8 +19,9 @@ export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
 cd crates/py
 python -m pytest tests -q
 python -m mypy.stubtest mvi
-python -m mypy --strict ../../examples/quickstart.py ../../examples/deploy.py ../../examples/flags.py
+python -m mypy --strict ../../examples/quickstart.py ../../examples/deploy.py ../../examples/flags.py ../../examples/autoscale.py
 python ../../examples/flags.py
+python ../../examples/autoscale.py "$(mktemp -d)/state" | tail -n 3
 deploy_state="$(mktemp -d)"
 trap 'rm -rf "$deploy_state"' EXIT
 python ../../examples/deploy.py "$deploy_state/state" > "$deploy_state/out.txt" || { cat "$deploy_state/out.txt"; exit 1; }

@@ -55,6 +55,7 @@ done
 cargo run --quiet --locked --example app_script
 cargo run --quiet --locked --example deploy
 cargo run --quiet --locked --example flags
+cargo run --quiet --locked --example autoscale
 
 step "Python binding: build the package, pytest (every service, stacks, quickstart.py), stubtest"
 ./scripts/test-python.sh

@@ -1333,7 +1333,7 @@ async fn watch_vms(
 /// How often the scalers' task looks at the simulator's clock (real time): a scaler
 /// evaluates at the first tick a period after its last evaluation, so a manual clock moved
 /// on is seen within this.
-const SCALER_TICK: Duration = Duration::from_millis(100);
+const SCALER_TICK: Duration = Duration::from_millis(20);
 
 /// Evaluates the scalers that are due on the simulator's clock (see [`crate::container`]'s
 /// `put_scaler`). A failed evaluation is traced; the next period tries again.

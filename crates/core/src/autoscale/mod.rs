@@ -291,10 +291,12 @@ impl Controller {
         }
     }
 
-    /// Whether it is due at `now` (never evaluated, or a period since the last time).
+    /// Whether it is due at `now`: never evaluated, or a period of whole seconds since the
+    /// last time (so each evaluation reads the period after the last one's, see `window`).
     pub fn due(&self, now: Timestamp) -> bool {
-        self.last
-            .is_none_or(|t| (now - t).to_std().unwrap_or(Duration::ZERO) >= self.spec.period)
+        self.last.is_none_or(|t| {
+            (second(now) - second(t)).to_std().unwrap_or(Duration::ZERO) >= self.spec.period
+        })
     }
 }
 
@@ -602,7 +604,15 @@ pub fn log_group(service: &str) -> String {
     format!("/mvi/autoscale/{service}")
 }
 
-/// The statistics of `metric` over the period ending now (the current second included).
+/// `t` truncated to its second.
+fn second(t: Timestamp) -> Timestamp {
+    chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+/// The statistics of `metric` over the period of whole seconds that ended at the start of
+/// the current second: the current second is not over, so the next evaluation reads it.
+/// Evaluations a period apart (see [`Controller::due`]) read each second once, and a point
+/// is read at most one period after it was made.
 async fn window(
     metrics: &dyn Metrics,
     metric: MetricId,
@@ -611,7 +621,7 @@ async fn window(
     stats: &[Statistic],
     one_period: bool,
 ) -> Result<Vec<crate::metric::Datapoint>> {
-    let end = now + chrono::Duration::seconds(1);
+    let end = second(now);
     let start = end - chrono::Duration::from_std(period).unwrap_or(chrono::Duration::seconds(15));
     let step = if one_period {
         period.max(Duration::from_secs(1))
