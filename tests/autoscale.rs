@@ -509,3 +509,77 @@ async fn a_scaler_in_a_stack() {
     );
     assert_eq!(rig.replicas().await, 1);
 }
+
+/// A deployment in progress is not fought: the scaler records what it wants and leaves the
+/// count alone; after the rollout the next evaluation sets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_in_progress_is_not_fought() {
+    let rig = Rig::new(36, 2).await;
+    let metric = MetricId::new("App/Work", "Queue");
+    let spec = ScalerSpec::new("app", 1, 8).track(MetricTarget::Custom {
+        metric: metric.clone(),
+        statistic: Statistic::Maximum,
+        target: 100.0,
+        per_replica: false,
+    });
+    let mut scaler = AutoScaler::new(rig.cloud(), spec, rig.clock.clone())
+        .await
+        .unwrap();
+    let containers = rig.cloud().containers().unwrap().clone();
+    let info = containers.describe_service("app").await.unwrap();
+    // A rolling deployment to v2, slow enough to be caught in progress: each new replica
+    // waits out the old ones' 1 s drain.
+    let mut next = info.spec.clone();
+    next.container.env.insert("APP_VERSION".into(), "v2".into());
+    let deploying = {
+        let containers = containers.clone();
+        tokio::spawn(async move { containers.update_service(next).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while containers
+        .describe_service("app")
+        .await
+        .unwrap()
+        .rollout
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The queue says twice the replicas.
+    let put = |v: f64| {
+        let metrics = rig.cloud().metrics().unwrap().clone();
+        let (metric, at) = (metric.clone(), rig.clock.now());
+        async move {
+            metrics
+                .put_data(&metric.namespace, vec![Datum::new(&metric.name, v, at)])
+                .await
+                .unwrap();
+        }
+    };
+    put(200.0).await;
+    rig.clock.advance(Duration::from_secs(1));
+    let d = scaler.evaluate().await.unwrap();
+    // The rollout lasts at least the old replicas' 1 s drain, and the evaluation came
+    // milliseconds after it showed: it is still in progress.
+    assert!(!d.scaled, "{d}");
+    assert!(
+        d.held
+            .as_deref()
+            .unwrap_or("")
+            .contains("deployment is in progress"),
+        "{d}"
+    );
+    assert_eq!((d.current, d.desired), (2, 2), "{d}");
+    deploying.await.unwrap().unwrap();
+    assert_eq!(rig.replicas().await, 2);
+    // After it: the count the scaler wants.
+    rig.clock.advance(Duration::from_secs(14));
+    put(200.0).await;
+    rig.clock.advance(Duration::from_secs(1));
+    let d = scaler.evaluate().await.unwrap();
+    assert_eq!((d.current, d.desired, d.scaled), (2, 4, true), "{d}");
+}
