@@ -403,9 +403,9 @@ impl Recommender {
         b: &Behavior,
     ) -> (u32, Limit) {
         if desired > current {
-            let limit = up_limit(current, &self.changes(now), &b.scale_up).max(current);
-            let (allowed, why) = if max > limit {
-                (limit, Limit::ScaleUpLimit)
+            let cap = limit(current, &self.changes(now), &b.scale_up, true).max(current);
+            let (allowed, why) = if max > cap {
+                (cap, Limit::ScaleUpLimit)
             } else {
                 (max, Limit::TooManyReplicas)
             };
@@ -413,9 +413,9 @@ impl Recommender {
                 return (allowed, why);
             }
         } else if desired < current {
-            let limit = down_limit(current, &self.changes(now), &b.scale_down).min(current);
-            let (allowed, why) = if min < limit {
-                (limit, Limit::ScaleDownLimit)
+            let floor = limit(current, &self.changes(now), &b.scale_down, false).min(current);
+            let (allowed, why) = if min < floor {
+                (floor, Limit::ScaleDownLimit)
             } else {
                 (min, Limit::TooFewReplicas)
             };
@@ -474,58 +474,35 @@ fn to_u32(n: i64) -> u32 {
     n.clamp(0, i64::from(u32::MAX)) as u32
 }
 
-/// HPA's `calculateScaleUpLimitWithScalingRules`.
-fn up_limit(current: u32, changes: &Changes<'_>, rules: &Rules) -> u32 {
-    let pick: fn(i64, i64) -> i64 = match rules.select {
-        Select::Disabled => return current,
-        Select::Min => i64::min,
-        Select::Max => i64::max,
-    };
-    let mut result = match rules.select {
-        Select::Min => i64::MAX,
-        _ => i64::MIN,
-    };
-    for p in &rules.policies {
-        let (added, removed) = changes.within(p.period);
-        let start = i64::from(current) - added + removed;
-        let proposed = match p.kind {
-            PolicyKind::Pods => start + i64::from(p.value),
-            PolicyKind::Percent => {
-                (start as f64 * (1.0 + f64::from(p.value) / 100.0)).ceil() as i64
-            }
-        };
-        result = pick(result, proposed);
-    }
-    if rules.policies.is_empty() {
+/// HPA's `calculateScaleUpLimitWithScalingRules` (`up`) and
+/// `calculateScaleDownLimitWithBehaviors`: the most replicas a scale-up may reach, or the
+/// fewest a scale-down may leave, by `rules`' policies.
+fn limit(current: u32, changes: &Changes<'_>, rules: &Rules, up: bool) -> u32 {
+    if rules.select == Select::Disabled || rules.policies.is_empty() {
         return current;
     }
-    to_u32(result)
-}
-
-/// HPA's `calculateScaleDownLimitWithBehaviors`.
-fn down_limit(current: u32, changes: &Changes<'_>, rules: &Rules) -> u32 {
-    let pick: fn(i64, i64) -> i64 = match rules.select {
-        Select::Disabled => return current,
-        Select::Min => i64::max,
-        Select::Max => i64::min,
-    };
-    let mut result = match rules.select {
-        Select::Min => i64::MIN,
-        _ => i64::MAX,
-    };
-    for p in &rules.policies {
+    let proposals = rules.policies.iter().map(|p| {
         let (added, removed) = changes.within(p.period);
         let start = i64::from(current) - added + removed;
-        let proposed = match p.kind {
-            PolicyKind::Pods => start - i64::from(p.value),
-            PolicyKind::Percent => (start as f64 * (1.0 - f64::from(p.value) / 100.0)) as i64,
-        };
-        result = pick(result, proposed);
-    }
-    if rules.policies.is_empty() {
-        return current;
-    }
-    to_u32(result)
+        let value = i64::from(p.value);
+        let share = f64::from(p.value) / 100.0;
+        match (p.kind, up) {
+            (PolicyKind::Pods, true) => start + value,
+            (PolicyKind::Pods, false) => start - value,
+            // Up rounds up (else a small percentage never adds a replica); down truncates.
+            (PolicyKind::Percent, true) => (start as f64 * (1.0 + share)).ceil() as i64,
+            (PolicyKind::Percent, false) => (start as f64 * (1.0 - share)) as i64,
+        }
+    });
+    // Max: the policy allowing the largest change (up the highest count, down the lowest);
+    // Min: the smallest.
+    let largest_count = (rules.select == Select::Max) == up;
+    let n = if largest_count {
+        proposals.max()
+    } else {
+        proposals.min()
+    };
+    to_u32(n.unwrap_or(i64::from(current)))
 }
 
 #[cfg(test)]
