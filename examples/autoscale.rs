@@ -12,7 +12,7 @@
 //! 12 s, then stop. State lives under `.mvi/autoscale`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mvi::autoscale::{Behavior, MetricTarget, ScalerSpec};
@@ -22,7 +22,7 @@ use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec};
 use mvi::{Cloud, Result};
 
 mod common;
-use common::{failed, http_get};
+use common::failed;
 
 const ROOT: &str = ".mvi/autoscale";
 
@@ -34,47 +34,9 @@ async fn main() {
     }
 }
 
-/// `clients` each sending a request every `pause` until stopped, counting failures in `bad`;
-/// returns (sent, failed).
-fn traffic(
-    url: String,
-    clients: usize,
-    pause: Duration,
-    stop: Arc<AtomicBool>,
-    bad: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<(u64, u64)> {
-    tokio::spawn(async move {
-        let sent = Arc::new(AtomicU64::new(0));
-        let tasks: Vec<_> = (0..clients)
-            .map(|_| {
-                let (url, stop, sent, bad) = (url.clone(), stop.clone(), sent.clone(), bad.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Acquire) {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        let r = http_get(&url, "/").await;
-                        if !matches!(r, Ok((200, _))) && bad.fetch_add(1, Ordering::Relaxed) < 3 {
-                            eprintln!("a request failed: {r:?}");
-                        }
-                        tokio::time::sleep(pause).await;
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            let _ = t.await;
-        }
-        (sent.load(Ordering::Relaxed), bad.load(Ordering::Relaxed))
-    })
-}
-
 async fn run() -> Result<()> {
     let root = std::path::Path::new(ROOT);
-    if root.exists() {
-        // A killed earlier run's processes are stopped when its root is opened.
-        drop(mvi::local::LocalCloud::builder().root(root).build().await?);
-        std::fs::remove_dir_all(root).map_err(|e| failed("cannot clear the state root", e))?;
-    }
-    let cloud: Cloud = mvi::local::LocalCloud::builder().root(root).build().await?;
+    let cloud: Cloud = common::fresh_cloud(root).await?;
     let images = cloud.images()?;
     images.create_repository("web").await?;
     let app = common::repo::package_path("examples/webapp");
@@ -144,14 +106,7 @@ async fn run() -> Result<()> {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     // 8 clients, one request every 100 ms each: about 80 a second.
-    let bad_now = Arc::new(AtomicU64::new(0));
-    let load = traffic(
-        url.clone(),
-        8,
-        Duration::from_millis(100),
-        stop.clone(),
-        bad_now.clone(),
-    );
+    let load = common::traffic(url.clone(), 8, Duration::from_millis(100), stop.clone());
     let mut printed = 0;
     let mut stopped_at = None;
     let mut peak = 1;

@@ -14,7 +14,7 @@
 //! how many failed. State lives under `.mvi/deploy`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mvi::container::{ContainerSpec, HealthCheck, ServiceSpec};
@@ -56,43 +56,9 @@ fn spec(version: &str, strategy: Strategy) -> ServiceSpec {
     s
 }
 
-/// Clients sending requests through the load balancer until stopped: (sent, failed).
-fn traffic(
-    url: String,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<(u64, u64)> {
-    tokio::spawn(async move {
-        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let clients: Vec<_> = (0..4)
-            .map(|_| {
-                let (url, stop, sent, failed) =
-                    (url.clone(), stop.clone(), sent.clone(), failed.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Acquire) {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        if !matches!(http_get(&url, "/").await, Ok((200, _))) {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                })
-            })
-            .collect();
-        for c in clients {
-            let _ = c.await;
-        }
-        (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
-    })
-}
-
 async fn run() -> Result<()> {
     let root = std::path::Path::new(ROOT);
-    if root.exists() {
-        // A killed earlier run's processes are stopped when its root is opened.
-        drop(mvi::local::LocalCloud::builder().root(root).build().await?);
-        std::fs::remove_dir_all(root).map_err(|e| failed("cannot clear the state root", e))?;
-    }
-    let cloud: Cloud = mvi::local::LocalCloud::builder().root(root).build().await?;
+    let cloud: Cloud = common::fresh_cloud(root).await?;
     let images = cloud.images()?;
     images.create_repository("web").await?;
     let app = common::repo::package_path("examples/webapp");
@@ -151,7 +117,7 @@ async fn run() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients = traffic(url.clone(), stop.clone());
+    let clients = common::traffic(url.clone(), 4, Duration::from_millis(10), stop.clone());
 
     let mut blue_green = BlueGreen::new("web-next");
     blue_green.preview_path = Some("/healthz".into());

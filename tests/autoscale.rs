@@ -12,7 +12,7 @@ use std::time::Duration;
 use mvi::autoscale::{AutoScaler, Behavior, Limit, MetricTarget, ScalerSpec, ScheduledAction};
 use mvi::container::{ContainerSpec, ServiceSpec};
 use mvi::image::{ImageConfig, build_from_dir};
-use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec, TargetHealth};
+use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec};
 use mvi::local::LocalCloud;
 use mvi::metric::{Datum, GetStatistics, MetricId, Statistic};
 use mvi::{Cloud, ManualClock, Timestamp};
@@ -94,25 +94,7 @@ impl Rig {
     }
 
     async fn wait_healthy(&self, n: usize) {
-        let lbs = self.cloud().load_balancers().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let healthy = lbs
-                .target_health("app")
-                .await
-                .unwrap()
-                .iter()
-                .filter(|t| t.health == TargetHealth::Healthy)
-                .count();
-            if healthy == n {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{healthy} of {n} targets healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_healthy(self.cloud(), "app", n).await;
     }
 
     async fn replicas(&self) -> u32 {

@@ -12,7 +12,7 @@ use mvi::deploy::{
     Analysis, BlueGreen, Count, Deployer, Deployment, Rolling, Step, Strategy, TrafficShift,
 };
 use mvi::image::{ImageConfig, build_from_dir};
-use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec, TargetHealth};
+use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec};
 use mvi::local::LocalCloud;
 use mvi::stack::resources::{ContainerService, ContainerServiceArgs};
 use mvi::stack::{FileStore, Stack, StepOp};
@@ -141,25 +141,7 @@ impl Rig {
     }
 
     async fn wait_healthy(&self, n: usize) {
-        let lbs = self.cloud().load_balancers().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let healthy = lbs
-                .target_health("app")
-                .await
-                .unwrap()
-                .iter()
-                .filter(|t| t.health == TargetHealth::Healthy)
-                .count();
-            if healthy == n {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{healthy} of {n} targets healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_healthy(self.cloud(), "app", n).await;
     }
 
     fn load(&self) -> Load {

@@ -20,6 +20,50 @@ pub fn failed(what: &str, why: impl std::fmt::Display) -> Error {
     )
 }
 
+/// A local cloud on `root`, emptied first: a killed earlier run's processes are stopped when
+/// its root is opened, then the folder goes.
+pub async fn fresh_cloud(root: &std::path::Path) -> Result<mvi::Cloud> {
+    if root.exists() {
+        drop(mvi::local::LocalCloud::builder().root(root).build().await?);
+        std::fs::remove_dir_all(root).map_err(|e| failed("cannot clear the state root", e))?;
+    }
+    mvi::local::LocalCloud::builder().root(root).build().await
+}
+
+/// `clients` each sending `GET /` to `url` every `pause` until `stop`; the first few
+/// failures are printed. Returns (sent, failed).
+pub fn traffic(
+    url: String,
+    clients: usize,
+    pause: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    tokio::spawn(async move {
+        let (sent, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (url, stop, sent, bad) = (url.clone(), stop.clone(), sent.clone(), bad.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Acquire) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let r = http_get(&url, "/").await;
+                        if !matches!(r, Ok((200, _))) && bad.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("a request failed: {r:?}");
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        (sent.load(Ordering::Relaxed), bad.load(Ordering::Relaxed))
+    })
+}
+
 /// A plain HTTP/1.1 GET (the examples keep their dependencies to mvi and tokio).
 pub async fn http_get(url: &str, path: &str) -> Result<(u16, String)> {
     let host = url.trim_start_matches("http://").trim_end_matches('/');

@@ -20,6 +20,30 @@ pub fn fast_check() -> HealthCheck {
     }
 }
 
+/// Waits (at most 30 s, else fails the test) until exactly `n` targets of target group
+/// `group` are healthy.
+pub async fn wait_healthy(cloud: &mvi::Cloud, group: &str, n: usize) {
+    let lbs = cloud.load_balancers().expect("a load balancer service");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let healthy = lbs
+            .target_health(group)
+            .await
+            .expect("target health")
+            .iter()
+            .filter(|t| t.health == mvi::lb::TargetHealth::Healthy)
+            .count();
+        if healthy == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{healthy} of {n} targets of {group} healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A plain HTTP/1.1 GET of `path` on `url` (`http://host:port`): the status and the body.
 pub async fn http_get(url: &str, path: &str) -> std::io::Result<(u16, String)> {
     let host = url
