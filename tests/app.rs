@@ -278,7 +278,8 @@ async fn a_crashed_vm_under_traffic_is_survived() {
 }
 
 /// The child of `kill9_leaves_nothing_orphaned_and_loses_no_database`: brings the app up on
-/// the root named by the environment, writes a row, says so, and waits to be killed.
+/// the root named by the environment, writes a row, puts a scaler and saves a flag, says
+/// so, and waits to be killed.
 const CHILD_ROOT: &str = "MVI_APP_KILL9_ROOT";
 
 fn processes_under(root: &Path) -> Vec<i32> {
@@ -309,6 +310,18 @@ fn psql(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The scaler the killed program put: it must be running again after the restart.
+fn kept_scaler() -> mvi::autoscale::ScalerSpec {
+    mvi::autoscale::ScalerSpec::new("web", 2, 4)
+        .track(mvi::autoscale::MetricTarget::Cpu { target: 80.0 })
+        .period(Duration::from_secs(1))
+}
+
+/// The flag the killed program saved.
+fn kept_flag() -> mvi::flags::Flag {
+    mvi::flags::Flag::percentage("new-checkout", 5)
+}
+
 #[tokio::test]
 async fn kill9_leaves_nothing_orphaned_and_loses_no_database() {
     use std::io::BufRead;
@@ -336,6 +349,16 @@ async fn kill9_leaves_nothing_orphaned_and_loses_no_database() {
             url.expose(),
             "create table kept (x int); insert into kept values (42)",
         );
+        // A scaler and a flag, as an app that scales and releases gradually has.
+        cloud
+            .containers()
+            .unwrap()
+            .put_scaler(kept_scaler())
+            .await
+            .unwrap();
+        let flags = mvi::flags::Flags::of(&cloud, "flags").unwrap();
+        flags.create_table().await.unwrap();
+        flags.save(&kept_flag()).await.unwrap();
         println!("ready");
         tokio::time::sleep(Duration::from_secs(600)).await;
         return;
@@ -417,6 +440,21 @@ async fn kill9_leaves_nothing_orphaned_and_loses_no_database() {
         "42",
         "the database lost its data"
     );
+    // The scaler is back and evaluating again; the flag reads as saved.
+    let containers = cloud.containers().unwrap();
+    let scaler = containers.describe_scaler("web").await.unwrap();
+    assert_eq!(scaler.spec, kept_scaler());
+    wait_for("the restored scaler to evaluate", || async {
+        !containers
+            .describe_scaler("web")
+            .await
+            .unwrap()
+            .decisions
+            .is_empty()
+    })
+    .await;
+    let flags = mvi::flags::Flags::of(&cloud, "flags").unwrap();
+    assert_eq!(flags.get("new-checkout").await.unwrap(), Some(kept_flag()));
     app.tear_down().await;
     drop(local);
     // Nothing of this root runs any more.

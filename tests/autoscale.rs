@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mvi::autoscale::{AutoScaler, Behavior, Limit, MetricTarget, ScalerSpec, ScheduledAction};
-use mvi::container::{ContainerSpec, ServiceSpec};
+use mvi::container::{ContainerSpec, HealthCheck, ServiceSpec};
 use mvi::image::{ImageConfig, build_from_dir};
 use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec};
 use mvi::local::LocalCloud;
@@ -492,27 +492,118 @@ async fn a_scaler_in_a_stack() {
     assert_eq!(rig.replicas().await, 1);
 }
 
-/// A deployment in progress is not fought: the scaler records what it wants and leaves the
-/// count alone; after the rollout the next evaluation sets it.
+/// A deployment in progress is not fought, as Application Auto Scaling does not fight ECS's:
+/// a scale-out during a rolling deployment goes ahead and applies to the revision being
+/// rolled out (every replica runs it when the deployment ends); a scale-in waits for the
+/// deployment to finish, and the next evaluation after it makes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_in_progress_is_not_fought() {
     let rig = Rig::new(36, 2).await;
     let metric = MetricId::new("App/Work", "Queue");
-    let spec = ScalerSpec::new("app", 1, 8).track(MetricTarget::Custom {
-        metric: metric.clone(),
-        statistic: Statistic::Maximum,
-        target: 100.0,
-        per_replica: false,
-    });
+    let mut behavior = Behavior::default();
+    behavior.scale_down.stabilization = Duration::ZERO;
+    let spec = ScalerSpec::new("app", 1, 8)
+        .track(MetricTarget::Custom {
+            metric: metric.clone(),
+            statistic: Statistic::Maximum,
+            target: 100.0,
+            per_replica: false,
+        })
+        .behavior(behavior);
     let mut scaler = AutoScaler::new(rig.cloud(), spec, rig.clock.clone())
         .await
         .unwrap();
     let containers = rig.cloud().containers().unwrap().clone();
+    let put = |v: f64| {
+        let metrics = rig.cloud().metrics().unwrap().clone();
+        let (metric, at) = (metric.clone(), rig.clock.now());
+        async move {
+            metrics
+                .put_data(&metric.namespace, vec![Datum::new(&metric.name, v, at)])
+                .await
+                .unwrap();
+        }
+    };
+    // A health check first, so a replica still starting is not ready (as a pod with a
+    // readiness probe).
+    let mut checked = containers.describe_service("app").await.unwrap().spec;
+    checked.container.health_check = Some(HealthCheck {
+        path: "/healthz".into(),
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_secs(1),
+        healthy_threshold: 1,
+        unhealthy_threshold: 3,
+    });
+    containers.update_service(checked).await.unwrap();
+    // Scaling out during the deployment to v2: the queue says twice the ready replicas.
+    let gates = tempfile::tempdir().unwrap();
+    let deploying = start_rollout(&containers, "v2", &gates.path().join("v2")).await;
+    put(200.0).await;
+    rig.clock.advance(Duration::from_secs(1));
+    let d = scaler.evaluate().await.unwrap();
+    // The new revision's replicas wait for their gate: not ready, so 2 ready × 200 / 100.
+    assert!(d.held.is_none(), "{d}");
+    assert_eq!((d.current, d.desired, d.scaled), (2, 4, true), "{d}");
+    let wanted = d.desired;
+    std::fs::write(gates.path().join("v2"), "").unwrap();
+    deploying.await.unwrap().unwrap();
     let info = containers.describe_service("app").await.unwrap();
-    // A rolling deployment to v2, slow enough to be caught in progress: each new replica
-    // waits out the old ones' 1 s drain.
-    let mut next = info.spec.clone();
-    next.container.env.insert("APP_VERSION".into(), "v2".into());
+    assert_eq!(info.spec.replicas, wanted);
+    let v2 = info.revision;
+    assert_eq!(
+        info.instances.len(),
+        wanted as usize,
+        "{:?}",
+        info.instances
+    );
+    assert!(
+        info.instances.iter().all(|r| r.revision == v2),
+        "every replica runs the deployed revision: {:?}",
+        info.instances
+    );
+    let during = format!("scaled to {wanted} replica(s) during the deployment");
+    assert!(
+        info.events.iter().any(|e| e.message == during),
+        "{:?}",
+        info.events
+    );
+
+    // Scaling in during the deployment to v3 waits for it: the queue says a tenth.
+    let deploying = start_rollout(&containers, "v3", &gates.path().join("v3")).await;
+    rig.clock.advance(Duration::from_secs(14));
+    put(10.0).await;
+    rig.clock.advance(Duration::from_secs(1));
+    let d = scaler.evaluate().await.unwrap();
+    assert!(!d.scaled, "{d}");
+    let held = d.held.as_deref().unwrap_or("");
+    assert!(
+        held.contains("scaling in to") && held.contains("waits for it to finish"),
+        "{d}"
+    );
+    assert_eq!((d.current, d.desired), (wanted, wanted), "{d}");
+    std::fs::write(gates.path().join("v3"), "").unwrap();
+    deploying.await.unwrap().unwrap();
+    assert_eq!(rig.replicas().await, wanted);
+    // After it: the count the scaler wants.
+    rig.clock.advance(Duration::from_secs(14));
+    put(10.0).await;
+    rig.clock.advance(Duration::from_secs(1));
+    let d = scaler.evaluate().await.unwrap();
+    assert_eq!((d.current, d.desired, d.scaled), (wanted, 1, true), "{d}");
+}
+
+/// Starts a rolling deployment of `app` to `version` and returns once it shows as in
+/// progress. Its replicas listen only once `gate` exists, so it stays in progress until the
+/// caller creates it.
+async fn start_rollout(
+    containers: &Arc<dyn mvi::Containers>,
+    version: &str,
+    gate: &std::path::Path,
+) -> tokio::task::JoinHandle<mvi::Result<mvi::container::ServiceInfo>> {
+    let mut next = containers.describe_service("app").await.unwrap().spec;
+    let env = &mut next.container.env;
+    env.insert("APP_VERSION".into(), version.into());
+    env.insert("LISTEN_WHEN_FILE".into(), gate.display().to_string());
     let deploying = {
         let containers = containers.clone();
         tokio::spawn(async move { containers.update_service(next).await })
@@ -531,37 +622,5 @@ async fn a_rollout_in_progress_is_not_fought() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // The queue says twice the replicas.
-    let put = |v: f64| {
-        let metrics = rig.cloud().metrics().unwrap().clone();
-        let (metric, at) = (metric.clone(), rig.clock.now());
-        async move {
-            metrics
-                .put_data(&metric.namespace, vec![Datum::new(&metric.name, v, at)])
-                .await
-                .unwrap();
-        }
-    };
-    put(200.0).await;
-    rig.clock.advance(Duration::from_secs(1));
-    let d = scaler.evaluate().await.unwrap();
-    // The rollout lasts at least the old replicas' 1 s drain, and the evaluation came
-    // milliseconds after it showed: it is still in progress.
-    assert!(!d.scaled, "{d}");
-    assert!(
-        d.held
-            .as_deref()
-            .unwrap_or("")
-            .contains("deployment is in progress"),
-        "{d}"
-    );
-    assert_eq!((d.current, d.desired), (2, 2), "{d}");
-    deploying.await.unwrap().unwrap();
-    assert_eq!(rig.replicas().await, 2);
-    // After it: the count the scaler wants.
-    rig.clock.advance(Duration::from_secs(14));
-    put(200.0).await;
-    rig.clock.advance(Duration::from_secs(1));
-    let d = scaler.evaluate().await.unwrap();
-    assert_eq!((d.current, d.desired, d.scaled), (2, 4, true), "{d}");
+    deploying
 }

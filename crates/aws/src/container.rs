@@ -83,6 +83,10 @@
 //!   started afterwards, as in a rollback, get the new values) and deletes those no longer
 //!   used; deleting a service or schedule deletes its parameters, and a task's are deleted
 //!   when its run ends.
+//! - **Scalers** (feature `autoscaling`) are Application Auto Scaling's: a scalable target on
+//!   the service's desired count, a target-tracking policy per metric and a scheduled action
+//!   per schedule, the spec as put kept in SSM; see `container/scaler.rs`. Deleting a
+//!   service deletes its scaler first.
 //! - **Roles.** Fargate pulls images from ECR, reads secrets and writes logs with the task
 //!   execution role: `ecsTaskExecutionRole` of the account (AWS's usual name) unless
 //!   [`EcsContainers::with_execution_role_arn`] names another. It needs the managed policy
@@ -121,13 +125,17 @@ use mvi_core::{Error, ErrorKind, Op, Result, SecretBytes, Service, Timestamp};
 
 use crate::error::map;
 
-/// Why the scaler calls are refused on this backend for now.
-const NO_SCALERS: &str = "scalers on the AWS backend (Application Auto Scaling) are not available yet; run an mvi::autoscale::AutoScaler in the program";
+/// Why the scaler calls are refused without Application Auto Scaling.
+#[cfg(not(feature = "autoscaling"))]
+const NO_SCALERS: &str = "this build of the AWS backend has no Application Auto Scaling (feature `autoscaling`); enable it, or run an mvi::autoscale::AutoScaler in the program";
 
 mod definition;
 mod deploy;
+mod documents;
 mod iam;
 mod network;
+#[cfg(feature = "autoscaling")]
+mod scaler;
 mod schedule;
 mod secrets;
 
@@ -218,6 +226,8 @@ pub struct EcsContainers {
     scheduler: aws_sdk_scheduler::Client,
     #[cfg(feature = "elbv2")]
     elb: aws_sdk_elasticloadbalancingv2::Client,
+    #[cfg(feature = "autoscaling")]
+    autoscaling: aws_sdk_applicationautoscaling::Client,
     region: String,
     cluster: String,
     execution_role: Option<String>,
@@ -244,6 +254,8 @@ impl EcsContainers {
             scheduler: aws_sdk_scheduler::Client::new(config),
             #[cfg(feature = "elbv2")]
             elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            #[cfg(feature = "autoscaling")]
+            autoscaling: aws_sdk_applicationautoscaling::Client::new(config),
             region: config.region().map(|r| r.to_string()).unwrap_or_default(),
             cluster: DEFAULT_CLUSTER.to_owned(),
             execution_role: None,
@@ -1386,6 +1398,9 @@ impl Containers for EcsContainers {
     async fn delete_service(&self, name: &str) -> Result<()> {
         let op = op("delete_service");
         self.active_service(op, name).await?;
+        // The scaler goes first: a target left on a deleted service would scale nothing.
+        #[cfg(feature = "autoscaling")]
+        self.drop_scaler(op, name).await?;
         // With `force`, ECS scales the service to zero itself: it stops the tasks (SIGTERM,
         // then SIGKILL after the stop time-out) and the service drains away.
         self.ecs
@@ -1659,15 +1674,34 @@ impl Containers for EcsContainers {
 
     // Application Auto Scaling (a scalable target on the service's desired count, target
     // tracking policies, scheduled actions) is not wired in yet: refused, never faked.
+    #[cfg(feature = "autoscaling")]
+    async fn put_scaler(&self, spec: ScalerSpec) -> Result<ScalerInfo> {
+        self.put_scaler_aws(spec).await
+    }
+
+    #[cfg(feature = "autoscaling")]
+    async fn describe_scaler(&self, service: &str) -> Result<ScalerInfo> {
+        self.describe_scaler_aws(op("describe_scaler"), service)
+            .await
+    }
+
+    #[cfg(feature = "autoscaling")]
+    async fn delete_scaler(&self, service: &str) -> Result<()> {
+        self.delete_scaler_aws(op("delete_scaler"), service).await
+    }
+
+    #[cfg(not(feature = "autoscaling"))]
     async fn put_scaler(&self, spec: ScalerSpec) -> Result<ScalerInfo> {
         spec.check()?;
         Err(op("put_scaler").unsupported(NO_SCALERS))
     }
 
+    #[cfg(not(feature = "autoscaling"))]
     async fn describe_scaler(&self, _service: &str) -> Result<ScalerInfo> {
         Err(op("describe_scaler").unsupported(NO_SCALERS))
     }
 
+    #[cfg(not(feature = "autoscaling"))]
     async fn delete_scaler(&self, _service: &str) -> Result<()> {
         Err(op("delete_scaler").unsupported(NO_SCALERS))
     }

@@ -45,6 +45,8 @@ pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
         | "ServiceNotActiveException"
         | "TargetNotFoundException"
         | "TaskSetNotFoundException"
+        // Application Auto Scaling
+        | "ObjectNotFoundException"
         // SSM
         | "ParameterNotFound"
         // ELBv2

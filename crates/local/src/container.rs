@@ -412,6 +412,10 @@ struct Inner {
     shutdown: watch::Sender<()>,
     /// The scalers' controllers, by service (their definitions are in the state).
     scalers: tokio::sync::Mutex<BTreeMap<String, Controller>>,
+    /// The replica count of each service whose rolling deployment is running: the roll reads
+    /// it every step and `scale_service` sets it, so a count changed during a deployment
+    /// applies to the revision being rolled out, as on ECS.
+    rolling: Mutex<BTreeMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -501,6 +505,7 @@ impl LocalContainers {
             grace: Mutex::new(DEFAULT_GRACE),
             shutdown: watch::channel(()).0,
             scalers: Default::default(),
+            rolling: Mutex::default(),
         });
         tokio::spawn(watch_vms(
             Arc::downgrade(&inner),
@@ -1547,6 +1552,28 @@ async fn finish_task(
 impl Inner {
     /// Sets the replica count of service `name`: new replicas run the recorded revision; the
     /// newest replicas go first.
+    /// Sets the count of a running rolling deployment (and the service's recorded count);
+    /// false when the service has none.
+    fn set_rolling_count(&self, op: Op, name: &str, replicas: u32) -> Result<bool> {
+        let mut rolling = lock(&self.rolling);
+        let Some(count) = rolling.get_mut(name) else {
+            return Ok(false);
+        };
+        self.state.mutate(op, |s| {
+            if let Some(r) = s.services.get_mut(name) {
+                r.spec.replicas = replicas;
+            }
+            Ok(())
+        })?;
+        *count = replicas;
+        Ok(true)
+    }
+
+    /// The count a rolling deployment of `name` rolls to now.
+    fn rolling_count(&self, name: &str) -> Option<u32> {
+        lock(&self.rolling).get(name).copied()
+    }
+
     async fn scale(self: &Arc<Self>, op: Op, name: &str, replicas: u32) -> Result<()> {
         let record = self
             .state
@@ -1820,6 +1847,19 @@ impl Containers for LocalContainers {
     async fn scale_service(&self, name: &str, replicas: u32) -> Result<ServiceInfo> {
         let op = op("scale_service");
         validate_replicas(op, name, replicas)?;
+        // A rolling deployment holds the change lock until it ends: its count changes
+        // without it, and the roll starts or stops replicas of the new revision.
+        if self.inner.set_rolling_count(op, name, replicas)? {
+            self.inner
+                .event(
+                    name,
+                    format!("scaled to {replicas} replica(s) during the deployment"),
+                )
+                .await;
+            return self
+                .describe(name)
+                .ok_or_else(|| Self::no_service(op, name));
+        }
         let _changes = self.inner.changes.lock().await;
         self.inner.scale(op, name, replicas).await?;
         self.describe(name)

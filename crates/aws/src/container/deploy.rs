@@ -88,31 +88,10 @@ impl EcsContainers {
 
     /// The deployment document of service `name` (empty if none was written).
     pub(super) async fn read_doc(&self, op: Op, name: &str) -> Result<DeployDoc> {
-        match self
-            .ssm
-            .get_parameter()
-            .name(self.doc_name(name))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let text = out.parameter().and_then(|p| p.value()).unwrap_or_default();
-                serde_json::from_str(text).map_err(|e| {
-                    op.internal(
-                        name,
-                        format!("the deployment document is not readable: {e}"),
-                    )
-                })
-            }
-            Err(e) => {
-                let e = map(op, name, e);
-                if e.kind() == ErrorKind::NotFound {
-                    Ok(DeployDoc::default())
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        Ok(self
+            .get_document(op, name, &self.doc_name(name), "the deployment document")
+            .await?
+            .unwrap_or_default())
     }
 
     /// Writes the deployment document of service `name` (the newest revisions first when it
@@ -135,28 +114,22 @@ impl EcsContainers {
             let oldest = doc.revisions.keys().next().copied().unwrap_or_default();
             doc.revisions.remove(&oldest);
         }
-        let text = serde_json::to_string(&doc).map_err(|e| op.internal(name, e))?;
-        self.ssm
-            .put_parameter()
-            .name(self.doc_name(name))
-            .description("mvi: the deployments of an ECS service")
-            .value(text)
-            .r#type(aws_sdk_ssm::types::ParameterType::String)
-            .overwrite(true)
-            .send()
-            .await
-            .map_err(|e| map(op, name, e))?;
-        Ok(())
+        self.put_document(
+            op,
+            name,
+            &self.doc_name(name),
+            "mvi: the deployments of an ECS service",
+            &doc,
+        )
+        .await
     }
 
     /// Deletes the deployment document of a deleted service (best effort).
     pub(super) async fn drop_doc(&self, name: &str) {
-        let _ = self
-            .ssm
-            .delete_parameter()
-            .name(self.doc_name(name))
-            .send()
-            .await;
+        let op = op("delete_service");
+        if let Err(e) = self.delete_document(op, name, &self.doc_name(name)).await {
+            tracing::warn!("cannot delete the deployment document of {name}: {e}");
+        }
     }
 
     /// Records the service's deployment settings.

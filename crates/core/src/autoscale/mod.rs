@@ -13,9 +13,10 @@
 //! metrics `DesiredReplicas` and `CurrentReplicas` (namespace `mvi/AutoScaling`, dimension
 //! `Service`), so a user can see why it scaled and graph it.
 //!
-//! A deployment in progress is not fought: while the service reports a rollout, the
-//! scaler records its decision and leaves the count alone (the rollout's own surge and
-//! drain are not demand).
+//! A deployment in progress is not fought, as Application Auto Scaling does not fight ECS's:
+//! while the service reports a rollout, a scale-in is recorded and waits (the rollout's own
+//! surge and drain are not demand), and a scale-out goes ahead: the backend applies the new
+//! count to the revision being rolled out.
 
 pub mod hpa;
 
@@ -79,7 +80,7 @@ pub enum MetricTarget {
 /// UTC, as container schedules), the minimum and the maximum given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduledAction {
-    /// Its name.
+    /// Its name: 1–64 letters, digits, hyphens and underscores, unique in the scaler.
     pub name: String,
     /// When: `0 8 * * 1-5` is weekdays at 08:00 UTC.
     pub cron: String,
@@ -202,7 +203,12 @@ impl ScalerSpec {
                 return bad(format!("{dir}: the stabilization window is at most 1 hour"));
             }
         }
+        let mut names = std::collections::BTreeSet::new();
         for s in &self.schedules {
+            crate::container::validate_name(op, "scheduled action", &s.name, 64)?;
+            if !names.insert(s.name.as_str()) {
+                return bad(format!("two scheduled actions are named {:?}", s.name));
+            }
             crate::container::parse_cron(op, &s.name, &s.cron)?;
             if let (Some(lo), Some(hi)) = (s.min, s.max)
                 && lo > hi
@@ -420,9 +426,12 @@ impl Controller {
             recommender.next(now, current, wanted, min, max, &self.spec.behavior);
         let mut scaled = false;
         if desired != current {
-            if info.rollout.is_some() {
+            // As Application Auto Scaling does for ECS: scaling in waits for a deployment to
+            // finish (its drain and surge are not demand); scaling out does not (the
+            // backend applies the count to the revision being deployed).
+            if info.rollout.is_some() && desired < current {
                 held = Some(format!(
-                    "a deployment is in progress; {desired} replicas wait for it to finish"
+                    "a deployment is in progress; scaling in to {desired} replicas waits for it to finish"
                 ));
             } else {
                 s.containers
@@ -664,10 +673,13 @@ async fn propose(
         .iter()
         .filter(|i| !matches!(i.state, InstanceState::Stopped))
         .collect();
-    let ready = live
-        .iter()
-        .filter(|i| matches!(i.state, InstanceState::Healthy | InstanceState::Running))
-        .count() as u32;
+    // Ready as a Kubernetes pod is: passing its health check when it has one (a replica
+    // still starting is Running then), else running.
+    let checked = info.spec.container.health_check.is_some();
+    let is_ready = |state: InstanceState| {
+        state == InstanceState::Healthy || (!checked && state == InstanceState::Running)
+    };
+    let ready = live.iter().filter(|i| is_ready(i.state)).count() as u32;
     let tolerance = (spec.tolerance, spec.tolerance);
     let secs = spec.period.as_secs_f64();
     Ok(match m {
@@ -688,7 +700,7 @@ async fn propose(
                 .await?;
                 let (sum, count) = sum_count(&points);
                 samples.push(Sample {
-                    ready: matches!(i.state, InstanceState::Healthy | InstanceState::Running),
+                    ready: is_ready(i.state),
                     value: (count > 0.0).then(|| sum / count),
                 });
             }

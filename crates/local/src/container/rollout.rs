@@ -118,8 +118,11 @@ pub(super) async fn update(inner: &Arc<Inner>, op: Op, spec: ServiceSpec) -> Res
         image: image.clone(),
         revision: number,
     });
+    let count = RollingCount::start(inner, &name, spec.replicas);
     let cause = match roll(inner, &new_plan, spec.replicas, &spec.deployment).await {
         Ok(()) => {
+            let mut spec = spec.clone();
+            spec.replicas = count.now();
             inner.state.mutate(op, |s| {
                 if let Some(r) = s.services.get_mut(&name) {
                     r.set_revision_state(from, RevisionState::Superseded, None);
@@ -157,11 +160,13 @@ pub(super) async fn update(inner: &Arc<Inner>, op: Op, spec: ServiceSpec) -> Res
         Ok(())
     })?;
     let old_plan = Arc::new(record.plan());
-    let back = roll(inner, &old_plan, spec.replicas, &record.spec.deployment).await;
+    let back = roll(inner, &old_plan, count.now(), &record.spec.deployment).await;
+    let replicas = count.now();
+    drop(count);
     inner.state.mutate(op, |s| {
         if let Some(r) = s.services.get_mut(&name) {
             r.set_revision_state(number, RevisionState::RolledBack, Some(cause.clone()));
-            r.spec.replicas = spec.replicas;
+            r.spec.replicas = replicas;
             r.rollout = None;
         }
         Ok(())
@@ -180,8 +185,34 @@ pub(super) async fn update(inner: &Arc<Inner>, op: Op, spec: ServiceSpec) -> Res
     ))
 }
 
-/// Rolls the replicas of `plan`'s service to `plan` (see the module doc). `Err` is the
-/// cause of the failure, one sentence.
+/// The replica count of a rolling deployment while it runs (see `Inner::rolling`); the
+/// service has none once this is dropped.
+struct RollingCount<'a> {
+    inner: &'a Inner,
+    name: &'a str,
+}
+
+impl<'a> RollingCount<'a> {
+    fn start(inner: &'a Inner, name: &'a str, replicas: u32) -> Self {
+        super::lock(&inner.rolling).insert(name.to_owned(), replicas);
+        RollingCount { inner, name }
+    }
+
+    /// The count now (`scale_service` may have changed it).
+    fn now(&self) -> u32 {
+        self.inner.rolling_count(self.name).unwrap_or_default()
+    }
+}
+
+impl Drop for RollingCount<'_> {
+    fn drop(&mut self) {
+        super::lock(&self.inner.rolling).remove(self.name);
+    }
+}
+
+/// Rolls the replicas of `plan`'s service to `plan` (see the module doc), to `desired`
+/// replicas or the count `scale_service` set since. `Err` is the cause of the failure, one
+/// sentence.
 async fn roll(
     inner: &Arc<Inner>,
     plan: &Arc<Plan>,
@@ -190,13 +221,6 @@ async fn roll(
 ) -> Result<(), String> {
     let name = plan.spec.name.as_str();
     let target = plan.revision;
-    let (surge, unavailable) = deployment
-        .rolling()
-        .copied()
-        .unwrap_or_default()
-        .bounds(desired);
-    let threshold = circuit_breaker_threshold(desired);
-    let desired_n = desired as usize;
     let mut deadline = Instant::now() + deployment.progress_deadline;
     let mut stopping: JoinSet<()> = JoinSet::new();
     // Failures of replicas of this revision that were replaced (no longer listed).
@@ -204,6 +228,14 @@ async fn roll(
     let mut last_failure: Option<String> = None;
     let mut announced: BTreeSet<String> = BTreeSet::new();
     loop {
+        let desired = inner.rolling_count(name).unwrap_or(desired);
+        let (surge, unavailable) = deployment
+            .rolling()
+            .copied()
+            .unwrap_or_default()
+            .bounds(desired);
+        let threshold = circuit_breaker_threshold(desired);
+        let desired_n = desired as usize;
         while stopping.try_join_next().is_some() {}
         let replicas = inner.replicas(name);
         let (new, old): (Vec<Arc<Replica>>, Vec<Arc<Replica>>) = replicas
