@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import mvi
 
@@ -84,17 +84,17 @@ def main() -> int:
     for t in threads:
         t.start()
     started = time.monotonic()
-    printed = ""
+    printed: Optional[dt.datetime] = None
     peak, stopped_at = 1, None
     try:
         while True:
             time.sleep(0.2)
-            for d in cloud.containers.describe_scaler("web")["decisions"]:
-                if d["at"] > printed:
-                    printed = d["at"]
-                    mark = "scaled" if d["scaled"] else "kept  "
-                    print(f"  {time.monotonic() - started:5.1f}s  {mark}  {d['current']} → {d['desired']} "
-                          f"replicas ({d['limit']}; proposals {d['proposals']})")
+            for d in cloud.containers.describe_scaler("web").decisions:
+                if printed is None or d.at > printed:
+                    printed = d.at
+                    mark = "scaled" if d.scaled else "kept  "
+                    print(f"  {time.monotonic() - started:5.1f}s  {mark}  {d.current} → {d.desired} "
+                          f"replicas ({d.limit}; proposals {d.proposals})")
             replicas = cloud.containers.describe_service("web").spec.replicas
             peak = max(peak, replicas)
             if stopped_at is None and time.monotonic() - started > 12:

@@ -104,8 +104,8 @@ run_task(self, name: str, spec: ContainerSpec, timeout: Union[datetime.timedelta
 put_schedule(self, spec: ScheduleSpec) -> None
 delete_schedule(self, name: str) -> None
 list_schedules(self) -> List[ScheduleSpec]
-put_scaler(self, spec: Dict[str, Any]) -> Dict[str, Any]
-describe_scaler(self, service: str) -> Dict[str, Any]
+put_scaler(self, spec: Dict[str, Any]) -> ScalerInfo
+describe_scaler(self, service: str) -> ScalerInfo
 delete_scaler(self, service: str) -> None
 """,
     "LoadBalancers": """

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mvi_core::autoscale::{ScalerInfo, ScalerSpec};
+use mvi_core::autoscale::ScalerSpec;
 use mvi_core::blob::Blob as BlobTrait;
 use mvi_core::blob::{ByteRange, CompletedPart, GetObject, ListObjects, PutMode, PutObject};
 use mvi_core::common::BoxStream;
@@ -34,12 +34,6 @@ use tokio::sync::Mutex;
 
 use crate::conv::{self, Rec, With, bytes_of, dict, from_py, item_of, json_to_py, rec, value};
 use crate::rt::{block, spawn};
-
-/// A serializable result as plain Python (dicts, lists, strings, numbers).
-fn json_out<T: serde::Serialize>(py: Python<'_>, v: T) -> PyResult<Py<PyAny>> {
-    let json = serde_json::to_value(v).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok(json_to_py(py, &json)?.unbind())
-}
 
 /// Declares the blocking and the asyncio class of one service from one list of methods.
 /// Each method body runs with the GIL held (argument conversion) and evaluates to a future
@@ -960,14 +954,14 @@ service! {
     }
     /// Hands a scaler to the backend (a dict: `service`, `min`, `max`, `metrics`, and
     /// optionally `behavior`, `schedules`, `period`, `tolerance`; see docs/autoscaling.md);
-    /// returns its state as a dict (`spec`, `min`, `max`, `last`, `decisions`).
+    /// returns its state, a `ScalerInfo`.
     fn put_scaler(py, spec: &Bound<'_, PyAny>) {
         let spec: ScalerSpec = from_py(spec, "spec", Some(ScalerSpec::new("", 1, 1)))?;
-        async move { svc.put_scaler(spec).await.map(|i| With(i, json_out::<ScalerInfo>)) }
+        async move { svc.put_scaler(spec).await.map(rec("ScalerInfo")) }
     }
-    /// The service's scaler: its spec, the bounds in force, its last decisions (a dict).
+    /// The service's scaler: its spec, the bounds in force, its last decisions.
     fn describe_scaler(py, service: String) {
-        async move { svc.describe_scaler(&service).await.map(|i| With(i, json_out::<ScalerInfo>)) }
+        async move { svc.describe_scaler(&service).await.map(rec("ScalerInfo")) }
     }
     /// Removes the service's scaler.
     fn delete_scaler(py, service: String) {

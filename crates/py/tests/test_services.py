@@ -198,6 +198,27 @@ def test_images_containers_lb(cloud):
         except Exception:
             time.sleep(0.2)
     assert body is not None, "no answer through the load balancer"
+    # A scaler the backend runs: typed records, durations as timedeltas, the spec put again.
+    spec = {"service": "web", "min": 1, "max": 3,
+            "metrics": [{"cpu": {"target": 70}}], "period": dt.timedelta(seconds=1)}
+    scaler = cloud.containers.put_scaler(spec)
+    assert isinstance(scaler, mvi.ScalerInfo) and (scaler.min, scaler.max) == (1, 3)
+    assert scaler.spec["period"] == dt.timedelta(seconds=1)
+    assert scaler.spec["behavior"]["scale_down"]["stabilization"] == dt.timedelta(seconds=300)
+    deadline = time.time() + 30
+    while not cloud.containers.describe_scaler("web").decisions:
+        assert time.time() < deadline, "the scaler never evaluated"
+        time.sleep(0.05)
+    d = cloud.containers.describe_scaler("web").decisions[0]
+    assert isinstance(d, mvi.ScalingDecision) and isinstance(d.at, dt.datetime)
+    assert d.service == "web" and d.current == 1 and isinstance(d.limit, str)
+    changed = dict(scaler.spec, max=4)
+    assert cloud.containers.put_scaler(changed).spec == changed
+    with pytest.raises(mvi.InvalidArgument, match="min 5 is above max 4"):
+        cloud.containers.put_scaler(dict(changed, min=5))
+    cloud.containers.delete_scaler("web")
+    with pytest.raises(mvi.NotFound):
+        cloud.containers.describe_scaler("web")
     cloud.containers.delete_service("web")
     lbs.delete_load_balancer("front")
     lbs.delete_target_group("web")

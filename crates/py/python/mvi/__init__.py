@@ -102,7 +102,7 @@ __all__ = [
     'MetricId', 'Datum', 'Datapoint', 'AlarmSpec', 'Alarm', 'AlarmTransition', 'Repository',
     'ImageConfig', 'Descriptor', 'Manifest', 'ImageInfo', 'HealthCheck', 'SecretRef',
     'ContainerSpec', 'ServiceSpec', 'ContainerInstance', 'ServiceInfo', 'TaskResult',
-    'ScheduleSpec', 'TargetGroupSpec', 'ListenerSpec', 'LoadBalancerSpec',
+    'ScheduleSpec', 'ScalingDecision', 'ScalerInfo', 'TargetGroupSpec', 'ListenerSpec', 'LoadBalancerSpec',
     'LoadBalancerInfo', 'TargetStatus', 'DatabaseSpec', 'DatabaseInfo', 'Credentials',
     'SnapshotInfo', 'VmSpec', 'VmInfo', 'VpcInfo', 'SubnetInfo', 'Rule',
     'SecurityGroupInfo', 'PropDiff', 'Step', 'Drift', 'Plan', 'Report', 'Event',

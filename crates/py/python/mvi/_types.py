@@ -26,7 +26,7 @@ __all__ = [
     "MetricId", "Datum", "Datapoint", "AlarmSpec", "Alarm", "AlarmTransition",
     "Repository", "ImageConfig", "Descriptor", "Manifest", "ImageInfo",
     "HealthCheck", "SecretRef", "ContainerSpec", "ServiceSpec", "ContainerInstance",
-    "ServiceInfo", "TaskResult", "ScheduleSpec", "Count", "Rolling", "TrafficStep", "Analysis",
+    "ServiceInfo", "TaskResult", "ScheduleSpec", "ScalingDecision", "ScalerInfo", "Count", "Rolling", "TrafficStep", "Analysis",
     "BlueGreen", "Canary", "Deployment", "ListenerForward", "Rollout", "RevisionSet",
     "ServiceEvent", "Revision",
     "TargetGroupSpec", "ListenerSpec", "LoadBalancerSpec", "LoadBalancerInfo", "TargetStatus",
@@ -561,6 +561,53 @@ class ScheduleSpec:
     name: str
     cron: str
     container: ContainerSpec
+
+
+def _durations(v: Any) -> Any:
+    """A JSON value with every ``{"secs", "nanos"}`` (a Rust ``Duration``) as a timedelta."""
+    if isinstance(v, dict):
+        if set(v) == {"secs", "nanos"}:
+            return _dt.timedelta(seconds=v["secs"], microseconds=v["nanos"] // 1000)
+        return {k: _durations(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_durations(x) for x in v]
+    return v
+
+
+@dataclass(**_kw)
+class ScalingDecision:
+    """One evaluation of a scaler: the replicas before (``current``), each metric's proposal
+    (``None`` without data), the count set or kept (``desired``), why (``limit``, such as
+    ``"desired_within_range"`` or ``"scale_down_stabilized"``), the bounds in force, whether
+    it scaled, and why it held back (``held``)."""
+
+    at: _dt.datetime
+    service: str
+    current: int
+    proposals: List[Optional[int]]
+    desired: int
+    limit: str
+    min: int
+    max: int
+    scaled: bool
+    held: Optional[str] = None
+
+
+@dataclass(**_kw)
+class ScalerInfo:
+    """A scaler as the backend runs it: ``spec`` (the dict ``put_scaler`` takes, durations as
+    timedeltas, so it can be changed and put again), the bounds in force, when it last
+    evaluated and its last decisions, oldest first (none on AWS: see docs/autoscaling.md)."""
+
+    spec: Dict[str, Any]
+    min: int
+    max: int
+    last: Optional[_dt.datetime] = None
+    decisions: List[ScalingDecision] = field(default_factory=list)
+
+    @staticmethod
+    def _from_rust(data: Dict[str, Any]) -> Dict[str, Any]:
+        return {**data, "spec": _durations(data.get("spec"))}
 
 
 # ---------------------------------------------------------------- Load Balancer
