@@ -3,6 +3,7 @@
 
 pub mod load;
 pub mod repo;
+pub mod sql;
 
 use std::time::Duration;
 

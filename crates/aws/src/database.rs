@@ -242,6 +242,10 @@ impl RdsDatabases {
                 .instance_create_time()
                 .and_then(timestamp)
                 .unwrap_or_else(chrono::Utc::now),
+            zone: inst.availability_zone().map(str::to_owned),
+            standby_zone: inst.secondary_availability_zone().map(str::to_owned),
+            // RDS keeps its events apart (DescribeEvents).
+            events: Vec::new(),
         })
     }
 
@@ -934,6 +938,25 @@ impl Databases for RdsDatabases {
             ));
         }
         self.launch(o, &spec, Some(snapshot)).await
+    }
+
+    async fn reboot_database(&self, name: &str, force_failover: bool) -> Result<DatabaseInfo> {
+        let o = op("reboot_database");
+        let inst = self.instance(o, name).await?;
+        if force_failover && inst.multi_az() != Some(true) {
+            return Err(o.precondition(
+                name,
+                "only a multi-AZ database can fail over: it has no standby",
+            ));
+        }
+        let mut reboot = self.rds.reboot_db_instance().db_instance_identifier(name);
+        // RDS refuses ForceFailover on a single-AZ instance, even false.
+        if force_failover {
+            reboot = reboot.force_failover(true);
+        }
+        reboot.send().await.map_err(|e| map(o, name, e))?;
+        let inst = self.wait_instance(o, name, Want::Available).await?;
+        self.info(o, &inst).await
     }
 
     async fn delete_snapshot(&self, snapshot: &str) -> Result<()> {

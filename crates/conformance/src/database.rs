@@ -24,6 +24,9 @@ macro_rules! database_cases {
             database_duplicate_already_exists => $crate::database::duplicate_already_exists;
             database_concurrent_creates_one_wins => $crate::database::concurrent_creates_one_wins;
             database_unknown_not_found => $crate::database::unknown_not_found;
+            database_reboot_keeps_the_endpoint => $crate::database::reboot_keeps_the_endpoint;
+            database_multi_az_failover_keeps_data => $crate::database::multi_az_failover_keeps_data [RealDatabase];
+            database_multi_az_reboot_with_failover => $crate::database::multi_az_reboot_with_failover;
             database_credentials_redacted_and_work => $crate::database::credentials_redacted_and_work [RealDatabase];
             database_snapshot_restore_keeps_data => $crate::database::snapshot_restore_keeps_data [RealDatabase];
             database_snapshot_list_delete => $crate::database::snapshot_list_delete;
@@ -266,6 +269,7 @@ pub async fn unknown_not_found(ctx: &mut Ctx) -> Outcome {
     expect_err!(db.describe_database(&name).await, NotFound);
     expect_err!(db.credentials(&name).await, NotFound);
     expect_err!(db.delete_database(&name).await, NotFound);
+    expect_err!(db.reboot_database(&name, false).await, NotFound);
     expect_err!(db.create_snapshot(&name, &ctx.name("snap")).await, NotFound);
     expect_err!(db.delete_snapshot(&ctx.name("nosnap")).await, NotFound);
     expect_err!(
@@ -282,6 +286,80 @@ pub async fn unknown_not_found(ctx: &mut Ctx) -> Outcome {
         "snapshots of an unknown database: {snaps:?}"
     );
     Ok(())
+}
+
+/// A reboot returns an available instance at the same endpoint; failing over a single-AZ
+/// instance is refused (it has no standby).
+pub async fn reboot_keeps_the_endpoint(ctx: &mut Ctx) -> Outcome {
+    let db = databases(ctx)?;
+    let mut guard = Cleanup::new(&db);
+    let name = ctx.name("reboot");
+    guard.databases.push(name.clone());
+    let info = db.create_database(DatabaseSpec::postgres(&name)).await?;
+    let rebooted = db.reboot_database(&name, false).await?;
+    ensure!(
+        rebooted.state == DatabaseState::Available,
+        "state after a reboot {:?}",
+        rebooted.state
+    );
+    ensure!(
+        rebooted.endpoint == info.endpoint,
+        "endpoint {} after a reboot, {} before",
+        rebooted.endpoint,
+        info.endpoint
+    );
+    let e = expect_err!(db.reboot_database(&name, true).await, PreconditionFailed);
+    ensure!(
+        e.to_string().contains("multi-AZ"),
+        "the refusal does not say why: {e}"
+    );
+    guard.finish().await
+}
+
+/// A multi-AZ instance fails over on a reboot with failover: it is available again at the
+/// same endpoint, with its standby in another zone where the backend says.
+pub async fn multi_az_reboot_with_failover(ctx: &mut Ctx) -> Outcome {
+    let db = databases(ctx)?;
+    let mut guard = Cleanup::new(&db);
+    let name = ctx.name("maz");
+    guard.databases.push(name.clone());
+    let mut spec = DatabaseSpec::postgres(&name);
+    spec.multi_az = true;
+    let info = db.create_database(spec).await?;
+    ensure!(info.spec.multi_az, "not multi-AZ: {info:?}");
+    if let (Some(a), Some(b)) = (&info.zone, &info.standby_zone) {
+        ensure!(a != b, "the standby is in the primary's zone {a}");
+    }
+    let after = db.reboot_database(&name, true).await?;
+    ensure!(
+        after.state == DatabaseState::Available && after.endpoint == info.endpoint,
+        "after the failover: {after:?}, before: {info:?}"
+    );
+    guard.finish().await
+}
+
+/// Rows committed before a failover are there after it, through the same credentials.
+pub async fn multi_az_failover_keeps_data(ctx: &mut Ctx) -> Outcome {
+    let db = databases(ctx)?;
+    let mut guard = Cleanup::new(&db);
+    let name = ctx.name("mazdata");
+    guard.databases.push(name.clone());
+    let mut spec = DatabaseSpec::postgres(&name);
+    spec.multi_az = true;
+    let info = db.create_database(spec).await?;
+    let creds = db.credentials(&name).await?;
+    psql(&creds, "create table t (x int); insert into t values (42)").await?;
+    let after = db.reboot_database(&name, true).await?;
+    ensure!(
+        after.zone.is_none() || after.zone == info.standby_zone,
+        "the primary is in {:?}, the standby was in {:?}",
+        after.zone,
+        info.standby_zone
+    );
+    psql(&creds, "insert into t values (7)").await?;
+    let rows = psql(&creds, "select string_agg(x::text, ',' order by x) from t").await?;
+    ensure!(rows == "7,42", "rows after the failover: {rows}");
+    guard.finish().await
 }
 
 /// Credentials connect (the password works) and never show the password in Debug/Display.

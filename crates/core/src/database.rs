@@ -23,7 +23,8 @@ pub struct DatabaseSpec {
     pub size: String,
     /// Storage, GiB.
     pub storage_gib: u32,
-    /// Standby in a second zone.
+    /// A synchronous standby in a second zone, promoted when the primary's zone fails (or on
+    /// `reboot_database(.., force_failover)`), behind an endpoint that does not change.
     pub multi_az: bool,
     /// Days automated backups are kept (0 disables them).
     pub backup_retention_days: u32,
@@ -103,6 +104,29 @@ pub struct DatabaseInfo {
     pub endpoint: String,
     /// When it was created.
     pub created: Timestamp,
+    /// The zone of the primary, where the backend says.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The zone of the standby of a multi-AZ instance, when it has one (none while a new
+    /// standby is being built after a failover).
+    #[serde(default)]
+    pub standby_zone: Option<String>,
+    /// What happened to it (failovers, standbys built, reboots), oldest first; at most
+    /// [`MAX_EVENTS`].
+    #[serde(default)]
+    pub events: Vec<DatabaseEvent>,
+}
+
+/// The most events a [`DatabaseInfo`] keeps.
+pub const MAX_EVENTS: usize = 50;
+
+/// Something that happened to a database instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseEvent {
+    /// When.
+    pub at: Timestamp,
+    /// What, one sentence.
+    pub message: String,
 }
 
 /// A snapshot.
@@ -131,6 +155,10 @@ pub trait Databases: fmt::Debug + Send + Sync + 'static {
     async fn credentials(&self, name: &str) -> Result<Credentials>;
     /// Deletes an instance (and, unless kept, its data).
     async fn delete_database(&self, name: &str) -> Result<()>;
+    /// Reboots an instance, as RDS's RebootDBInstance: the server restarts; with
+    /// `force_failover` (multi-AZ instances only) the standby is promoted instead and the
+    /// endpoint moves to it, with no acknowledged commit lost. Returns once it is available.
+    async fn reboot_database(&self, name: &str, force_failover: bool) -> Result<DatabaseInfo>;
 
     /// Snapshots an instance.
     async fn create_snapshot(&self, database: &str, snapshot: &str) -> Result<SnapshotInfo>;

@@ -231,6 +231,7 @@ mod database {
         fn list_databases() -> Result<Vec<DatabaseInfo>>;
         fn credentials(name: &str) -> Result<Credentials>;
         fn delete_database(name: &str) -> Result<()>;
+        fn reboot_database(name: &str, force_failover: bool) -> Result<DatabaseInfo>;
         fn create_snapshot(database: &str, snapshot: &str) -> Result<SnapshotInfo>;
         fn list_snapshots(database: Option<&str>) -> Result<Vec<SnapshotInfo>>;
         fn restore_snapshot(snapshot: &str, spec: DatabaseSpec) -> Result<DatabaseInfo>;

@@ -44,9 +44,11 @@
 //! the server runs, compact, and restorable into any instance of the same major version. A
 //! restore creates a new instance and runs `pg_restore` into it.
 
+mod multi_az;
 mod postgres;
+mod relay;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,13 +57,17 @@ use mvi_core::crypto::{CreateKey, Crypto, EncryptionContext};
 use mvi_core::database::{
     Credentials, DatabaseInfo, DatabaseSpec, DatabaseState, Databases, SnapshotInfo, validate_name,
 };
+use mvi_core::log::Logs;
+use mvi_core::metric::Metrics;
 use mvi_core::{Error, ErrorKind, Op, Result, SecretString, Service};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::storage::{Ctx, JsonState, io_error};
+use multi_az::{Server, lock};
 use postgres::{Install, RunAs, SUPERUSER};
+use relay::Relay;
 
 const STATE_FILE: &str = "state.json";
 /// The Crypto key that encrypts every instance's password.
@@ -85,6 +91,18 @@ struct Instance {
     pid: Option<i32>,
     /// The password, encrypted under [`KEY_ALIAS`], hex.
     password: String,
+    /// The primary's zone.
+    #[serde(default)]
+    zone: String,
+    /// A multi-AZ instance's standby (none while a new one is built).
+    #[serde(default)]
+    standby: Option<Server>,
+    /// A multi-AZ instance's endpoint: the port of its relay.
+    #[serde(default)]
+    relay_port: Option<u16>,
+    /// Stopped because its zone failed: started again when the zone is back.
+    #[serde(default)]
+    zone_down: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +143,17 @@ pub struct LocalDatabases {
     temp: Option<tempfile::TempDir>,
     template: tokio::sync::OnceCell<PathBuf>,
     key: tokio::sync::OnceCell<()>,
+    /// Where failovers and other events are logged and graphed.
+    logs: Option<Arc<dyn Logs>>,
+    metrics: Option<Arc<dyn Metrics>>,
+    /// The endpoints of multi-AZ instances, by name.
+    relays: std::sync::Mutex<BTreeMap<String, Relay>>,
+    /// Serialises failovers, standby builds and reboots.
+    failover: tokio::sync::Mutex<()>,
+    /// The zones failed now, from the VM service (none until [`LocalDatabases::attach`]).
+    zones: std::sync::OnceLock<tokio::sync::watch::Receiver<BTreeSet<String>>>,
+    /// This service, for the tasks it starts (set by [`LocalDatabases::attach`]).
+    me: std::sync::OnceLock<std::sync::Weak<LocalDatabases>>,
 }
 
 /// What a new server needs recorded.
@@ -189,9 +218,46 @@ impl LocalDatabases {
             temp,
             template: tokio::sync::OnceCell::new(),
             key: tokio::sync::OnceCell::new(),
+            logs: None,
+            metrics: None,
+            relays: std::sync::Mutex::default(),
+            failover: tokio::sync::Mutex::new(()),
+            zones: std::sync::OnceLock::new(),
+            me: std::sync::OnceLock::new(),
         };
         svc.recover().await?;
         Ok(svc)
+    }
+
+    /// Logs events to `logs` and graphs failovers in `metrics`.
+    pub fn with_telemetry(mut self, logs: Arc<dyn Logs>, metrics: Arc<dyn Metrics>) -> Self {
+        self.logs = Some(logs);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Follows the zones that fail and come back (the VM service's `fail_zone` and
+    /// `restore_zone`): multi-AZ instances fail over, standbys are replaced, single-AZ
+    /// instances stop and start again (see `database/multi_az.rs`).
+    pub fn attach(self: &Arc<Self>, mut zones: tokio::sync::watch::Receiver<BTreeSet<String>>) {
+        let _ = self.me.set(Arc::downgrade(self));
+        zones.mark_changed();
+        let _ = self.zones.set(zones.clone());
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while zones.changed().await.is_ok() {
+                let Some(me) = weak.upgrade() else { return };
+                me.settle_zones().await;
+            }
+        });
+    }
+
+    /// The zones failed now.
+    fn failed_zones(&self) -> BTreeSet<String> {
+        self.zones
+            .get()
+            .map(|z| z.borrow().clone())
+            .unwrap_or_default()
     }
 
     /// Stops every server (fast shutdown: sessions are cut, committed data is kept). Their
@@ -203,7 +269,9 @@ impl LocalDatabases {
             .lock()
             .databases
             .values()
-            .map(|i| i.dir.clone())
+            .flat_map(|i| {
+                std::iter::once(i.dir.clone()).chain(i.standby.iter().map(|s| s.dir.clone()))
+            })
             .collect();
         for dir in dirs {
             stop(op("shutdown"), pg, &dir, "fast").await?;
@@ -246,18 +314,18 @@ impl LocalDatabases {
                 }
                 DatabaseState::Available | DatabaseState::Stopped => {
                     let data = inst.dir.join("data");
-                    if let Some((pid, port)) = postgres::running_postmaster(&data)
-                        && port == inst.port
-                        && postgres::is_ready(&pg.install, port).await
-                    {
-                        self.record_running(o, &name, port, Some(pid))?;
-                        continue;
-                    }
-                    match start(o, pg, &name, &inst.dir).await {
-                        Ok(port) => {
-                            let pid = postgres::running_postmaster(&data).map(|p| p.0);
-                            self.record_running(o, &name, port, pid)?;
+                    let running = match postgres::running_postmaster(&data) {
+                        Some((pid, port))
+                            if port == inst.port && postgres::is_ready(&pg.install, port).await =>
+                        {
+                            Ok((port, Some(pid)))
                         }
+                        _ => start(o, pg, &name, &inst.dir, Some(inst.port))
+                            .await
+                            .map(|port| (port, postgres::running_postmaster(&data).map(|p| p.0))),
+                    };
+                    match running {
+                        Ok((port, pid)) => self.record_running(o, &name, port, pid)?,
                         Err(e) => {
                             tracing::warn!(database = %name, error = %e, "cannot restart the database server");
                             self.state.mutate(o, |s| {
@@ -267,6 +335,9 @@ impl LocalDatabases {
                                 Ok(())
                             })?;
                         }
+                    }
+                    if inst.info.spec.multi_az {
+                        self.recover_multi_az(o, pg, &name).await;
                     }
                 }
             }
@@ -290,12 +361,83 @@ impl LocalDatabases {
         Ok(())
     }
 
+    /// A multi-AZ instance after a restart: its endpoint listens again on its port, its
+    /// standby runs and streams from the primary. A primary that did not start fails over to
+    /// the standby; a missing standby is built again once zones are known (`attach`).
+    async fn recover_multi_az(&self, o: Op, pg: &Pg, name: &str) {
+        let Ok(inst) = self.instance(o, name) else {
+            return;
+        };
+        let target = if inst.info.state == DatabaseState::Available {
+            inst.port
+        } else {
+            0
+        };
+        match Relay::start(inst.relay_port.unwrap_or(0), target).await {
+            Ok(relay) => {
+                let port = relay.port();
+                lock(&self.relays).insert(name.to_string(), relay);
+                let moved = self.state.mutate(o, |s| {
+                    if let Some(i) = s.databases.get_mut(name) {
+                        i.relay_port = Some(port);
+                        i.info.endpoint = format!("127.0.0.1:{port}");
+                    }
+                    Ok(())
+                });
+                if let Err(e) = moved {
+                    tracing::warn!(database = name, error = %e, "endpoint not recorded");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(database = name, error = %e, "no endpoint for the database");
+            }
+        }
+        let Some(sb) = inst.standby.clone() else {
+            return;
+        };
+        let data = sb.dir.join("data");
+        let standby = match postgres::running_postmaster(&data) {
+            Some((_, port)) if port == sb.port => Ok(port),
+            _ => start(o, pg, name, &sb.dir, Some(sb.port)).await,
+        };
+        let settled = async {
+            let port = standby?;
+            self.state.mutate(o, |s| {
+                if let Some(i) = s.databases.get_mut(name)
+                    && let Some(sb) = i.standby.as_mut()
+                {
+                    sb.port = port;
+                    sb.pid = postgres::running_postmaster(&data).map(|p| p.0);
+                }
+                Ok(())
+            })?;
+            if inst.info.state == DatabaseState::Available {
+                self.point_standby(o, pg, name, &sb.dir, port, &inst.dir, inst.port)
+                    .await
+            } else {
+                self.fail_over(o, pg, name, "the primary did not start again")
+                    .await?;
+                self.set_state(o, name, DatabaseState::Available, false)
+            }
+        };
+        if let Err(e) = settled.await {
+            tracing::warn!(database = name, error = %e, "the standby did not come back");
+            self.note(
+                name,
+                format!("the standby did not come back: {}", e.message()),
+            )
+            .await;
+        }
+    }
+
     fn record_running(&self, o: Op, name: &str, port: u16, pid: Option<i32>) -> Result<()> {
         self.state.mutate(o, |s| {
             if let Some(i) = s.databases.get_mut(name) {
                 i.port = port;
                 i.pid = pid;
-                i.info.endpoint = format!("127.0.0.1:{port}");
+                if i.relay_port.is_none() {
+                    i.info.endpoint = format!("127.0.0.1:{port}");
+                }
                 i.info.state = DatabaseState::Available;
             }
             Ok(())
@@ -340,11 +482,35 @@ impl LocalDatabases {
         let pg = self.check_spec(o, &spec)?;
         let name = spec.name.clone();
         let dir = self.clusters.join(&name);
+        let zones = self.available_zones();
+        let zone = match (zones.len(), spec.multi_az) {
+            (0, _) => {
+                return Err(o.err(
+                    ErrorKind::Unavailable,
+                    &name,
+                    "every zone has failed: no database can start",
+                ));
+            }
+            (1, true) => {
+                return Err(o.err(
+                    ErrorKind::Unavailable,
+                    &name,
+                    format!(
+                        "a multi-AZ database needs two available zones; only {} is",
+                        zones[0]
+                    ),
+                ));
+            }
+            _ => zones[0].clone(),
+        };
         let info = DatabaseInfo {
             spec,
             state: DatabaseState::Creating,
             endpoint: String::new(),
             created: self.ctx_now(),
+            zone: Some(zone.clone()),
+            standby_zone: None,
+            events: Vec::new(),
         };
         self.state.mutate(o, |s| {
             if s.databases.contains_key(&name) {
@@ -358,26 +524,68 @@ impl LocalDatabases {
                     dir: dir.clone(),
                     pid: None,
                     password: String::new(),
+                    zone: zone.clone(),
+                    standby: None,
+                    relay_port: None,
+                    zone_down: false,
                 },
             );
             Ok(())
         })?;
-        match self.provision(o, pg, &name, &dir, dump.as_deref()).await {
-            Ok(p) => self.state.mutate(o, |s| {
+        let made = async {
+            let p = self.provision(o, pg, &name, &dir, dump.as_deref()).await?;
+            let relay = if info.spec.multi_az {
+                let relay = Relay::start(0, p.port).await.map_err(|e| {
+                    o.err(ErrorKind::Unavailable, &name, format!("no endpoint: {e}"))
+                })?;
+                Some(relay)
+            } else {
+                None
+            };
+            self.state.mutate(o, |s| {
                 let i = s
                     .databases
                     .get_mut(&name)
                     .ok_or_else(|| o.not_found(&name, "the database vanished while created"))?;
                 i.port = p.port;
                 i.pid = p.pid;
-                i.password = p.password;
-                i.info.endpoint = format!("127.0.0.1:{}", p.port);
+                i.password = p.password.clone();
+                i.relay_port = relay.as_ref().map(Relay::port);
+                i.info.endpoint =
+                    format!("127.0.0.1:{}", relay.as_ref().map_or(p.port, Relay::port));
+                Ok(())
+            })?;
+            if let Some(relay) = relay {
+                lock(&self.relays).insert(name.clone(), relay);
+                let _lock = self.failover.lock().await;
+                let standby = zones[1].clone();
+                self.build_standby(o, pg, &name, &standby).await?;
+            }
+            self.state.mutate(o, |s| {
+                let i = s
+                    .databases
+                    .get_mut(&name)
+                    .ok_or_else(|| o.not_found(&name, "the database vanished while created"))?;
                 i.info.state = DatabaseState::Available;
                 Ok(i.info.clone())
-            }),
+            })
+        };
+        match made.await {
+            Ok(info) => Ok(info),
             Err(e) => {
+                lock(&self.relays).remove(&name);
                 stop(o, pg, &dir, "immediate").await.ok();
                 remove_dir(o, &dir).ok();
+                let standby = self
+                    .state
+                    .lock()
+                    .databases
+                    .get(&name)
+                    .and_then(|i| i.standby.clone());
+                if let Some(sb) = standby {
+                    stop(o, pg, &sb.dir, "immediate").await.ok();
+                    remove_dir(o, &sb.dir).ok();
+                }
                 self.state
                     .mutate(o, |s| {
                         s.databases.remove(&name);
@@ -414,9 +622,11 @@ impl LocalDatabases {
         std::fs::write(
             &hba,
             format!(
-                "# Written by mvi: the superuser only over the private socket, everyone else\n\
-                 # with a password over TCP on the loopback address.\n\
+                "# Written by mvi: the superuser only over the private socket (a standby\n\
+                 # streams that way too), everyone else with a password over TCP on the\n\
+                 # loopback address.\n\
                  local all {SUPERUSER} trust\n\
+                 local replication {SUPERUSER} trust\n\
                  host all all 127.0.0.1/32 scram-sha-256\n"
             ),
         )
@@ -436,7 +646,7 @@ impl LocalDatabases {
             .encrypt(KEY_ALIAS, password.as_bytes(), &context(name))
             .await?;
 
-        let port = start(o, pg, name, dir).await?;
+        let port = start(o, pg, name, dir, None).await?;
         let socket = socket_dir(&data)
             .ok_or_else(|| postgres::failed(o, name, "the server wrote no socket folder".into()))?;
         let sql = Zeroizing::new(format!(
@@ -604,7 +814,9 @@ impl Drop for LocalDatabases {
             .lock()
             .databases
             .values()
-            .map(|i| i.dir.clone())
+            .flat_map(|i| {
+                std::iter::once(i.dir.clone()).chain(i.standby.iter().map(|s| s.dir.clone()))
+            })
             .collect();
         for dir in dirs {
             stop_now(pg, &dir);
@@ -627,8 +839,10 @@ pub fn purge(root: &Path) {
         return;
     };
     for inst in state.databases.values() {
-        stop_now(&pg, &inst.dir);
-        std::fs::remove_dir_all(&inst.dir).ok();
+        for dir in std::iter::once(&inst.dir).chain(inst.standby.iter().map(|s| &s.dir)) {
+            stop_now(&pg, dir);
+            std::fs::remove_dir_all(dir).ok();
+        }
     }
     if let Some(outside) = state.clusters {
         std::fs::remove_dir_all(outside).ok();
@@ -677,14 +891,18 @@ async fn stop(o: Op, pg: &Pg, dir: &Path, mode: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts the server of the cluster in `dir` on a free loopback port with a fresh private
-/// socket folder; returns the port. Retries with another port if it was taken meanwhile.
-async fn start(o: Op, pg: &Pg, name: &str, dir: &Path) -> Result<u16> {
+/// Starts the server of the cluster in `dir` on `prefer` (its port before, so its address
+/// stays), else a free loopback port, with a fresh private socket folder; returns the port.
+/// Retries with another port if it was taken meanwhile.
+async fn start(o: Op, pg: &Pg, name: &str, dir: &Path, prefer: Option<u16>) -> Result<u16> {
     let data = dir.join("data");
     let log = dir.join("postgres.log");
     let mut last = String::new();
-    for _ in 0..START_ATTEMPTS {
-        let port = postgres::free_port(o)?;
+    for attempt in 0..START_ATTEMPTS {
+        let port = match prefer {
+            Some(p) if attempt == 0 && p != 0 => p,
+            _ => postgres::free_port(o)?,
+        };
         let socket = tempfile::Builder::new()
             .prefix("mvi-pgs-")
             .tempdir()
@@ -813,7 +1031,7 @@ impl Databases for LocalDatabases {
             .map_err(|_| o.internal(name, "stored password is not text"))?;
         Ok(Credentials {
             host: "127.0.0.1".into(),
-            port: inst.port,
+            port: inst.relay_port.unwrap_or(inst.port),
             user: APP.into(),
             password: SecretString::new(password),
             database: APP.into(),
@@ -823,7 +1041,7 @@ impl Databases for LocalDatabases {
     async fn delete_database(&self, name: &str) -> Result<()> {
         let o = op("delete_database");
         let pg = self.pg(o)?;
-        let inst = self.state.mutate(o, |s| {
+        self.state.mutate(o, |s| {
             let i = s
                 .databases
                 .get_mut(name)
@@ -835,14 +1053,25 @@ impl Databases for LocalDatabases {
                 return Err(o.precondition(name, format!("the database is {:?}", i.info.state)));
             }
             i.info.state = DatabaseState::Deleting;
-            Ok(i.clone())
+            Ok(())
         })?;
+        let _lock = self.failover.lock().await;
+        let inst = self.instance(o, name)?;
+        lock(&self.relays).remove(name);
+        if let Some(sb) = &inst.standby {
+            stop(o, pg, &sb.dir, "immediate").await?;
+            remove_dir(o, &sb.dir)?;
+        }
         stop(o, pg, &inst.dir, "fast").await?;
         remove_dir(o, &inst.dir)?;
         self.state.mutate(o, |s| {
             s.databases.remove(name);
             Ok(())
         })
+    }
+
+    async fn reboot_database(&self, name: &str, force_failover: bool) -> Result<DatabaseInfo> {
+        self.reboot(name, force_failover).await
     }
 
     async fn create_snapshot(&self, database: &str, snapshot: &str) -> Result<SnapshotInfo> {

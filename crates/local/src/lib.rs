@@ -184,8 +184,11 @@ impl LocalCloudBuilder {
             .await?,
         );
         let databases = Arc::new(
-            database::LocalDatabases::open(ctx(Service::Database)?, crypto.clone()).await?,
+            database::LocalDatabases::open(ctx(Service::Database)?, crypto.clone())
+                .await?
+                .with_telemetry(logs.clone(), metrics.clone()),
         );
+        databases.attach(vms.watch_failed_zones());
         let cloud = Cloud::new("local")
             .with_blob(Arc::new(blob::LocalBlob::open(ctx(Service::Blob)?).await?))
             .with_kv(Arc::new(kv::LocalKv::open(ctx(Service::Kv)?).await?))

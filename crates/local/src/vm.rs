@@ -7,7 +7,9 @@
 //!
 //! Faults are injected here ([`LocalVms::crash_instance`], [`LocalVms::fail_zone`]): a crashed
 //! VM, or every VM of a failed zone, goes to `Stopped`, and every subscriber
-//! ([`LocalVms::subscribe`]) hears of it, which is how the containers placed on it die.
+//! ([`LocalVms::subscribe`]) hears of it, which is how the containers placed on it die. The
+//! database service follows the failed zones ([`LocalVms::watch_failed_zones`]): its servers
+//! in a failed zone go down with it.
 //!
 //! State is one small JSON document rewritten atomically after every change.
 
@@ -67,6 +69,8 @@ pub struct LocalVms {
     networks: Arc<LocalNetworks>,
     state: JsonState<State>,
     events: broadcast::Sender<VmEvent>,
+    /// The zones failed now (the database service follows it).
+    failed_zones: tokio::sync::watch::Sender<BTreeSet<String>>,
 }
 
 fn op(name: &'static str) -> Op {
@@ -76,12 +80,20 @@ fn op(name: &'static str) -> Op {
 impl LocalVms {
     /// Opens the service's state; subnets and groups are checked against `networks`.
     pub async fn open(ctx: Ctx, networks: Arc<LocalNetworks>) -> Result<Self> {
+        let state: JsonState<State> = JsonState::open(&ctx, op("open"), STATE_FILE)?;
+        let failed = state.lock().failed_zones.clone();
         Ok(LocalVms {
-            state: JsonState::open(&ctx, op("open"), STATE_FILE)?,
+            state,
             ctx,
             networks,
             events: broadcast::channel(1024).0,
+            failed_zones: tokio::sync::watch::channel(failed).0,
         })
+    }
+
+    /// The zones failed now, and each change from now on.
+    pub fn watch_failed_zones(&self) -> tokio::sync::watch::Receiver<BTreeSet<String>> {
+        self.failed_zones.subscribe()
     }
 
     /// The VPC service VMs are checked against.
@@ -124,6 +136,9 @@ impl LocalVms {
             Ok((events, crashed))
         })?;
         self.publish(events);
+        self.failed_zones.send_modify(|z| {
+            z.insert(zone.to_string());
+        });
         Ok(crashed)
     }
 
@@ -132,7 +147,11 @@ impl LocalVms {
         self.mutate(op("restore_zone"), |s| {
             s.failed_zones.remove(zone);
             Ok(())
-        })
+        })?;
+        self.failed_zones.send_modify(|z| {
+            z.remove(zone);
+        });
+        Ok(())
     }
 
     /// Whether the cloud has VMs at all (in any state but terminated): with none, replicas

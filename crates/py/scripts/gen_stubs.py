@@ -126,6 +126,7 @@ describe_database(self, name: str) -> DatabaseInfo
 list_databases(self) -> List[DatabaseInfo]
 credentials(self, name: str) -> Credentials
 delete_database(self, name: str) -> None
+reboot_database(self, name: str, force_failover: bool) -> DatabaseInfo
 create_snapshot(self, database: str, snapshot: str) -> SnapshotInfo
 list_snapshots(self, database: Optional[str] = None) -> List[SnapshotInfo]
 restore_snapshot(self, snapshot: str, spec: DatabaseSpec) -> DatabaseInfo

@@ -1060,6 +1060,10 @@ service! {
     fn delete_database(py, name: String) {
         async move { svc.delete_database(&name).await }
     }
+    /// Reboots a database; with `force_failover` (multi-AZ only) its standby takes over.
+    fn reboot_database(py, name: String, force_failover: bool) {
+        async move { svc.reboot_database(&name, force_failover).await.map(rec("DatabaseInfo")) }
+    }
     /// Snapshots a database.
     fn create_snapshot(py, database: String, snapshot: String) {
         async move { svc.create_snapshot(&database, &snapshot).await.map(rec("SnapshotInfo")) }

@@ -232,6 +232,12 @@ def test_database(cloud):
     assert info.state == "Available" and info.spec.engine == "postgres"
     creds = db.credentials("appdb")
     assert creds.url.startswith("postgres://") and creds.password not in repr(creds)
+    assert info.zone == "local-1a" and info.standby_zone is None
+    rebooted = db.reboot_database("appdb", False)
+    assert rebooted.endpoint == info.endpoint and rebooted.state == "Available"
+    assert any(e.message == "rebooted" for e in rebooted.events)
+    with pytest.raises(mvi.PreconditionFailed, match="multi-AZ"):
+        db.reboot_database("appdb", True)
     snap = db.create_snapshot("appdb", "appdb-1")
     assert snap.database == "appdb"
     db.delete_snapshot("appdb-1")

@@ -278,14 +278,15 @@ pub async fn run(op: Op, resource: &str, what: &str, mut cmd: Command) -> Result
     ))
 }
 
-/// Runs `cmd` with `input` on its standard input (how SQL holding a secret reaches psql).
+/// Runs `cmd` with `input` on its standard input (how SQL holding a secret reaches psql);
+/// its standard output.
 pub async fn run_with_input(
     op: Op,
     resource: &str,
     what: &str,
     mut cmd: Command,
     input: &[u8],
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     use tokio::io::AsyncWriteExt;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -305,7 +306,7 @@ pub async fn run_with_input(
     }
     let out = child.wait_with_output().await.map_err(spawn_err)?;
     if out.status.success() {
-        return Ok(());
+        return Ok(out.stdout);
     }
     Err(op.err(
         ErrorKind::Internal,

@@ -103,7 +103,7 @@ __all__ = [
     'ImageConfig', 'Descriptor', 'Manifest', 'ImageInfo', 'HealthCheck', 'SecretRef',
     'ContainerSpec', 'ServiceSpec', 'ContainerInstance', 'ServiceInfo', 'TaskResult',
     'ScheduleSpec', 'ScalingDecision', 'ScalerInfo', 'TargetGroupSpec', 'ListenerSpec', 'LoadBalancerSpec',
-    'LoadBalancerInfo', 'TargetStatus', 'DatabaseSpec', 'DatabaseInfo', 'Credentials',
+    'LoadBalancerInfo', 'TargetStatus', 'DatabaseSpec', 'DatabaseEvent', 'DatabaseInfo', 'Credentials',
     'SnapshotInfo', 'VmSpec', 'VmInfo', 'VpcInfo', 'SubnetInfo', 'Rule',
     'SecurityGroupInfo', 'PropDiff', 'Step', 'Drift', 'Plan', 'Report', 'Event',
     'Count', 'Rolling', 'TrafficStep', 'Analysis', 'BlueGreen', 'Canary', 'Deployment',

@@ -30,7 +30,7 @@ __all__ = [
     "BlueGreen", "Canary", "Deployment", "ListenerForward", "Rollout", "RevisionSet",
     "ServiceEvent", "Revision",
     "TargetGroupSpec", "ListenerSpec", "LoadBalancerSpec", "LoadBalancerInfo", "TargetStatus",
-    "DatabaseSpec", "DatabaseInfo", "Credentials", "SnapshotInfo",
+    "DatabaseSpec", "DatabaseEvent", "DatabaseInfo", "Credentials", "SnapshotInfo",
     "VmSpec", "VmInfo",
     "VpcInfo", "SubnetInfo", "Rule", "SecurityGroupInfo",
     "PropDiff", "Step", "Drift", "Plan", "Report", "Event",
@@ -668,11 +668,23 @@ class DatabaseSpec:
 
 
 @dataclass(**_kw)
+class DatabaseEvent:
+    at: _dt.datetime
+    message: str
+
+
+@dataclass(**_kw)
 class DatabaseInfo:
+    """``zone`` is the primary's, ``standby_zone`` a multi-AZ instance's standby's (``None``
+    while a new one is built); ``events`` say what happened to it (failovers, reboots)."""
+
     spec: DatabaseSpec
     state: str
     endpoint: str
     created: _dt.datetime
+    zone: Optional[str] = None
+    standby_zone: Optional[str] = None
+    events: List[DatabaseEvent] = field(default_factory=list)
 
 
 @dataclass(**_kw)
