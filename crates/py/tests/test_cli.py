@@ -33,8 +33,8 @@ def run(tmp_path, capsys, value, *argv):
 def test_every_command_and_its_exit_code(tmp_path, capsys):
     code, out = run(tmp_path, capsys, "one", "preview")
     assert code == 0 and "3 to create" in out, out
-    code, _ = run(tmp_path, capsys, "one", "preview", "--expect-no-changes")
-    assert code == 2
+    code, out = run(tmp_path, capsys, "one", "preview", "--expect-no-changes")
+    assert code == 2, out
     # No terminal under pytest: up without --yes refuses and changes nothing.
     code, out = run(tmp_path, capsys, "one", "up")
     assert code == 1 and "--yes" in out, out

@@ -340,6 +340,20 @@ impl LocalDatabases {
     /// no caller to report to.
     pub(super) async fn settle_zones(&self) {
         let o = op("zone_failure");
+        // Nothing failed and nothing waits for a zone or a standby (a cloud opening, say): return at
+        // once. Finding PostgreSQL can take a while, and this task holds the service
+        // meanwhile, so a program that closes its cloud at once would find its state root
+        // still locked when it opens it again.
+        let nothing_to_do = self.failed_zones().is_empty()
+            && self.state.lock().databases.values().all(|i| {
+                let lacks_standby = i.info.spec.multi_az
+                    && i.standby.is_none()
+                    && i.info.state == DatabaseState::Available;
+                !i.zone_down && !lacks_standby
+            });
+        if nothing_to_do {
+            return;
+        }
         let Ok(pg) = self.pg(o) else { return };
         let _lock = self.failover.lock().await;
         let failed: BTreeSet<String> = self.failed_zones();
