@@ -340,10 +340,10 @@ impl LocalDatabases {
     /// no caller to report to.
     pub(super) async fn settle_zones(&self) {
         let o = op("zone_failure");
-        // Nothing failed and nothing waits for a zone or a standby (a cloud opening, say): return at
-        // once. Finding PostgreSQL can take a while, and this task holds the service
-        // meanwhile, so a program that closes its cloud at once would find its state root
-        // still locked when it opens it again.
+        // Nothing failed and nothing waits for a zone or a standby (a cloud opening, say):
+        // return at once. Finding PostgreSQL can take a while, and this task holds the
+        // service meanwhile, so a program that closes its cloud at once would find its state
+        // root still locked when it opens it again.
         let nothing_to_do = self.failed_zones().is_empty()
             && self.state.lock().databases.values().all(|i| {
                 let lacks_standby = i.info.spec.multi_az
