@@ -57,7 +57,8 @@ use aws_smithy_types::Blob;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use mvi_core::database::{
-    Credentials, DatabaseInfo, DatabaseSpec, DatabaseState, Databases, SnapshotInfo, validate_name,
+    Credentials, DatabaseInfo, DatabaseSpec, DatabaseState, Databases, RestoreTime, SnapshotInfo,
+    validate_name,
 };
 use mvi_core::error::found;
 use mvi_core::{ErrorKind, Op, Result, SecretString, Service};
@@ -106,6 +107,15 @@ pub struct RdsDatabases {
     kms: aws_sdk_kms::Client,
     /// Set once the password key is known to exist.
     key: OnceCell<()>,
+}
+
+/// What a new instance starts from.
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    Nothing,
+    Snapshot(&'a str),
+    /// The source instance's continuous backups, at a time.
+    PointInTime(&'a str, RestoreTime),
 }
 
 /// What a poll waits for.
@@ -246,6 +256,7 @@ impl RdsDatabases {
             standby_zone: inst.secondary_availability_zone().map(str::to_owned),
             // RDS keeps its events apart (DescribeEvents).
             events: Vec::new(),
+            latest_restorable_time: inst.latest_restorable_time().and_then(timestamp),
         })
     }
 
@@ -390,12 +401,7 @@ impl RdsDatabases {
     }
 
     /// Creates `spec`'s instance, fresh or from `snapshot`, and waits until it serves.
-    async fn launch(
-        &self,
-        o: Op,
-        spec: &DatabaseSpec,
-        snapshot: Option<&str>,
-    ) -> Result<DatabaseInfo> {
+    async fn launch(&self, o: Op, spec: &DatabaseSpec, from: Source<'_>) -> Result<DatabaseInfo> {
         let name = spec.name.as_str();
         let storage = i32::try_from(spec.storage_gib)
             .map_err(|_| o.invalid(name, "the storage size is too large"))?;
@@ -413,8 +419,8 @@ impl RdsDatabases {
         let security_groups =
             (!spec.security_groups.is_empty()).then(|| spec.security_groups.clone());
         let group = self.subnet_group(o, spec).await?;
-        let sent = match snapshot {
-            None => self
+        let sent = match from {
+            Source::Nothing => self
                 .rds
                 .create_db_instance()
                 .db_instance_identifier(name)
@@ -435,7 +441,7 @@ impl RdsDatabases {
                 .await
                 .map(|_| ())
                 .map_err(|e| map(o, name, e)),
-            Some(snap) => self
+            Source::Snapshot(snap) => self
                 .rds
                 .restore_db_instance_from_db_snapshot()
                 .db_instance_identifier(name)
@@ -450,6 +456,33 @@ impl RdsDatabases {
                 .await
                 .map(|_| ())
                 .map_err(|e| map(o, name, e)),
+            Source::PointInTime(source, to) => {
+                let restore = self
+                    .rds
+                    .restore_db_instance_to_point_in_time()
+                    .source_db_instance_identifier(source)
+                    .target_db_instance_identifier(name)
+                    .db_instance_class(&spec.size)
+                    .allocated_storage(storage)
+                    .multi_az(spec.multi_az)
+                    .set_vpc_security_group_ids(security_groups)
+                    .set_db_subnet_group_name(group.clone())
+                    .set_tags(Some(tags));
+                let restore = match to {
+                    RestoreTime::Latest => restore.use_latest_restorable_time(true),
+                    RestoreTime::At(t) => restore.restore_time(
+                        aws_smithy_types::DateTime::from_nanos(i128::from(
+                            t.timestamp_nanos_opt().unwrap_or_default(),
+                        ))
+                        .map_err(|e| o.invalid(name, format!("restore time {t}: {e}")))?,
+                    ),
+                };
+                restore
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| map(o, name, e))
+            }
         };
         if let Err(e) = sent {
             if let Some(g) = &group {
@@ -459,10 +492,10 @@ impl RdsDatabases {
         }
         let ready = async {
             let inst = self.wait_instance(o, name, Want::Available).await?;
-            if snapshot.is_none() {
+            if matches!(from, Source::Nothing) {
                 return Ok(inst);
             }
-            // The restore carries the snapshot's master password: give the copy its own
+            // A restore carries the source's master password: give the copy its own
             // (the one encrypted in its tags), and the retention asked for.
             self.rds
                 .modify_db_instance()
@@ -767,7 +800,7 @@ impl Databases for RdsDatabases {
     async fn create_database(&self, spec: DatabaseSpec) -> Result<DatabaseInfo> {
         let o = op("create_database");
         check_spec(o, &spec)?;
-        self.launch(o, &spec, None).await
+        self.launch(o, &spec, Source::Nothing).await
     }
 
     async fn describe_database(&self, name: &str) -> Result<DatabaseInfo> {
@@ -937,7 +970,34 @@ impl Databases for RdsDatabases {
                 ),
             ));
         }
-        self.launch(o, &spec, Some(snapshot)).await
+        self.launch(o, &spec, Source::Snapshot(snapshot)).await
+    }
+
+    async fn restore_to_point_in_time(
+        &self,
+        source: &str,
+        to: RestoreTime,
+        spec: DatabaseSpec,
+    ) -> Result<DatabaseInfo> {
+        let o = op("restore_to_point_in_time");
+        check_spec(o, &spec)?;
+        let src = self.instance(o, source).await?;
+        if src.backup_retention_period().unwrap_or(0) == 0 {
+            return Err(o.precondition(
+                source,
+                "the database keeps no backups (backup_retention_days is 0): nothing to restore from",
+            ));
+        }
+        if let RestoreTime::At(t) = to
+            && let Some(latest) = src.latest_restorable_time().and_then(timestamp)
+            && t > latest
+        {
+            return Err(o.invalid(
+                source,
+                format!("{t} is after the latest restorable time, {latest}"),
+            ));
+        }
+        self.launch(o, &spec, Source::PointInTime(source, to)).await
     }
 
     async fn reboot_database(&self, name: &str, force_failover: bool) -> Result<DatabaseInfo> {

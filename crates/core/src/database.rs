@@ -115,6 +115,18 @@ pub struct DatabaseInfo {
     /// [`MAX_EVENTS`].
     #[serde(default)]
     pub events: Vec<DatabaseEvent>,
+    /// The latest time a point-in-time restore can reach (backups on); as RDS reports it.
+    #[serde(default)]
+    pub latest_restorable_time: Option<Timestamp>,
+}
+
+/// Where a point-in-time restore stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreTime {
+    /// The latest restorable time.
+    Latest,
+    /// The state after every transaction committed at or before this time, and none after.
+    At(Timestamp),
 }
 
 /// The most events a [`DatabaseInfo`] keeps.
@@ -168,6 +180,15 @@ pub trait Databases: fmt::Debug + Send + Sync + 'static {
     async fn restore_snapshot(&self, snapshot: &str, spec: DatabaseSpec) -> Result<DatabaseInfo>;
     /// Deletes a snapshot.
     async fn delete_snapshot(&self, snapshot: &str) -> Result<()>;
+    /// Creates a new instance `spec` from the continuous backups of `source` (which needs
+    /// `backup_retention_days` above 0), as it was at `to`: every transaction committed at
+    /// or before it, none after. RDS's RestoreDBInstanceToPointInTime.
+    async fn restore_to_point_in_time(
+        &self,
+        source: &str,
+        to: RestoreTime,
+        spec: DatabaseSpec,
+    ) -> Result<DatabaseInfo>;
 }
 
 /// RDS identifier rules, which both backends apply to database and snapshot names: 1–`max`

@@ -236,6 +236,7 @@ mod database {
         fn list_snapshots(database: Option<&str>) -> Result<Vec<SnapshotInfo>>;
         fn restore_snapshot(snapshot: &str, spec: DatabaseSpec) -> Result<DatabaseInfo>;
         fn delete_snapshot(snapshot: &str) -> Result<()>;
+        fn restore_to_point_in_time(source: &str, to: RestoreTime, spec: DatabaseSpec) -> Result<DatabaseInfo>;
     }
 }
 

@@ -44,6 +44,7 @@
 //! the server runs, compact, and restorable into any instance of the same major version. A
 //! restore creates a new instance and runs `pg_restore` into it.
 
+mod backups;
 mod multi_az;
 mod postgres;
 mod relay;
@@ -55,7 +56,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mvi_core::crypto::{CreateKey, Crypto, EncryptionContext};
 use mvi_core::database::{
-    Credentials, DatabaseInfo, DatabaseSpec, DatabaseState, Databases, SnapshotInfo, validate_name,
+    Credentials, DatabaseInfo, DatabaseSpec, DatabaseState, Databases, RestoreTime, SnapshotInfo,
+    validate_name,
 };
 use mvi_core::log::Logs;
 use mvi_core::metric::Metrics;
@@ -65,6 +67,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::storage::{Ctx, JsonState, io_error};
+use backups::Source;
 use multi_az::{Server, lock};
 use postgres::{Install, RunAs, SUPERUSER};
 use relay::Relay;
@@ -103,6 +106,9 @@ struct Instance {
     /// Stopped because its zone failed: started again when the zone is back.
     #[serde(default)]
     zone_down: bool,
+    /// Its continuous backups (base backup and archived WAL), when it keeps them.
+    #[serde(default)]
+    backups: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -473,15 +479,11 @@ impl LocalDatabases {
 
     /// Creates (or restores from `dump`) the instance `spec` describes, reserving its name
     /// first so concurrent creations of one name cannot both proceed.
-    async fn create(
-        &self,
-        o: Op,
-        spec: DatabaseSpec,
-        dump: Option<PathBuf>,
-    ) -> Result<DatabaseInfo> {
+    async fn create(&self, o: Op, spec: DatabaseSpec, source: Source) -> Result<DatabaseInfo> {
         let pg = self.check_spec(o, &spec)?;
         let name = spec.name.clone();
         let dir = self.clusters.join(&name);
+        let backups = (spec.backup_retention_days > 0).then(|| self.backups_dir(&name));
         let zones = self.available_zones();
         let zone = match (zones.len(), spec.multi_az) {
             (0, _) => {
@@ -511,6 +513,7 @@ impl LocalDatabases {
             zone: Some(zone.clone()),
             standby_zone: None,
             events: Vec::new(),
+            latest_restorable_time: None,
         };
         self.state.mutate(o, |s| {
             if s.databases.contains_key(&name) {
@@ -528,12 +531,15 @@ impl LocalDatabases {
                     standby: None,
                     relay_port: None,
                     zone_down: false,
+                    backups: backups.clone(),
                 },
             );
             Ok(())
         })?;
         let made = async {
-            let p = self.provision(o, pg, &name, &dir, dump.as_deref()).await?;
+            let p = self
+                .provision(o, pg, &name, &dir, &source, backups.as_deref())
+                .await?;
             let relay = if info.spec.multi_az {
                 let relay = Relay::start(0, p.port).await.map_err(|e| {
                     o.err(ErrorKind::Unavailable, &name, format!("no endpoint: {e}"))
@@ -576,6 +582,9 @@ impl LocalDatabases {
                 lock(&self.relays).remove(&name);
                 stop(o, pg, &dir, "immediate").await.ok();
                 remove_dir(o, &dir).ok();
+                if let Some(b) = &backups {
+                    remove_dir(o, b).ok();
+                }
                 let standby = self
                     .state
                     .lock()
@@ -601,22 +610,27 @@ impl LocalDatabases {
         self.sim.now()
     }
 
-    /// Template copy, access rules, start, application user and database, and the restore.
+    /// The cluster (a template copy, or a base backup in recovery), access rules, backups,
+    /// start, the application user and database (or its new password), and the restore.
     async fn provision(
         &self,
         o: Op,
         pg: &Pg,
         name: &str,
         dir: &Path,
-        dump: Option<&Path>,
+        source: &Source,
+        backups: Option<&Path>,
     ) -> Result<Provisioned> {
-        let template = self.template(o, pg).await?;
+        let base = match source {
+            Source::PointInTime { backups, .. } => backups.join("base"),
+            _ => self.template(o, pg).await?,
+        };
         remove_dir(o, dir)?;
         std::fs::create_dir(dir).map_err(|e| io_error(o, dir, e))?;
         pg.run_as.own(o, dir, 0o700)?;
         let data = dir.join("data");
         let mut cp = pg.run_as.command(Path::new("cp"));
-        cp.arg("-a").arg(&template).arg(&data);
+        cp.arg("-a").arg(&base).arg(&data);
         postgres::run(o, name, "copying the template cluster", cp).await?;
         let hba = data.join("pg_hba.conf");
         std::fs::write(
@@ -646,16 +660,44 @@ impl LocalDatabases {
             .encrypt(KEY_ALIAS, password.as_bytes(), &context(name))
             .await?;
 
-        let port = start(o, pg, name, dir, None).await?;
+        // A restored cluster's base is still in recovery: it gets its own base once
+        // promoted.
+        let restoring = matches!(source, Source::PointInTime { .. });
+        self.set_up_backups(o, pg, name, &data, backups, !restoring)
+            .await?;
+        let port = match source {
+            Source::PointInTime { backups: from, to } => {
+                let latest = self.latest_restorable(from);
+                self.set_up_recovery(o, pg, &data, from, *to)?;
+                let port = self.recover_to(o, pg, name, dir, latest, *to).await?;
+                if let Some(own) = backups {
+                    stop(o, pg, dir, "fast").await?;
+                    self.copy_base(o, pg, name, &data, own).await?;
+                    start(o, pg, name, dir, Some(port)).await?
+                } else {
+                    port
+                }
+            }
+            _ => start(o, pg, name, dir, None).await?,
+        };
         let socket = socket_dir(&data)
             .ok_or_else(|| postgres::failed(o, name, "the server wrote no socket folder".into()))?;
-        let sql = Zeroizing::new(format!(
-            "SET log_min_error_statement = panic;\n\
-             SET log_statement = 'none';\n\
-             CREATE ROLE {APP} LOGIN PASSWORD '{}';\n\
-             CREATE DATABASE {APP} OWNER {APP};\n",
-            password.as_str()
-        ));
+        let sql = Zeroizing::new(if restoring {
+            format!(
+                "SET log_min_error_statement = panic;\n\
+                 SET log_statement = 'none';\n\
+                 ALTER ROLE {APP} PASSWORD '{}';\n",
+                password.as_str()
+            )
+        } else {
+            format!(
+                "SET log_min_error_statement = panic;\n\
+                 SET log_statement = 'none';\n\
+                 CREATE ROLE {APP} LOGIN PASSWORD '{}';\n\
+                 CREATE DATABASE {APP} OWNER {APP};\n",
+                password.as_str()
+            )
+        });
         let mut psql = pg.run_as.command(&pg.install.tool("psql"));
         psql.args([
             "-X",
@@ -674,12 +716,12 @@ impl LocalDatabases {
         postgres::run_with_input(
             o,
             name,
-            "creating the application user",
+            "setting the application user's password",
             psql,
             sql.as_bytes(),
         )
         .await?;
-        if let Some(dump) = dump {
+        if let Source::Dump(dump) = source {
             let file = std::fs::File::open(dump).map_err(|e| io_error(o, dump, e))?;
             let mut restore = pg.run_as.command(&pg.install.tool("pg_restore"));
             restore
@@ -786,6 +828,17 @@ impl LocalDatabases {
             })
             .await
             .copied()
+    }
+
+    /// What `describe_database` says of an instance: its info, with the latest restorable
+    /// time read from its backups.
+    fn info_of(&self, inst: &Instance) -> DatabaseInfo {
+        let mut info = inst.info.clone();
+        info.latest_restorable_time = inst
+            .backups
+            .as_deref()
+            .and_then(|b| self.latest_restorable(b));
+        info
     }
 
     fn instance(&self, o: Op, name: &str) -> Result<Instance> {
@@ -921,7 +974,17 @@ async fn start(o: Op, pg: &Pg, name: &str, dir: &Path, prefer: Option<u16>) -> R
                 socket.display()
             ));
         match postgres::run(o, name, "pg_ctl start", cmd).await {
-            Ok(_) => return Ok(port),
+            Ok(_) => {
+                // The checkpointer's first sleep is computed while the server still starts
+                // up (in recovery, to PostgreSQL), which leaves `archive_timeout` out: it
+                // sleeps a whole `checkpoint_timeout` (5 min) and archives no segment
+                // meanwhile. A reload wakes it, and from then on it switches segments on
+                // time (seen with PostgreSQL 15: no switch in 60 s of commits without it).
+                let mut reload = pg.run_as.command(&pg.install.bin.join("pg_ctl"));
+                reload.arg("-D").arg(&data).arg("reload");
+                postgres::run(o, name, "pg_ctl reload", reload).await?;
+                return Ok(port);
+            }
             Err(e) => {
                 std::fs::remove_dir_all(&socket).ok();
                 let tail = postgres::log_tail(&log, 10);
@@ -998,21 +1061,18 @@ fn remove_file(o: Op, path: &Path) -> Result<()> {
 #[async_trait]
 impl Databases for LocalDatabases {
     async fn create_database(&self, spec: DatabaseSpec) -> Result<DatabaseInfo> {
-        self.create(op("create_database"), spec, None).await
+        self.create(op("create_database"), spec, Source::Empty)
+            .await
     }
 
     async fn describe_database(&self, name: &str) -> Result<DatabaseInfo> {
-        Ok(self.instance(op("describe_database"), name)?.info)
+        let inst = self.instance(op("describe_database"), name)?;
+        Ok(self.info_of(&inst))
     }
 
     async fn list_databases(&self) -> Result<Vec<DatabaseInfo>> {
-        Ok(self
-            .state
-            .lock()
-            .databases
-            .values()
-            .map(|i| i.info.clone())
-            .collect())
+        let all: Vec<Instance> = self.state.lock().databases.values().cloned().collect();
+        Ok(all.iter().map(|i| self.info_of(i)).collect())
     }
 
     async fn credentials(&self, name: &str) -> Result<Credentials> {
@@ -1064,6 +1124,10 @@ impl Databases for LocalDatabases {
         }
         stop(o, pg, &inst.dir, "fast").await?;
         remove_dir(o, &inst.dir)?;
+        // As RDS by default: the automated backups go with the instance.
+        if let Some(b) = &inst.backups {
+            remove_dir(o, b)?;
+        }
         self.state.mutate(o, |s| {
             s.databases.remove(name);
             Ok(())
@@ -1154,7 +1218,19 @@ impl Databases for LocalDatabases {
         if !ready {
             return Err(o.not_found(snapshot, "no such snapshot"));
         }
-        self.create(o, spec, Some(self.snapshot_file(snapshot)))
+        self.create(o, spec, Source::Dump(self.snapshot_file(snapshot)))
+            .await
+    }
+
+    async fn restore_to_point_in_time(
+        &self,
+        source: &str,
+        to: RestoreTime,
+        spec: DatabaseSpec,
+    ) -> Result<DatabaseInfo> {
+        let o = op("restore_to_point_in_time");
+        let (backups, _) = self.check_restore(o, source, to)?;
+        self.create(o, spec, Source::PointInTime { backups, to })
             .await
     }
 

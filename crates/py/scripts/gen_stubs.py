@@ -130,6 +130,7 @@ reboot_database(self, name: str, force_failover: bool) -> DatabaseInfo
 create_snapshot(self, database: str, snapshot: str) -> SnapshotInfo
 list_snapshots(self, database: Optional[str] = None) -> List[SnapshotInfo]
 restore_snapshot(self, snapshot: str, spec: DatabaseSpec) -> DatabaseInfo
+restore_to_point_in_time(self, source: str, spec: DatabaseSpec, *, time: Optional[datetime.datetime] = None) -> DatabaseInfo
 delete_snapshot(self, snapshot: str) -> None
 """,
     "Vms": """

@@ -13,7 +13,7 @@ use mvi_core::blob::{ByteRange, CompletedPart, GetObject, ListObjects, PutMode, 
 use mvi_core::common::BoxStream;
 use mvi_core::container::{ContainerSpec, ScheduleSpec, ServiceSpec};
 use mvi_core::crypto::{AuditQuery, CreateKey, EncryptionContext};
-use mvi_core::database::DatabaseSpec;
+use mvi_core::database::{DatabaseSpec, RestoreTime};
 use mvi_core::image::{ImageConfig, ImageRef, Manifest};
 use mvi_core::kv::{
     Condition, DeleteItem, Key, KeyAttr, KeyType, PutItem, Query, Scan, SortCondition, TableSpec,
@@ -1077,6 +1077,14 @@ service! {
     fn restore_snapshot(py, snapshot: String, spec: &Bound<'_, PyAny>) {
         let spec = database_spec(spec)?;
         async move { svc.restore_snapshot(&snapshot, spec).await.map(rec("DatabaseInfo")) }
+    }
+    /// A new database (`spec`) from the continuous backups of `source`, as it was at `time`
+    /// (a timezone-aware `datetime`; the latest restorable time when omitted).
+    #[pyo3(signature = (source, spec, *, time=None))]
+    fn restore_to_point_in_time(py, source: String, spec: &Bound<'_, PyAny>, time: Option<Timestamp>) {
+        let spec = database_spec(spec)?;
+        let to = time.map_or(RestoreTime::Latest, RestoreTime::At);
+        async move { svc.restore_to_point_in_time(&source, to, spec).await.map(rec("DatabaseInfo")) }
     }
     /// Deletes a snapshot.
     fn delete_snapshot(py, snapshot: String) {

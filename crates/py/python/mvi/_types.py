@@ -676,7 +676,9 @@ class DatabaseEvent:
 @dataclass(**_kw)
 class DatabaseInfo:
     """``zone`` is the primary's, ``standby_zone`` a multi-AZ instance's standby's (``None``
-    while a new one is built); ``events`` say what happened to it (failovers, reboots)."""
+    while a new one is built); ``events`` say what happened to it (failovers, reboots);
+    ``latest_restorable_time`` is how far a point-in-time restore can reach (``None`` without
+    backups, or before the first WAL is archived)."""
 
     spec: DatabaseSpec
     state: str
@@ -685,6 +687,7 @@ class DatabaseInfo:
     zone: Optional[str] = None
     standby_zone: Optional[str] = None
     events: List[DatabaseEvent] = field(default_factory=list)
+    latest_restorable_time: Optional[_dt.datetime] = None
 
 
 @dataclass(**_kw)
