@@ -43,7 +43,8 @@ step "  as moto_server simulates it; the quickstart stack on moto; end to end)"
 cargo test --workspace --locked --features mvi/aws,mvi/openfeature
 
 step "examples: the data services (in memory), the quickstart stack, the same app as a script,"
-step "  the app deployed with each strategy under traffic, autoscaling, flags, a multi-AZ failover"
+step "  the app deployed with each strategy under traffic, autoscaling, flags, a multi-AZ failover,"
+step "  restore drills"
 cargo run --quiet --locked --example data_services -- --memory
 cargo run --quiet --locked --example quickstart
 # The quickstart as a command line (docs/cli.md), after the demo on the same root: up, an
@@ -57,6 +58,7 @@ cargo run --quiet --locked --example deploy
 cargo run --quiet --locked --example flags
 cargo run --quiet --locked --example autoscale
 cargo run --quiet --locked --example failover | tail -n 2
+cargo run --quiet --locked --example drill | tail -n 1
 
 step "Python binding: build the package, pytest (every service, stacks, quickstart.py), stubtest"
 ./scripts/test-python.sh

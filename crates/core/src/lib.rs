@@ -27,6 +27,7 @@ pub mod container;
 pub mod crypto;
 pub mod database;
 pub mod deploy;
+pub mod drill;
 pub mod error;
 pub mod flags;
 pub mod image;
