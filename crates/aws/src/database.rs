@@ -256,7 +256,11 @@ impl RdsDatabases {
             standby_zone: inst.secondary_availability_zone().map(str::to_owned),
             // RDS keeps its events apart (DescribeEvents).
             events: Vec::new(),
-            latest_restorable_time: inst.latest_restorable_time().and_then(timestamp),
+            // Without automated backups there is nothing to restore to (RDS may still
+            // report a time).
+            latest_restorable_time: (inst.backup_retention_period().unwrap_or(0) > 0)
+                .then(|| inst.latest_restorable_time().and_then(timestamp))
+                .flatten(),
         })
     }
 
