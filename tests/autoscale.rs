@@ -11,14 +11,11 @@ use std::time::Duration;
 
 use mvi::autoscale::{AutoScaler, Behavior, Limit, MetricTarget, ScalerSpec, ScheduledAction};
 use mvi::container::{ContainerSpec, HealthCheck, ServiceSpec};
-use mvi::image::{ImageConfig, build_from_dir};
-use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec};
 use mvi::local::LocalCloud;
 use mvi::metric::{Datum, GetStatistics, MetricId, Statistic};
 use mvi::{Cloud, ManualClock, Timestamp};
 
 mod common;
-use common::fast_check;
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -49,29 +46,8 @@ impl Rig {
             .unwrap();
         local.containers().set_grace_period(Duration::from_secs(1));
         let cloud = local.cloud();
-        let images = cloud.images().unwrap();
-        images.create_repository("app").await.unwrap();
-        let app = common::repo::package_path("tests/fixtures/versioned");
-        let config = ImageConfig::new(["python3", "app.py"]).working_dir("/");
-        build_from_dir(images.as_ref(), "app", &app, &config, Some("v1"))
-            .await
-            .unwrap();
-        let lbs = cloud.load_balancers().unwrap();
-        let mut tg = TargetGroupSpec::new("app", Protocol::Http);
-        tg.health_check = fast_check();
-        tg.deregistration_delay = Duration::from_secs(1);
-        lbs.create_target_group(tg).await.unwrap();
-        let lb = lbs
-            .create_load_balancer(LoadBalancerSpec::new(
-                "front",
-                vec![ListenerSpec {
-                    protocol: Protocol::Http,
-                    port: 0,
-                    forward: vec![("app".into(), 1)],
-                }],
-            ))
-            .await
-            .unwrap();
+        common::build_test_app(cloud).await;
+        let url = common::front(cloud, "front", "app", Duration::from_secs(1)).await;
         let mut c = ContainerSpec::new("app:v1");
         c.cpu_millis = 128;
         c.memory_mib = 64;
@@ -81,7 +57,7 @@ impl Rig {
         cloud.containers().unwrap().create_service(s).await.unwrap();
         let rig = Rig {
             _dir: dir,
-            url: lb.urls[0].clone(),
+            url,
             local,
             clock,
         };

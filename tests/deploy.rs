@@ -11,7 +11,6 @@ use mvi::container::{ContainerSpec, RevisionState, RolloutState, ServiceSpec};
 use mvi::deploy::{
     Analysis, BlueGreen, Count, Deployer, Deployment, Rolling, Step, Strategy, TrafficShift,
 };
-use mvi::image::{ImageConfig, build_from_dir};
 use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec};
 use mvi::local::LocalCloud;
 use mvi::stack::resources::{ContainerService, ContainerServiceArgs};
@@ -46,13 +45,7 @@ impl Rig {
             .unwrap();
         local.containers().set_grace_period(Duration::from_secs(2));
         let cloud = local.cloud();
-        let images = cloud.images().unwrap();
-        images.create_repository("app").await.unwrap();
-        let app = common::repo::package_path("tests/fixtures/versioned");
-        let config = ImageConfig::new(["python3", "app.py"]).working_dir("/");
-        build_from_dir(images.as_ref(), "app", &app, &config, Some("v1"))
-            .await
-            .unwrap();
+        common::build_test_app(cloud).await;
         let lbs = cloud.load_balancers().unwrap();
         // The service's group, and the second group blue-green and canary use.
         for name in ["app", "app-next"] {

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use mvi::container::{InstanceState, RevisionState};
 use mvi::deploy::{BlueGreen, Deployment, Strategy};
-use mvi::image::{ImageConfig, build_from_dir};
 use mvi::lb::{Protocol, TargetGroupSpec, TargetHealth};
 use mvi::local::LocalCloud;
 use mvi::stack::resources::{
@@ -164,13 +163,7 @@ async fn sigkill_during_deployments_converges() {
     let root = dir.path();
     {
         let local = open(root).await;
-        let images = local.cloud().images().unwrap();
-        images.create_repository("app").await.unwrap();
-        let app = common::repo::package_path("tests/fixtures/versioned");
-        let config = ImageConfig::new(["python3", "app.py"]).working_dir("/");
-        build_from_dir(images.as_ref(), "app", &app, &config, Some("v1"))
-            .await
-            .unwrap();
+        common::build_test_app(local.cloud()).await;
     }
     run_child(root, "rolling", "v0");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);

@@ -21,6 +21,46 @@ pub fn fast_check() -> HealthCheck {
     }
 }
 
+/// Builds the test app (`tests/fixtures/versioned`, see its `app.py`) as image `app:v1`.
+pub async fn build_test_app(cloud: &mvi::Cloud) {
+    let images = cloud.images().expect("an image service");
+    images
+        .create_repository("app")
+        .await
+        .expect("repository app");
+    let app = repo::package_path("tests/fixtures/versioned");
+    let config = mvi::image::ImageConfig::new(["python3", "app.py"]).working_dir("/");
+    mvi::image::build_from_dir(images.as_ref(), "app", &app, &config, Some("v1"))
+        .await
+        .expect("the test app's image");
+}
+
+/// Target group `group` with [`fast_check`] and `deregistration_delay`, behind a new load
+/// balancer `lb` with one HTTP listener forwarding to it; returns the listener's URL.
+pub async fn front(
+    cloud: &mvi::Cloud,
+    lb: &str,
+    group: &str,
+    deregistration_delay: Duration,
+) -> String {
+    use mvi::lb::{ListenerSpec, LoadBalancerSpec, Protocol, TargetGroupSpec};
+    let lbs = cloud.load_balancers().expect("a load balancer service");
+    let mut tg = TargetGroupSpec::new(group, Protocol::Http);
+    tg.health_check = fast_check();
+    tg.deregistration_delay = deregistration_delay;
+    lbs.create_target_group(tg).await.expect("the target group");
+    let listener = ListenerSpec {
+        protocol: Protocol::Http,
+        port: 0,
+        forward: vec![(group.into(), 1)],
+    };
+    let info = lbs
+        .create_load_balancer(LoadBalancerSpec::new(lb, vec![listener]))
+        .await
+        .expect("the load balancer");
+    info.urls[0].clone()
+}
+
 /// Waits (at most 30 s, else fails the test) until exactly `n` targets of target group
 /// `group` are healthy.
 pub async fn wait_healthy(cloud: &mvi::Cloud, group: &str, n: usize) {

@@ -29,6 +29,8 @@ pub mod database;
 pub mod deploy;
 pub mod drill;
 pub mod error;
+pub mod experiment;
+pub mod fault;
 pub mod flags;
 pub mod image;
 pub mod kv;

@@ -582,6 +582,37 @@ impl LocalContainers {
             .map(|r| r.pid)
             .collect()
     }
+
+    /// Fault injection: kills replica `instance` of `service` at once (SIGKILL to its
+    /// process group), as a crash would; its supervisor notices, deregisters it and starts
+    /// it again after the usual backoff.
+    pub fn kill_replica(&self, service: &str, instance: &str) -> Result<()> {
+        let op = op("kill_replica");
+        let pid = {
+            let live = lock(&self.inner.live);
+            let replicas = live.services.get(service).ok_or_else(|| {
+                op.not_found(
+                    service,
+                    format!("there is no service {}", mvi_core::error::quote(service)),
+                )
+            })?;
+            let replica = replicas.iter().find(|r| r.id == instance).ok_or_else(|| {
+                op.not_found(
+                    instance,
+                    format!(
+                        "service {service} has no replica {}",
+                        mvi_core::error::quote(instance)
+                    ),
+                )
+            })?;
+            replica.status().pid
+        };
+        if pid <= 1 {
+            return Err(op.precondition(instance, "the replica has no process running now"));
+        }
+        process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        Ok(())
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

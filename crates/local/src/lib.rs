@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use mvi_core::{Clock, Cloud, Result, Service, SystemClock};
 
-pub use fault::{FaultRule, Faults};
+pub use fault::{FaultRule, Faults, LocalHostFaults};
 pub use sim::Sim;
 
 /// The local backend: the [`Cloud`] handle, plus the simulator-only controls of the
@@ -80,6 +80,15 @@ impl LocalCloud {
     /// The load balancer service.
     pub fn load_balancers(&self) -> &Arc<lb::LocalLoadBalancers> {
         &self.load_balancers
+    }
+
+    /// Host faults for fault experiments ([`mvi_core::experiment::Experiment::hosts`]):
+    /// crashing VMs, failing zones, killing replicas.
+    pub fn host_faults(&self) -> Arc<dyn mvi_core::experiment::HostFaults> {
+        Arc::new(fault::LocalHostFaults {
+            vms: self.vms.clone(),
+            containers: self.containers.clone(),
+        })
     }
 }
 
