@@ -42,6 +42,15 @@ if ! moto_ok; then
   moto_ok || { echo "setup: moto_server >= 5.2.5 is still missing" >&2; exit 1; }
 fi
 
+# The AWS CLI: the endpoint tests (tests/endpoints.rs) drive the local cloud's S3 endpoint
+# with it, as a client no one here wrote. Any release from 2023 on reads AWS_ENDPOINT_URL_*.
+if ! command -v aws >/dev/null 2>&1; then
+  echo "setup: installing the AWS CLI (awscli)"
+  python3 -m pip install --quiet awscli
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+  command -v aws >/dev/null 2>&1 || { echo "setup: the AWS CLI is still missing" >&2; exit 1; }
+fi
+
 # The Python binding's build and checks (scripts/test-python.sh): maturin, pytest and mypy
 # in a virtualenv under the cache folder, installed with pip when missing.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/mvi/venv-py"

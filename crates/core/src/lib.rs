@@ -19,6 +19,7 @@
 //! | VPC | [`Networks`] | [`vpc`] |
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod autoscale;
 pub mod blob;
 pub mod cloud;

@@ -18,6 +18,7 @@ pub mod blob;
 pub mod container;
 pub mod crypto;
 pub mod database;
+pub mod endpoint;
 pub mod fault;
 #[cfg(test)]
 mod fuzz;
@@ -49,6 +50,7 @@ pub struct LocalCloud {
     containers: Arc<container::LocalContainers>,
     databases: Arc<database::LocalDatabases>,
     load_balancers: Arc<lb::LocalLoadBalancers>,
+    endpoints: endpoint::Endpoints,
 }
 
 impl LocalCloud {
@@ -82,6 +84,13 @@ impl LocalCloud {
         &self.load_balancers
     }
 
+    /// The AWS-compatible endpoints on loopback (S3 over Blob): their URL, the admin
+    /// credentials and the access keys they accept. They stop with the last handle on the
+    /// cloud.
+    pub fn endpoints(&self) -> &endpoint::Endpoints {
+        &self.endpoints
+    }
+
     /// Host faults for fault experiments ([`mvi_core::experiment::Experiment::hosts`]):
     /// crashing VMs, failing zones, killing replicas.
     pub fn host_faults(&self) -> Arc<dyn mvi_core::experiment::HostFaults> {
@@ -101,6 +110,7 @@ pub struct LocalCloudBuilder {
     clock: Option<Arc<dyn Clock>>,
     principal: Option<String>,
     faults: Option<Faults>,
+    endpoint: endpoint::EndpointConfig,
 }
 
 impl LocalCloudBuilder {
@@ -139,6 +149,19 @@ impl LocalCloudBuilder {
     /// Wraps every service in `faults` (error and latency injection; see [`Faults`]).
     pub fn faults(mut self, faults: Faults) -> Self {
         self.faults = Some(faults);
+        self
+    }
+
+    /// Serves the AWS-compatible endpoints on this loopback port (default: a free one).
+    pub fn endpoint_port(mut self, port: u16) -> Self {
+        self.endpoint.port = port;
+        self
+    }
+
+    /// Accepts these admin credentials at the endpoints instead of generating fresh ones
+    /// (for a tool configured once, such as Terraform's S3 backend).
+    pub fn admin_credentials(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.endpoint.admin = Some(endpoint::AccessKey::new(id, secret));
         self
     }
 
@@ -233,15 +256,26 @@ impl LocalCloudBuilder {
         }));
         let containers = Arc::new(containers);
         let cloud = cloud.with_containers(containers.clone());
-        Ok(LocalCloud {
-            cloud: match self.faults {
-                Some(faults) => cloud.layer(Arc::new(faults)),
-                None => cloud,
+        let cloud = match self.faults {
+            Some(faults) => cloud.layer(Arc::new(faults)),
+            None => cloud,
+        };
+        // The endpoints reach the services through the same (possibly fault-layered) handles
+        // as the program.
+        let endpoints = endpoint::Endpoints::start(
+            self.endpoint,
+            endpoint::Backends {
+                blob: cloud.blob()?.clone(),
             },
+        )
+        .await?;
+        Ok(LocalCloud {
+            cloud,
             vms,
             containers,
             databases,
             load_balancers: lbs,
+            endpoints,
         })
     }
 }

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Side by side: the same boto3 client against the local cloud's AWS-compatible endpoints and
+against moto_server, in one run.
+
+Starts moto_server and `examples/serve.rs` (release build, a fresh state root on disk) on free
+loopback ports, then for each: N S3 PUT + GET pairs of 1 KiB objects, sequentially and from 16
+threads (a client per thread), and prints one line per server and mode. Compare the local
+figure with `cargo bench --bench blob` (the same operations in-process) for the endpoint's own
+cost. Stops both servers, even on failure.
+
+Usage: python3 benches/endpoints.py [N]   (needs boto3 and moto_server; scripts/setup.sh)
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_moto import free_port, start_moto, stop_moto  # noqa: E402
+
+THREADS = 16
+
+
+def start_local(root: str, port: int):
+    """`cargo run --release --example serve`; returns the process and its exports."""
+    proc = subprocess.Popen(
+        ["cargo", "run", "--quiet", "--release", "--example", "serve", "--", root, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    env = {}
+    for line in proc.stdout:
+        if not line.startswith("export "):
+            break
+        name, _, value = line[len("export "):].strip().partition("=")
+        env[name] = value
+        if name == "AWS_SECRET_ACCESS_KEY":
+            return proc, env
+    stop_moto(proc)
+    raise SystemExit("examples/serve.rs did not print its exports")
+
+
+def client(url, key, secret):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+    )
+
+
+def bench(name, url, key, secret, n):
+    bucket = "bench-" + os.urandom(4).hex()
+    client(url, key, secret).create_bucket(Bucket=bucket)
+    body = os.urandom(1024)
+
+    def work(c, count, prefix):
+        for i in range(count):
+            k = f"{prefix}/{i}"
+            c.put_object(Bucket=bucket, Key=k, Body=body)
+            assert c.get_object(Bucket=bucket, Key=k)["Body"].read() == body
+
+    for parallel in (1, THREADS):
+        clients = [client(url, key, secret) for _ in range(parallel)]
+        for c in clients:  # open each client's connection before the clock starts
+            c.head_bucket(Bucket=bucket)
+        per = max(1, n // parallel)
+        threads = [threading.Thread(target=work, args=(c, per, f"{parallel}-{i}")) for i, c in enumerate(clients)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        pairs = per * parallel
+        mode = "sequential" if parallel == 1 else f"{parallel} threads"
+        print(
+            f"{name:<6} s3 put+get 1 KiB, {mode:<11} {pairs / elapsed:8.1f} pairs/s"
+            f"   {elapsed / pairs * 1e3:7.3f} ms a pair (wall)",
+            flush=True,
+        )
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 400
+    root = tempfile.mkdtemp(prefix="mvi-endpoints-bench-")
+    moto = local = None
+    try:
+        moto_port = free_port()
+        moto = start_moto(moto_port)
+        local, env = start_local(os.path.join(root, "cloud"), free_port())
+        bench("local", env["AWS_ENDPOINT_URL_S3"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], n)
+        bench("moto", f"http://127.0.0.1:{moto_port}", "testing", "testing", n)
+    finally:
+        for proc in (local, moto):
+            if proc is not None:
+                stop_moto(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    main()

@@ -1,0 +1,280 @@
+//! AWS-compatible endpoints: the local services on loopback, in AWS's wire protocols.
+//!
+//! One HTTP port serves every protocol, as LocalStack's does: a request carrying an
+//! `X-Amz-Target` header is a JSON-protocol call (DynamoDB, KMS, CloudWatch Logs), any other is
+//! S3's REST protocol. So `AWS_ENDPOINT_URL` alone points an SDK at the local cloud, and the
+//! per-service variables (`AWS_ENDPOINT_URL_S3`, ...) name the same address. Behind each
+//! protocol is the same service object the program uses (one store, whichever door it is
+//! reached through), including any fault layer on it.
+//!
+//! Every request must be signed (SigV4) with an access key the cloud issued
+//! ([`Endpoints::keys`]); its policy ([`mvi_core::access::Policy`]) decides what it may do.
+//! The servers hold the services weakly and stop when the last handle on the cloud is
+//! dropped, so an endpoint never keeps a state root open.
+
+pub mod keys;
+pub mod s3;
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use mvi_core::access::{Account, Policy};
+use mvi_core::blob::Blob;
+use mvi_core::{Op, Result, SecretString, Service};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+pub use keys::{AccessKey, AccessKeys, Principal};
+
+/// The account id of the local cloud's ARNs (as moto's and LocalStack's).
+pub const LOCAL_ACCOUNT_ID: &str = "000000000000";
+/// The region the endpoints report and expect signatures for by default.
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// Connections served at once; more wait in the listen queue, so one noisy client cannot
+/// exhaust the process's descriptors.
+const MAX_CONNECTIONS: usize = 512;
+/// How long a client may take to send a request's headers before the connection is closed
+/// (a slow-loris client holds no slot for long).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the endpoints start: the port and, optionally, fixed admin credentials.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointConfig {
+    /// The loopback port; 0 picks a free one.
+    pub port: u16,
+    /// Admin credentials to accept instead of freshly generated ones.
+    pub admin: Option<AccessKey>,
+}
+
+/// Where the local cloud's AWS-compatible endpoints listen, and the keys they accept.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    addr: SocketAddr,
+    account: Account,
+    admin: AccessKey,
+    keys: Arc<AccessKeys>,
+    // Dropping the sender (with the last `Endpoints`) stops the listener and its connections.
+    _stop: watch::Sender<()>,
+}
+
+/// The services behind the endpoints.
+pub(crate) struct Backends {
+    pub(crate) blob: Arc<dyn Blob>,
+}
+
+impl Endpoints {
+    /// Binds the loopback port and starts serving.
+    pub(crate) async fn start(config: EndpointConfig, backends: Backends) -> Result<Endpoints> {
+        let op = Op::new(Service::Backend, "start_endpoints");
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, config.port))
+            .await
+            .map_err(|e| {
+                op.err(
+                    mvi_core::ErrorKind::Unavailable,
+                    format!("127.0.0.1:{}", config.port),
+                    format!("could not listen for the AWS-compatible endpoints: {e}"),
+                )
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| op.internal("endpoint listener", e))?;
+        let account = Account::new(DEFAULT_REGION, LOCAL_ACCOUNT_ID);
+        let keys = Arc::new(AccessKeys::default());
+        let admin = match config.admin {
+            Some(key) => {
+                keys.insert(&key, "admin".into(), Policy::admin());
+                key
+            }
+            None => keys.issue("admin", Policy::admin()),
+        };
+
+        let mut s3 = s3s::service::S3ServiceBuilder::new(s3::S3Door::new(&backends.blob));
+        s3.set_auth(s3::KeyLookup(keys.clone()));
+        s3.set_access(s3::PolicyCheck {
+            keys: keys.clone(),
+            account: account.clone(),
+        });
+        s3.set_host(s3::Hosts {
+            domains: vec![format!("localhost:{}", addr.port())],
+        });
+        let router = Arc::new(Router { s3: s3.build() });
+
+        let (stop, stop_rx) = watch::channel(());
+        tokio::spawn(serve(listener, router, stop_rx));
+        Ok(Endpoints {
+            shared: Arc::new(Shared {
+                addr,
+                account,
+                admin,
+                keys,
+                _stop: stop,
+            }),
+        })
+    }
+
+    /// The endpoints' URL (`http://127.0.0.1:PORT`), for every service.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// The address the endpoints listen on.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// The region the endpoints expect in signatures' scopes (any is accepted) and report.
+    pub fn region(&self) -> &str {
+        &self.shared.account.region
+    }
+
+    /// The account of the ARNs that policies name.
+    pub fn account(&self) -> &Account {
+        &self.shared.account
+    }
+
+    /// Credentials allowed everything: for the program itself, tools and tests.
+    pub fn admin(&self) -> &AccessKey {
+        &self.shared.admin
+    }
+
+    /// The access keys the endpoints accept: issue scoped ones here.
+    pub fn keys(&self) -> &AccessKeys {
+        &self.shared.keys
+    }
+
+    /// The environment that points an AWS SDK or the AWS CLI at these endpoints with `key`:
+    /// the endpoint URL of each service served, the region and the credentials.
+    pub fn env(&self, key: &AccessKey) -> Vec<(String, String)> {
+        let url = self.url();
+        let mut env: Vec<(String, String)> = ["AWS_ENDPOINT_URL_S3"]
+            .into_iter()
+            .map(|var| (var.to_owned(), url.clone()))
+            .collect();
+        for (var, value) in [
+            ("AWS_REGION", self.region()),
+            ("AWS_DEFAULT_REGION", self.region()),
+            ("AWS_ACCESS_KEY_ID", key.id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", key.secret.expose()),
+        ] {
+            env.push((var.to_owned(), value.to_owned()));
+        }
+        env
+    }
+
+    /// `env` as `export NAME=value` lines for a shell.
+    pub fn exports(&self, key: &AccessKey) -> String {
+        self.env(key)
+            .into_iter()
+            .map(|(k, v)| format!("export {k}={v}\n"))
+            .collect()
+    }
+}
+
+impl AccessKey {
+    /// A key with the given id and secret (fixed credentials for a tool's configuration).
+    pub fn new(id: impl Into<String>, secret: impl Into<String>) -> Self {
+        AccessKey {
+            id: id.into(),
+            secret: SecretString::new(secret),
+        }
+    }
+}
+
+/// Picks the protocol of each request.
+struct Router {
+    s3: s3s::service::S3Service,
+}
+
+impl Router {
+    async fn route(&self, req: Request<Incoming>) -> Response<s3s::Body> {
+        if let Some(target) = req.headers().get("x-amz-target") {
+            let target = String::from_utf8_lossy(target.as_bytes()).into_owned();
+            return json_error(
+                400,
+                "UnknownOperationException",
+                &format!("this endpoint does not serve the operation {target:?}"),
+            );
+        }
+        match self.s3.call(req.map(s3s::Body::from)).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!("s3 endpoint: {e:?}");
+                json_error(500, "InternalFailure", "the request could not be served")
+            }
+        }
+    }
+}
+
+/// An error in the shape of AWS's JSON protocols (`__type` and `message`).
+fn json_error(status: u16, code: &str, message: &str) -> Response<s3s::Body> {
+    let body = serde_json::json!({ "__type": code, "message": message }).to_string();
+    let mut resp = Response::new(s3s::Body::from(body));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    resp
+}
+
+async fn serve(listener: TcpListener, router: Arc<Router>, mut stop: watch::Receiver<()>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors or a reset before accept: keep serving the others.
+                tracing::warn!("endpoints: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let router = router.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = serve_connection(stream, peer, router) => {}
+                _ = stop.changed() => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: Arc<Router>) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |req| {
+        let router = router.clone();
+        async move { Ok::<_, Infallible>(router.route(req).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!("endpoint connection from {peer}: {e}");
+    }
+}

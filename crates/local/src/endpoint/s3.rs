@@ -1,0 +1,892 @@
+//! The S3 endpoint: Amazon S3's REST protocol over the local Blob service, through `s3s`.
+//!
+//! `s3s` parses requests (path-style and virtual-hosted-style), verifies SigV4 signatures
+//! (headers, presigned URLs, aws-chunked streaming bodies), and serializes answers and errors
+//! in S3's XML shapes; this module maps each operation onto [`Blob`] and each [`Error`] onto
+//! the S3 error code clients branch on. Bodies stream both ways: an object is never held in
+//! memory whole, and an upload whose body breaks off (or whose `Content-MD5` does not match)
+//! fails before anything is stored, since the local Blob commits only at the end of a body.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use md5::{Digest, Md5};
+use mvi_core::access::{Account, Request as AccessRequest};
+use mvi_core::blob::{
+    Blob, Body, ByteRange, CompletedPart, GetObject, ListObjects, ObjectMeta, PutMode, PutObject,
+};
+use mvi_core::{ByteStream, Error, ErrorKind, Op, Service};
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::{self, ETag, ETagCondition, Range, StreamingBlob, Timestamp};
+use s3s::host::{S3Host, VirtualHost};
+use s3s::path::S3Path;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use super::keys::AccessKeys;
+
+/// The largest body of a single PUT (S3's limit: 5 GiB); larger objects take a multipart
+/// upload.
+pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+/// The S3 operations, over a Blob service that may be gone (the cloud was dropped).
+pub(super) struct S3Door {
+    blob: Weak<dyn Blob>,
+}
+
+impl S3Door {
+    pub(super) fn new(blob: &Arc<dyn Blob>) -> Self {
+        S3Door {
+            blob: Arc::downgrade(blob),
+        }
+    }
+
+    fn blob(&self) -> S3Result<Arc<dyn Blob>> {
+        self.blob.upgrade().ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "the local cloud serving this endpoint has shut down",
+            )
+        })
+    }
+}
+
+/// An mvi error as the S3 error a client expects (code and status), with mvi's message.
+fn s3_err(e: Error) -> S3Error {
+    let msg = e.message();
+    let code = match e.kind() {
+        ErrorKind::NotFound if msg.starts_with("no such bucket") => S3ErrorCode::NoSuchBucket,
+        ErrorKind::NotFound if msg.contains("multipart upload") => S3ErrorCode::NoSuchUpload,
+        ErrorKind::NotFound => S3ErrorCode::NoSuchKey,
+        ErrorKind::AlreadyExists => S3ErrorCode::BucketAlreadyOwnedByYou,
+        ErrorKind::PreconditionFailed if e.operation() == "delete_bucket" => {
+            S3ErrorCode::BucketNotEmpty
+        }
+        ErrorKind::PreconditionFailed => S3ErrorCode::PreconditionFailed,
+        ErrorKind::InvalidArgument if msg.starts_with("invalid bucket name") => {
+            S3ErrorCode::InvalidBucketName
+        }
+        ErrorKind::InvalidArgument if msg.starts_with("object keys must be") => {
+            S3ErrorCode::KeyTooLongError
+        }
+        ErrorKind::InvalidArgument if msg.contains("Content-MD5") => S3ErrorCode::BadDigest,
+        ErrorKind::InvalidArgument if msg.contains("range") => S3ErrorCode::InvalidRange,
+        ErrorKind::InvalidArgument if msg.contains("ascending order") => {
+            S3ErrorCode::InvalidPartOrder
+        }
+        ErrorKind::InvalidArgument if msg.contains("every part but the last") => {
+            S3ErrorCode::EntityTooSmall
+        }
+        ErrorKind::InvalidArgument if msg.starts_with("part ") => S3ErrorCode::InvalidPart,
+        ErrorKind::InvalidArgument if msg.starts_with("user metadata is") => {
+            S3ErrorCode::MetadataTooLarge
+        }
+        ErrorKind::InvalidArgument => S3ErrorCode::InvalidArgument,
+        ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => S3ErrorCode::AccessDenied,
+        ErrorKind::RateLimited => S3ErrorCode::SlowDown,
+        ErrorKind::Unavailable => S3ErrorCode::ServiceUnavailable,
+        ErrorKind::Timeout => S3ErrorCode::RequestTimeout,
+        ErrorKind::Unsupported => S3ErrorCode::NotImplemented,
+        _ => S3ErrorCode::InternalError,
+    };
+    S3Error::with_message(code, e.to_string())
+}
+
+fn timestamp(t: mvi_core::Timestamp) -> Timestamp {
+    Timestamp::from(std::time::SystemTime::from(t))
+}
+
+fn etag(s: &str) -> ETag {
+    ETag::Strong(s.to_owned())
+}
+
+fn metadata(meta: &ObjectMeta) -> Option<dto::Metadata> {
+    (!meta.metadata.is_empty()).then(|| {
+        meta.metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+}
+
+/// S3's `Range` header as a Blob byte range (S3 ranges are inclusive).
+fn byte_range(range: Range) -> ByteRange {
+    match range {
+        Range::Int {
+            first,
+            last: Some(last),
+        } => ByteRange::Bounded {
+            start: first,
+            end: last.saturating_add(1),
+        },
+        Range::Int { first, last: None } => ByteRange::From(first),
+        Range::Suffix { length } => ByteRange::Suffix(length),
+    }
+}
+
+fn condition(c: &ETagCondition) -> String {
+    match c {
+        ETagCondition::Any => "*".to_owned(),
+        ETagCondition::ETag(e) => e.value().to_owned(),
+    }
+}
+
+/// A request body as a Blob body; read errors (a client that stops mid-body, a bad chunk
+/// signature) end the stream with an error, so nothing is stored.
+fn request_body(blob: Option<StreamingBlob>, name: &str, md5: Option<&str>) -> S3Result<Body> {
+    let Some(blob) = blob else {
+        return Ok(Body::Bytes(Bytes::new()));
+    };
+    let name = name.to_owned();
+    let stream: ByteStream = Box::pin(blob.map_err(move |e| {
+        Op::new(Service::Blob, "put_object")
+            .invalid(&name, format!("the request body could not be read: {e}"))
+    }));
+    Ok(Body::Stream(match md5 {
+        None => stream,
+        Some(b64) => {
+            use base64::Engine as _;
+            let expected = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .ok()
+                .filter(|d| d.len() == 16)
+                .ok_or_else(|| {
+                    S3Error::with_message(
+                        S3ErrorCode::InvalidDigest,
+                        "the Content-MD5 header is not the base64 of 16 bytes",
+                    )
+                })?;
+            Box::pin(Md5Checked {
+                inner: stream,
+                hasher: Some(Md5::new()),
+                expected,
+            })
+        }
+    }))
+}
+
+/// A body stream that fails at its end unless the bytes' MD5 is the `Content-MD5` given.
+struct Md5Checked {
+    inner: ByteStream,
+    hasher: Option<Md5>,
+    expected: Vec<u8>,
+}
+
+impl Stream for Md5Checked {
+    type Item = mvi_core::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(h) = this.hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) => match this.hasher.take().map(|h| h.finalize()) {
+                Some(md5) if md5.as_slice() != this.expected.as_slice() => {
+                    Poll::Ready(Some(Err(Op::new(Service::Blob, "put_object").invalid(
+                        "body",
+                        "the body's MD5 does not match its Content-MD5 header",
+                    ))))
+                }
+                _ => Poll::Ready(None),
+            },
+            other => other,
+        }
+    }
+}
+
+/// A response body: Blob streams are `Send`, `s3s` wants `Sync` too, which a mutex gives
+/// without ever being contended (only the one poller touches it).
+struct SyncBody(Mutex<ByteStream>);
+
+impl Stream for SyncBody {
+    type Item = mvi_core::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let inner = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        inner.as_mut().poll_next(cx)
+    }
+}
+
+fn check_put_size(len: Option<i64>) -> S3Result<()> {
+    match len {
+        Some(n) if n as u64 > MAX_PUT_SIZE => Err(S3Error::with_message(
+            S3ErrorCode::EntityTooLarge,
+            format!(
+                "a single PUT takes at most {MAX_PUT_SIZE} bytes ({n} were sent); use a multipart upload"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn list_page_size(max_keys: Option<i32>) -> S3Result<usize> {
+    match max_keys {
+        None => Ok(mvi_core::blob::MAX_LIST_KEYS),
+        Some(n) if n < 0 => Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            "max-keys must not be negative",
+        )),
+        Some(n) => Ok((n as usize).min(mvi_core::blob::MAX_LIST_KEYS)),
+    }
+}
+
+fn object(o: &ObjectMeta) -> dto::Object {
+    dto::Object {
+        key: Some(o.key.clone()),
+        e_tag: Some(etag(&o.etag)),
+        size: Some(o.size as i64),
+        last_modified: Some(timestamp(o.last_modified)),
+        storage_class: Some(dto::ObjectStorageClass::from_static(
+            dto::ObjectStorageClass::STANDARD,
+        )),
+        ..Default::default()
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for S3Door {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<dto::ListBucketsInput>,
+    ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
+        let buckets = self.blob()?.list_buckets().await.map_err(s3_err)?;
+        Ok(S3Response::new(dto::ListBucketsOutput {
+            buckets: Some(
+                buckets
+                    .into_iter()
+                    .map(|b| dto::Bucket {
+                        name: Some(b.name),
+                        creation_date: Some(timestamp(b.created)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<dto::CreateBucketInput>,
+    ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
+        let bucket = &req.input.bucket;
+        self.blob()?.create_bucket(bucket).await.map_err(s3_err)?;
+        Ok(S3Response::new(dto::CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+        }))
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<dto::HeadBucketInput>,
+    ) -> S3Result<S3Response<dto::HeadBucketOutput>> {
+        let blob = self.blob()?;
+        let page = blob
+            .list_objects(ListObjects::new(&req.input.bucket).max_keys(1))
+            .await
+            .map_err(s3_err)?;
+        drop(page);
+        Ok(S3Response::new(dto::HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<dto::GetBucketLocationInput>,
+    ) -> S3Result<S3Response<dto::GetBucketLocationOutput>> {
+        self.head_bucket(req.map_input(|i| dto::HeadBucketInput {
+            bucket: i.bucket,
+            ..Default::default()
+        }))
+        .await?;
+        Ok(S3Response::new(dto::GetBucketLocationOutput::default()))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<dto::DeleteBucketInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketOutput>> {
+        self.blob()?
+            .delete_bucket(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(dto::DeleteBucketOutput::default()))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<dto::PutObjectInput>,
+    ) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        let i = req.input;
+        check_put_size(i.content_length)?;
+        let mode = match (&i.if_none_match, &i.if_match) {
+            (Some(ETagCondition::Any), _) => PutMode::Create,
+            (Some(_), _) => {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::NotImplemented,
+                    "If-None-Match on PUT takes only '*'",
+                ));
+            }
+            (None, Some(c)) => PutMode::Update(condition(c)),
+            (None, None) => PutMode::Overwrite,
+        };
+        let name = format!("{}/{}", i.bucket, i.key);
+        let body = request_body(i.body, &name, i.content_md5.as_deref())?;
+        let mut put = PutObject::new(i.bucket, i.key, body).mode(mode);
+        put.content_type = i.content_type;
+        put.metadata = i.metadata.unwrap_or_default().into_iter().collect();
+        let meta = self.blob()?.put_object(put).await.map_err(s3_err)?;
+        Ok(S3Response::new(dto::PutObjectOutput {
+            e_tag: Some(etag(&meta.etag)),
+            size: Some(meta.size as i64),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<dto::GetObjectInput>,
+    ) -> S3Result<S3Response<dto::GetObjectOutput>> {
+        let i = req.input;
+        let mut get = GetObject::new(&i.bucket, &i.key);
+        get.range = i.range.map(byte_range);
+        get.if_match = i.if_match.as_ref().map(condition);
+        get.if_none_match = i.if_none_match.as_ref().map(condition);
+        let out = match self.blob()?.get_object(get).await {
+            Ok(out) => out,
+            // S3 answers a matching If-None-Match with 304 Not Modified, not 412.
+            Err(e)
+                if e.kind() == ErrorKind::PreconditionFailed
+                    && e.message().contains("if-none-match") =>
+            {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::NotModified,
+                    e.to_string(),
+                ));
+            }
+            Err(e) => return Err(s3_err(e)),
+        };
+        let (start, end) = out.range;
+        let content_range = i
+            .range
+            .is_some()
+            .then(|| format!("bytes {start}-{}/{}", end.saturating_sub(1), out.meta.size));
+        Ok(S3Response::new(dto::GetObjectOutput {
+            body: Some(StreamingBlob::wrap(SyncBody(Mutex::new(out.body)))),
+            content_length: Some((end - start) as i64),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            content_type: out.meta.content_type.clone(),
+            e_tag: Some(etag(&out.meta.etag)),
+            last_modified: Some(timestamp(out.meta.last_modified)),
+            metadata: metadata(&out.meta),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<dto::HeadObjectInput>,
+    ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+        let i = req.input;
+        let meta = self
+            .blob()?
+            .head_object(&i.bucket, &i.key)
+            .await
+            .map_err(s3_err)?;
+        if let Some(c) = &i.if_match
+            && !matches!(c, ETagCondition::Any)
+            && condition(c) != meta.etag
+        {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        if let Some(c) = &i.if_none_match
+            && (matches!(c, ETagCondition::Any) || condition(c) == meta.etag)
+        {
+            return Err(s3_error!(NotModified));
+        }
+        Ok(S3Response::new(dto::HeadObjectOutput {
+            content_length: Some(meta.size as i64),
+            accept_ranges: Some("bytes".into()),
+            content_type: meta.content_type.clone(),
+            e_tag: Some(etag(&meta.etag)),
+            last_modified: Some(timestamp(meta.last_modified)),
+            metadata: metadata(&meta),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
+        self.blob()?
+            .delete_object(&req.input.bucket, &req.input.key)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(dto::DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<dto::DeleteObjectsInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
+        let i = req.input;
+        if i.delete.objects.len() > 1000 {
+            return Err(S3Error::with_message(
+                S3ErrorCode::MalformedXML,
+                "a DeleteObjects request names at most 1000 keys",
+            ));
+        }
+        let blob = self.blob()?;
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for o in i.delete.objects {
+            match blob.delete_object(&i.bucket, &o.key).await {
+                Ok(()) => deleted.push(dto::DeletedObject {
+                    key: Some(o.key),
+                    ..Default::default()
+                }),
+                Err(e) => {
+                    let err = s3_err(e);
+                    errors.push(dto::Error {
+                        code: Some(err.code().as_str().to_owned()),
+                        message: err.message().map(str::to_owned),
+                        key: Some(o.key),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        let quiet = i.delete.quiet.unwrap_or(false);
+        Ok(S3Response::new(dto::DeleteObjectsOutput {
+            deleted: (!quiet).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+        let i = req.input;
+        let dto::CopySource::Bucket { bucket, key, .. } = &i.copy_source else {
+            return Err(S3Error::with_message(
+                S3ErrorCode::NotImplemented,
+                "copies from access points and outposts are not supported",
+            ));
+        };
+        let blob = self.blob()?;
+        if i.copy_source_if_match.is_some() || i.copy_source_if_none_match.is_some() {
+            let src = blob.head_object(bucket, key).await.map_err(s3_err)?;
+            if let Some(c) = &i.copy_source_if_match
+                && !c.is_any()
+                && condition(c) != src.etag
+            {
+                return Err(s3_error!(PreconditionFailed));
+            }
+            if let Some(c) = &i.copy_source_if_none_match
+                && (c.is_any() || condition(c) == src.etag)
+            {
+                return Err(s3_error!(PreconditionFailed));
+            }
+        }
+        let meta = blob
+            .copy_object(bucket, key, &i.bucket, &i.key)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(dto::CopyObjectOutput {
+            copy_object_result: Some(dto::CopyObjectResult {
+                e_tag: Some(etag(&meta.etag)),
+                last_modified: Some(timestamp(meta.last_modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<dto::ListObjectsV2Input>,
+    ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
+        let i = req.input;
+        let max = list_page_size(i.max_keys)?;
+        let mut list = ListObjects::new(&i.bucket).max_keys(max.max(1));
+        list.prefix = i.prefix.clone();
+        list.delimiter = i.delimiter.clone();
+        list.continuation = i.continuation_token.clone();
+        if list.continuation.is_none()
+            && let Some(after) = &i.start_after
+        {
+            // The key just after `start_after` (its successor in byte order).
+            list.continuation = Some(hex::encode(format!("{after}\0")));
+        }
+        let page = if max == 0 {
+            self.blob()?
+                .list_objects(ListObjects::new(&i.bucket).max_keys(1))
+                .await
+                .map_err(s3_err)?;
+            mvi_core::blob::ListPage {
+                objects: Vec::new(),
+                common_prefixes: Vec::new(),
+                next: None,
+            }
+        } else {
+            self.blob()?.list_objects(list).await.map_err(s3_err)?
+        };
+        let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
+        Ok(S3Response::new(dto::ListObjectsV2Output {
+            name: Some(i.bucket),
+            prefix: Some(i.prefix.unwrap_or_default()),
+            delimiter: i.delimiter,
+            max_keys: Some(max as i32),
+            key_count: Some(key_count),
+            continuation_token: i.continuation_token,
+            start_after: i.start_after,
+            is_truncated: Some(page.next.is_some()),
+            next_continuation_token: page.next,
+            contents: Some(page.objects.iter().map(object).collect()),
+            common_prefixes: Some(
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| dto::CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            encoding_type: i.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<dto::ListObjectsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectsOutput>> {
+        let v2 = req.map_input(|i| dto::ListObjectsV2Input {
+            bucket: i.bucket,
+            delimiter: i.delimiter,
+            encoding_type: i.encoding_type,
+            max_keys: i.max_keys,
+            prefix: i.prefix,
+            start_after: i.marker,
+            ..Default::default()
+        });
+        let marker = v2.input.start_after.clone();
+        let out = self.list_objects_v2(v2).await?.output;
+        // Version 1 pages by marker: the last key (or prefix) of this page.
+        let next_marker = out.is_truncated.unwrap_or(false).then(|| {
+            let last_key = out.contents.iter().flatten().filter_map(|o| o.key.clone());
+            let last_prefix = out
+                .common_prefixes
+                .iter()
+                .flatten()
+                .filter_map(|p| p.prefix.clone());
+            last_key.chain(last_prefix).max().unwrap_or_default()
+        });
+        Ok(S3Response::new(dto::ListObjectsOutput {
+            name: out.name,
+            prefix: out.prefix,
+            marker,
+            max_keys: out.max_keys,
+            is_truncated: out.is_truncated,
+            contents: out.contents,
+            common_prefixes: out.common_prefixes,
+            delimiter: out.delimiter,
+            next_marker,
+            encoding_type: out.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        let i = req.input;
+        let id = self
+            .blob()?
+            .create_multipart_upload(&i.bucket, &i.key, i.content_type)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(dto::CreateMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<dto::UploadPartInput>,
+    ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        let i = req.input;
+        check_put_size(i.content_length)?;
+        let number = u32::try_from(i.part_number).map_err(|_| {
+            S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "part numbers are between 1 and 10000",
+            )
+        })?;
+        let name = format!("{}/{}", i.bucket, i.key);
+        let body = request_body(i.body, &name, i.content_md5.as_deref())?;
+        let tag = self
+            .blob()?
+            .upload_part(&i.bucket, &i.key, &i.upload_id, number, body)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(dto::UploadPartOutput {
+            e_tag: Some(etag(&tag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        let i = req.input;
+        let parts = i
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let number = p.part_number.and_then(|n| u32::try_from(n).ok());
+                match (number, p.e_tag) {
+                    (Some(number), Some(tag)) => Ok(CompletedPart {
+                        number,
+                        etag: tag.into_value(),
+                    }),
+                    _ => Err(S3Error::with_message(
+                        S3ErrorCode::MalformedXML,
+                        "every part needs a PartNumber and an ETag",
+                    )),
+                }
+            })
+            .collect::<S3Result<Vec<_>>>()?;
+        let meta = self
+            .blob()?
+            .complete_multipart_upload(&i.bucket, &i.key, &i.upload_id, parts)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            e_tag: Some(etag(&meta.etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        let i = req.input;
+        self.blob()?
+            .abort_multipart_upload(&i.bucket, &i.key, &i.upload_id)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(dto::AbortMultipartUploadOutput::default()))
+    }
+}
+
+/// Secret keys for `s3s`'s signature checks, from the endpoint's access keys.
+pub(super) struct KeyLookup(pub(super) Arc<AccessKeys>);
+
+#[async_trait::async_trait]
+impl S3Auth for KeyLookup {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        match self.0.lookup(access_key) {
+            Some(k) => Ok(SecretKey::from(k.secret.expose())),
+            None => Err(S3Error::with_message(
+                S3ErrorCode::InvalidAccessKeyId,
+                "the AWS access key id does not exist in this local cloud",
+            )),
+        }
+    }
+}
+
+/// Authorization: every request's operation and resource, as the IAM action and ARN AWS
+/// checks, against the policy of the access key that signed it.
+pub(super) struct PolicyCheck {
+    pub(super) keys: Arc<AccessKeys>,
+    pub(super) account: Account,
+}
+
+/// The IAM action of an S3 operation (as AWS documents them: most are `s3:<Operation>`).
+fn iam_action(op: &str) -> String {
+    let action = match op {
+        "HeadObject" => "GetObject",
+        "HeadBucket" | "ListObjects" | "ListObjectsV2" => "ListBucket",
+        "CreateMultipartUpload"
+        | "UploadPart"
+        | "CompleteMultipartUpload"
+        | "CopyObject"
+        | "UploadPartCopy" => "PutObject",
+        "DeleteObjects" => "DeleteObject",
+        "ListBuckets" => "ListAllMyBuckets",
+        "ListMultipartUploads" => "ListBucketMultipartUploads",
+        "ListParts" => "ListMultipartUploadParts",
+        other => other,
+    };
+    format!("s3:{action}")
+}
+
+impl PolicyCheck {
+    fn require(&self, access_key: Option<&str>, action: &str, resource: &str) -> S3Result<()> {
+        let Some(id) = access_key else {
+            return Err(S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                "anonymous requests are not allowed: sign requests with an access key",
+            ));
+        };
+        let principal = self.keys.lookup(id).map(|k| k.principal);
+        match principal {
+            Some(p) if p.policy.allows(&AccessRequest::new(action, resource)) => Ok(()),
+            Some(p) => Err(S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                format!(
+                    "{} is not authorized to perform {action} on resource {resource}",
+                    p.name
+                ),
+            )),
+            None => Err(s3_error!(InvalidAccessKeyId)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for PolicyCheck {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let action = iam_action(cx.s3_op().name());
+        let resource = match cx.s3_path() {
+            S3Path::Root => "*".to_owned(),
+            S3Path::Bucket { bucket } => self.account.bucket_arn(bucket),
+            S3Path::Object { bucket, key } => self.account.object_arn(bucket, key),
+        };
+        let id = cx.credentials().map(|c| c.access_key.clone());
+        self.require(id.as_deref(), &action, &resource)
+    }
+
+    async fn copy_object(&self, req: &mut S3Request<dto::CopyObjectInput>) -> S3Result<()> {
+        // Reading the source needs s3:GetObject on it, besides s3:PutObject on the target.
+        if let dto::CopySource::Bucket { bucket, key, .. } = &req.input.copy_source {
+            let id = req.credentials.as_ref().map(|c| c.access_key.clone());
+            self.require(
+                id.as_deref(),
+                "s3:GetObject",
+                &self.account.object_arn(bucket, key),
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn delete_objects(&self, req: &mut S3Request<dto::DeleteObjectsInput>) -> S3Result<()> {
+        let id = req.credentials.as_ref().map(|c| c.access_key.clone());
+        for o in &req.input.delete.objects {
+            self.require(
+                id.as_deref(),
+                "s3:DeleteObject",
+                &self.account.object_arn(&req.input.bucket, &o.key),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Virtual-hosted-style addressing on the endpoint's own names (`photos.localhost:4566`);
+/// every other host (`127.0.0.1:4566`, a container's view of the host) is path-style.
+pub(super) struct Hosts {
+    pub(super) domains: Vec<String>,
+}
+
+impl S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
+        for domain in &self.domains {
+            if host.eq_ignore_ascii_case(domain) {
+                return Ok(VirtualHost::new(domain.as_str()));
+            }
+            if let Some(bucket) = host
+                .len()
+                .checked_sub(domain.len() + 1)
+                .filter(|&at| {
+                    host.is_char_boundary(at)
+                        && host[at..].starts_with('.')
+                        && host[at + 1..].eq_ignore_ascii_case(domain)
+                })
+                .map(|at| &host[..at])
+                .filter(|b| !b.is_empty())
+            {
+                return Ok(VirtualHost::new(domain.as_str()).with_bucket(bucket));
+            }
+        }
+        Ok(VirtualHost::new(host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_split_virtual_buckets_from_path_style() {
+        let hosts = Hosts {
+            domains: vec!["localhost:4566".into(), "127.0.0.1:4566".into()],
+        };
+        let bucket = |h: &str| {
+            hosts
+                .parse_host_header(h)
+                .ok()
+                .and_then(|v| v.bucket().map(str::to_owned))
+        };
+        assert_eq!(bucket("localhost:4566"), None);
+        assert_eq!(bucket("127.0.0.1:4566"), None);
+        assert_eq!(bucket("photos.localhost:4566").as_deref(), Some("photos"));
+        assert_eq!(bucket("a.b.localhost:4566").as_deref(), Some("a.b"));
+        assert_eq!(bucket("host.docker.internal:4566"), None);
+        assert_eq!(bucket(".localhost:4566"), None);
+    }
+
+    #[test]
+    fn actions_are_iams() {
+        assert_eq!(iam_action("GetObject"), "s3:GetObject");
+        assert_eq!(iam_action("HeadObject"), "s3:GetObject");
+        assert_eq!(iam_action("ListObjectsV2"), "s3:ListBucket");
+        assert_eq!(iam_action("UploadPart"), "s3:PutObject");
+        assert_eq!(iam_action("DeleteObjects"), "s3:DeleteObject");
+        assert_eq!(iam_action("ListBuckets"), "s3:ListAllMyBuckets");
+    }
+
+    #[test]
+    fn errors_map_to_s3_codes() {
+        let op = Op::new(Service::Blob, "get_object");
+        let code = |e: Error| s3_err(e).code().as_str().to_owned();
+        assert_eq!(code(op.not_found("b", "no such bucket")), "NoSuchBucket");
+        assert_eq!(code(op.not_found("b/k", "no such key")), "NoSuchKey");
+        assert_eq!(
+            code(
+                Op::new(Service::Blob, "delete_bucket")
+                    .precondition("b", "the bucket holds 3 objects")
+            ),
+            "BucketNotEmpty"
+        );
+        assert_eq!(code(op.precondition("b/k", "etag")), "PreconditionFailed");
+        assert_eq!(
+            code(op.invalid("b", "invalid bucket name: too short")),
+            "InvalidBucketName"
+        );
+        assert_eq!(
+            code(op.invalid(
+                "b/k",
+                "the range starts at byte 9 but the object has 3 bytes"
+            )),
+            "InvalidRange"
+        );
+    }
+}

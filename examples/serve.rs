@@ -1,0 +1,68 @@
+//! Opens a local cloud on a state root and serves its AWS-compatible endpoints until Ctrl-C,
+//! printing the `export` lines that point the AWS CLI, boto3, Terraform's S3 backend or an
+//! app of your own at it, with admin credentials.
+//!
+//! ```text
+//! cargo run --example serve -- [STATE_ROOT] [--port PORT] [--once]
+//! eval "$(cargo run -q --example serve -- .mvi --port 4566 --once)"   # just the exports
+//! ```
+//!
+//! `--port` picks the loopback port (default: a free one); `AWS_ACCESS_KEY_ID` and
+//! `AWS_SECRET_ACCESS_KEY`, when set, become the admin credentials (so a configured tool keeps
+//! working across restarts), otherwise fresh ones are generated. `--once` prints and exits.
+
+use mvi::Result;
+use mvi::local::LocalCloud;
+
+mod common;
+
+use common::failed;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut root = std::path::PathBuf::from(".mvi");
+    let mut port = 0u16;
+    let mut once = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--port" => {
+                let value = args.next().unwrap_or_default();
+                port = value.parse().map_err(|e| {
+                    failed(&format!("--port takes a port number, not {value:?}"), e)
+                })?;
+            }
+            "--once" => once = true,
+            other if other.starts_with('-') => {
+                return Err(failed(
+                    "usage: serve [STATE_ROOT] [--port PORT] [--once]",
+                    format!("unknown option {other}"),
+                ));
+            }
+            other => root = other.into(),
+        }
+    }
+    let mut builder = LocalCloud::builder().root(&root).endpoint_port(port);
+    if let (Ok(id), Ok(secret)) = (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        builder = builder.admin_credentials(id, secret);
+    }
+    let local = builder.build_local().await?;
+    let endpoints = local.endpoints();
+    print!("{}", endpoints.exports(endpoints.admin()));
+    if once {
+        return Ok(());
+    }
+    eprintln!(
+        "# serving S3 on {} (state root {}); Ctrl-C stops",
+        endpoints.url(),
+        root.display()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| failed("waiting for Ctrl-C", e))?;
+    eprintln!("# stopped");
+    Ok(())
+}

@@ -1,0 +1,543 @@
+//! The local cloud's AWS-compatible S3 endpoint, driven by a client no one here wrote: the
+//! AWS CLI (`aws s3`, `aws s3api`). Each case checks what the CLI saw and, through the
+//! program's own Blob handle, what the store holds (one store, whichever door).
+
+use std::process::{Command, Output};
+
+use mvi::access::{Grant, Policy};
+use mvi::blob::BlobExt;
+use mvi::local::LocalCloud;
+use mvi::local::endpoint::AccessKey;
+
+mod common;
+
+/// Runs the AWS CLI with `env` only (no profile, no instance metadata) and `args`.
+fn aws(env: &[(String, String)], args: &[&str]) -> Output {
+    let mut cmd = Command::new("aws");
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy");
+    cmd.output()
+        .expect("the AWS CLI (`aws`) runs; scripts/setup.sh installs it")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `aws` and requires success, returning its standard output.
+fn ok(env: &[(String, String)], args: &[&str]) -> String {
+    let o = aws(env, args);
+    assert!(
+        o.status.success(),
+        "aws {args:?} failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Runs `aws` and requires failure, returning its standard error.
+fn fails(env: &[(String, String)], args: &[&str]) -> String {
+    let o = aws(env, args);
+    assert!(
+        !o.status.success(),
+        "aws {args:?} should have failed: {}",
+        stdout(&o)
+    );
+    stderr(&o)
+}
+
+async fn cloud() -> (LocalCloud, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let local = LocalCloud::builder()
+        .root(dir.path().join("cloud"))
+        .seed(7)
+        .build_local()
+        .await
+        .expect("a local cloud");
+    (local, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_copies_lists_and_removes_through_the_one_store() {
+    let (local, dir) = cloud().await;
+    let env = local.endpoints().env(local.endpoints().admin());
+    let blob = local.cloud().blob().expect("blob").clone();
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, "hello from the CLI\n").expect("a file");
+
+    tokio::task::block_in_place(|| {
+        ok(&env, &["s3", "mb", "s3://photos"]);
+        ok(
+            &env,
+            &[
+                "s3",
+                "cp",
+                file.to_str().expect("utf-8"),
+                "s3://photos/dir/hello.txt",
+            ],
+        );
+    });
+    // What the CLI wrote, the program reads.
+    let got = blob
+        .get("photos", "dir/hello.txt")
+        .await
+        .expect("the object");
+    assert_eq!(&got[..], b"hello from the CLI\n");
+    // What the program writes, the CLI lists and reads.
+    blob.put("photos", "dir/other.txt", "from the program")
+        .await
+        .expect("a put");
+    tokio::task::block_in_place(|| {
+        let listing = ok(&env, &["s3", "ls", "s3://photos/dir/"]);
+        assert!(
+            listing.contains("hello.txt") && listing.contains("other.txt"),
+            "{listing}"
+        );
+        assert_eq!(
+            ok(&env, &["s3", "cp", "s3://photos/dir/other.txt", "-"]),
+            "from the program"
+        );
+        let buckets = ok(&env, &["s3", "ls"]);
+        assert!(buckets.contains("photos"), "{buckets}");
+        ok(&env, &["s3", "rm", "--recursive", "s3://photos/dir/"]);
+    });
+    assert!(
+        blob.list_all("photos", "")
+            .await
+            .expect("a listing")
+            .is_empty()
+    );
+    tokio::task::block_in_place(|| {
+        let missing = fails(
+            &env,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                "photos",
+                "--key",
+                "gone",
+                "/dev/null",
+            ],
+        );
+        assert!(missing.contains("NoSuchKey"), "{missing}");
+        let no_bucket = fails(&env, &["s3", "ls", "s3://nope-nope/"]);
+        assert!(no_bucket.contains("NoSuchBucket"), "{no_bucket}");
+        ok(&env, &["s3", "rb", "s3://photos"]);
+    });
+    assert!(blob.list_buckets().await.expect("buckets").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_multipart_ranges_and_conditional_requests() {
+    let (local, dir) = cloud().await;
+    let env = local.endpoints().env(local.endpoints().admin());
+    let blob = local.cloud().blob().expect("blob").clone();
+    blob.create_bucket("data").await.expect("a bucket");
+    // Two parts: 5 MiB (the smallest a non-last part may be) and a short last one.
+    let first: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let (p1, p2) = (dir.path().join("p1"), dir.path().join("p2"));
+    std::fs::write(&p1, &first).expect("part 1");
+    std::fs::write(&p2, b"the end").expect("part 2");
+
+    let etag = |json: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(json).expect("json");
+        v["ETag"].as_str().expect("an ETag").to_owned()
+    };
+    let meta = tokio::task::block_in_place(|| {
+        let created = ok(
+            &env,
+            &[
+                "s3api",
+                "create-multipart-upload",
+                "--bucket",
+                "data",
+                "--key",
+                "big.bin",
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&created).expect("json");
+        let id = v["UploadId"].as_str().expect("an upload id").to_owned();
+        let mut parts = Vec::new();
+        for (n, path) in [(1, &p1), (2, &p2)] {
+            let out = ok(
+                &env,
+                &[
+                    "s3api",
+                    "upload-part",
+                    "--bucket",
+                    "data",
+                    "--key",
+                    "big.bin",
+                    "--upload-id",
+                    &id,
+                    "--part-number",
+                    &n.to_string(),
+                    "--body",
+                    path.to_str().expect("utf-8"),
+                ],
+            );
+            parts.push(serde_json::json!({ "PartNumber": n, "ETag": etag(&out) }));
+        }
+        let parts = serde_json::json!({ "Parts": parts }).to_string();
+        let done = ok(
+            &env,
+            &[
+                "s3api",
+                "complete-multipart-upload",
+                "--bucket",
+                "data",
+                "--key",
+                "big.bin",
+                "--upload-id",
+                &id,
+                "--multipart-upload",
+                &parts,
+            ],
+        );
+        etag(&done)
+    });
+    assert!(
+        meta.trim_matches('"').ends_with("-2"),
+        "a multipart ETag: {meta}"
+    );
+    let stored = blob
+        .get("data", "big.bin")
+        .await
+        .expect("the assembled object");
+    assert_eq!(stored.len(), first.len() + 7);
+    assert_eq!(&stored[first.len()..], b"the end");
+
+    tokio::task::block_in_place(|| {
+        // A range: bytes 5 MiB .. end, i.e. the second part.
+        let out = dir.path().join("range");
+        let got = ok(
+            &env,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                "data",
+                "--key",
+                "big.bin",
+                "--range",
+                &format!("bytes={}-", first.len()),
+                out.to_str().expect("utf-8"),
+            ],
+        );
+        assert!(got.contains("ContentRange"), "{got}");
+        assert_eq!(std::fs::read(&out).expect("the range"), b"the end");
+        let past = fails(
+            &env,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                "data",
+                "--key",
+                "big.bin",
+                "--range",
+                "bytes=99999999-",
+                out.to_str().expect("utf-8"),
+            ],
+        );
+        assert!(past.contains("InvalidRange"), "{past}");
+
+        // If-None-Match: * creates once, then refuses.
+        let body = p2.to_str().expect("utf-8");
+        ok(
+            &env,
+            &[
+                "s3api",
+                "put-object",
+                "--bucket",
+                "data",
+                "--key",
+                "once",
+                "--body",
+                body,
+                "--if-none-match",
+                "*",
+            ],
+        );
+        let again = fails(
+            &env,
+            &[
+                "s3api",
+                "put-object",
+                "--bucket",
+                "data",
+                "--key",
+                "once",
+                "--body",
+                body,
+                "--if-none-match",
+                "*",
+            ],
+        );
+        assert!(again.contains("PreconditionFailed"), "{again}");
+        // If-Match on a read: a wrong ETag fails, the right one reads.
+        let wrong = fails(
+            &env,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                "data",
+                "--key",
+                "big.bin",
+                "--if-match",
+                "\"0000\"",
+                out.to_str().expect("utf-8"),
+            ],
+        );
+        assert!(wrong.contains("PreconditionFailed"), "{wrong}");
+        ok(
+            &env,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                "data",
+                "--key",
+                "big.bin",
+                "--if-match",
+                &meta,
+                out.to_str().expect("utf-8"),
+            ],
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_and_policies_are_enforced() {
+    let (local, dir) = cloud().await;
+    let endpoints = local.endpoints().clone();
+    let blob = local.cloud().blob().expect("blob").clone();
+    for b in ["photos", "secrets"] {
+        blob.create_bucket(b).await.expect("a bucket");
+    }
+    blob.put("photos", "cat.jpg", "meow").await.expect("a put");
+    blob.put("secrets", "key", "hush").await.expect("a put");
+    let out = dir.path().join("out");
+    let out = out.to_str().expect("utf-8");
+
+    // A wrong secret: the signature does not match, nothing is read.
+    let mut forged = endpoints.admin().clone();
+    forged.secret = mvi::SecretString::new("not-the-secret-not-the-secret-not-the-se");
+    let forged_env = endpoints.env(&forged);
+    // An unknown key id.
+    let unknown_env = endpoints.env(&AccessKey::new("AKIAUNKNOWNUNKNOWN00", "x".repeat(40)));
+    // A key that may only read bucket photos.
+    let reader = endpoints.keys().issue(
+        "web",
+        Policy::of_grants(endpoints.account(), &[Grant::bucket_read("photos")]),
+    );
+    let reader_env = endpoints.env(&reader);
+    tokio::task::block_in_place(|| {
+        let bad = fails(
+            &forged_env,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                "photos",
+                "--key",
+                "cat.jpg",
+                out,
+            ],
+        );
+        assert!(bad.contains("SignatureDoesNotMatch"), "{bad}");
+        let who = fails(&unknown_env, &["s3", "ls"]);
+        assert!(who.contains("InvalidAccessKeyId"), "{who}");
+
+        ok(
+            &reader_env,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                "photos",
+                "--key",
+                "cat.jpg",
+                out,
+            ],
+        );
+        assert_eq!(std::fs::read(out).expect("the object"), b"meow");
+        assert!(ok(&reader_env, &["s3", "ls", "s3://photos/"]).contains("cat.jpg"));
+        let write = fails(
+            &reader_env,
+            &[
+                "s3api",
+                "put-object",
+                "--bucket",
+                "photos",
+                "--key",
+                "dog.jpg",
+            ],
+        );
+        assert!(
+            write.contains("AccessDenied")
+                && write.contains("s3:PutObject")
+                && write.contains("arn:aws:s3:::photos/dog.jpg"),
+            "{write}"
+        );
+        let other = fails(
+            &reader_env,
+            &[
+                "s3api",
+                "get-object",
+                "--bucket",
+                "secrets",
+                "--key",
+                "key",
+                out,
+            ],
+        );
+        assert!(
+            other.contains("AccessDenied") && other.contains("arn:aws:s3:::secrets/key"),
+            "{other}"
+        );
+        let list_all = fails(&reader_env, &["s3", "ls"]);
+        assert!(list_all.contains("AccessDenied"), "{list_all}");
+    });
+    // Nothing the refused requests asked for happened.
+    assert!(blob.head_object("photos", "dog.jpg").await.is_err());
+
+    // A revoked key is refused from then on.
+    assert!(endpoints.keys().revoke(&reader.id));
+    tokio::task::block_in_place(|| {
+        let revoked = fails(&reader_env, &["s3", "ls", "s3://photos/"]);
+        assert!(revoked.contains("InvalidAccessKeyId"), "{revoked}");
+    });
+}
+
+/// A presigned URL split into its path and query, checked to be on the endpoint.
+fn split_url<'a>(base: &str, url: &'a str) -> (&'a str, &'a str) {
+    url.trim()
+        .strip_prefix(base)
+        .and_then(|rest| rest.split_once('?'))
+        .expect("a presigned URL on the endpoint")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_urls_work_until_they_expire() {
+    let (local, dir) = cloud().await;
+    let base = local.endpoints().url();
+    let admin = local.endpoints().env(local.endpoints().admin());
+    // The AWS CLI presigns with SigV2 unless told to use SigV4: check both.
+    let v4_config = dir.path().join("s3v4.ini");
+    std::fs::write(&v4_config, "[default]\ns3 =\n  signature_version = s3v4\n").expect("a config");
+    let mut v4 = admin.clone();
+    v4.push((
+        "AWS_CONFIG_FILE".into(),
+        v4_config.to_str().expect("utf-8").into(),
+    ));
+    let blob = local.cloud().blob().expect("blob").clone();
+    blob.create_bucket("share").await.expect("a bucket");
+    blob.put("share", "note.txt", "shared")
+        .await
+        .expect("a put");
+
+    for (version, env, signature) in [
+        ("SigV4", &v4, "X-Amz-Signature="),
+        ("SigV2", &admin, "&Signature="),
+    ] {
+        let url = tokio::task::block_in_place(|| {
+            ok(
+                env,
+                &[
+                    "s3",
+                    "presign",
+                    "s3://share/note.txt",
+                    "--expires-in",
+                    "300",
+                ],
+            )
+        });
+        let (path, query) = split_url(&base, &url);
+        assert!(query.contains(signature), "{version}: {url}");
+        let (status, body) = common::http_get(&base, &format!("{path}?{query}"))
+            .await
+            .expect("a GET of the presigned URL");
+        assert_eq!((status, body.as_str()), (200, "shared"), "{version}");
+        // The same URL with its signature altered is refused.
+        let at = query.find(signature).expect("a signature") + signature.len();
+        let flipped = if query.as_bytes()[at] == b'0' {
+            "1"
+        } else {
+            "0"
+        };
+        let tampered = format!("{}{flipped}{}", &query[..at], &query[at + 1..]);
+        let (status, body) = common::http_get(&base, &format!("{path}?{tampered}"))
+            .await
+            .expect("a GET");
+        assert_eq!(status, 403, "{version}: {body}");
+        // So is a key the signature does not name.
+        let (status, _) = common::http_get(&base, &format!("{}?{tampered}", "/share/other.txt"))
+            .await
+            .expect("a GET");
+        assert_eq!(status, 403, "{version}");
+
+        let short = tokio::task::block_in_place(|| {
+            ok(
+                env,
+                &["s3", "presign", "s3://share/note.txt", "--expires-in", "1"],
+            )
+        });
+        // Past its expiry (a bounded wait: the URL expires after 1 s whatever the load).
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let (path, query) = split_url(&base, &short);
+        let (status, body) = common::http_get(&base, &format!("{path}?{query}"))
+            .await
+            .expect("a GET");
+        assert_eq!(status, 403, "{version}: {body}");
+        assert!(body.contains("expired"), "{version}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_stop_with_the_cloud_and_release_its_root() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let root = dir.path().join("cloud");
+    let local = LocalCloud::builder()
+        .root(&root)
+        .build_local()
+        .await
+        .expect("a local cloud");
+    let addr = local.endpoints().addr();
+    drop(local);
+    // The port closes and the state root can be opened again at once.
+    let mut closed = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(closed, "the endpoint at {addr} still accepts connections");
+    LocalCloud::builder()
+        .root(&root)
+        .build_local()
+        .await
+        .expect("the root reopens");
+}
