@@ -42,6 +42,9 @@ step "cargo test (unit; conformance on the local backend in memory and on disk, 
 step "  as moto_server simulates it; the quickstart stack on moto; end to end)"
 cargo test --workspace --locked --features mvi/aws,mvi/openfeature
 
+step "a public S3 compatibility suite (s3s-e2e) against the local S3 endpoint and moto_server"
+./scripts/s3-compat.sh
+
 step "examples: the data services (in memory), the quickstart stack, the same app as a script,"
 step "  the app deployed with each strategy under traffic, autoscaling, flags, a multi-AZ failover,"
 step "  restore drills"
