@@ -20,6 +20,7 @@ EXPECTED_LOCAL=(
   Basic/Put/test_put_object_larger
   Basic/Put/test_put_object_with_content_checksums
   Basic/Copy/test_copy_object
+  Advanced/Multipart/test_multipart_upload
   Advanced/ListPagination/test_list_objects_with_pagination
   Advanced/PresignedUrl/test_put_presigned_url
   Advanced/PresignedUrl/test_get_presigned_url

@@ -261,8 +261,50 @@ async fn aws_cli_multipart_ranges_and_conditional_requests() {
         );
         assert!(past.contains("InvalidRange"), "{past}");
 
-        // If-None-Match: * creates once, then refuses.
+        // A body that does not match its checksum or its Content-MD5 is refused and not stored.
         let body = p2.to_str().expect("utf-8");
+        for (flag, value) in [
+            ("--checksum-crc32", "AAAAAA=="),
+            ("--content-md5", "AAAAAAAAAAAAAAAAAAAAAA=="),
+        ] {
+            let bad = fails(
+                &env,
+                &[
+                    "s3api",
+                    "put-object",
+                    "--bucket",
+                    "data",
+                    "--key",
+                    "corrupt",
+                    "--body",
+                    body,
+                    flag,
+                    value,
+                ],
+            );
+            assert!(bad.contains("BadDigest"), "{flag}: {bad}");
+        }
+        let checked = ok(
+            &env,
+            &[
+                "s3api",
+                "put-object",
+                "--bucket",
+                "data",
+                "--key",
+                "checked",
+                "--body",
+                body,
+                "--checksum-algorithm",
+                "SHA256",
+            ],
+        );
+        assert!(
+            checked.contains("ChecksumSHA256"),
+            "the checksum comes back: {checked}"
+        );
+
+        // If-None-Match: * creates once, then refuses.
         ok(
             &env,
             &[
@@ -325,6 +367,10 @@ async fn aws_cli_multipart_ranges_and_conditional_requests() {
             ],
         );
     });
+    assert!(
+        blob.head_object("data", "corrupt").await.is_err(),
+        "a refused body is not stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
-use md5::{Digest, Md5};
 use mvi_core::access::{Account, Request as AccessRequest};
 use mvi_core::blob::{
     Blob, Body, ByteRange, CompletedPart, GetObject, ListObjects, ObjectMeta, PutMode, PutObject,
@@ -27,6 +26,8 @@ use s3s::path::S3Path;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::keys::AccessKeys;
+
+mod integrity;
 
 /// The largest body of a single PUT (S3's limit: 5 GiB); larger objects take a multipart
 /// upload.
@@ -72,7 +73,9 @@ fn s3_err(e: Error) -> S3Error {
         ErrorKind::InvalidArgument if msg.starts_with("object keys must be") => {
             S3ErrorCode::KeyTooLongError
         }
-        ErrorKind::InvalidArgument if msg.contains("Content-MD5") => S3ErrorCode::BadDigest,
+        ErrorKind::InvalidArgument if msg.starts_with("the body does not match its") => {
+            S3ErrorCode::BadDigest
+        }
         ErrorKind::InvalidArgument if msg.contains("range") => S3ErrorCode::InvalidRange,
         ErrorKind::InvalidArgument if msg.contains("ascending order") => {
             S3ErrorCode::InvalidPartOrder
@@ -134,70 +137,57 @@ fn condition(c: &ETagCondition) -> String {
     }
 }
 
-/// A request body as a Blob body; read errors (a client that stops mid-body, a bad chunk
-/// signature) end the stream with an error, so nothing is stored.
-fn request_body(blob: Option<StreamingBlob>, name: &str, md5: Option<&str>) -> S3Result<Body> {
-    let Some(blob) = blob else {
-        return Ok(Body::Bytes(Bytes::new()));
-    };
+/// A request body as a Blob body, checked against `expected` (`Content-MD5`, checksums) as
+/// it ends; read errors (a client that stops mid-body, a bad chunk signature) and mismatches
+/// end the stream with an error, so nothing is stored.
+fn request_body(
+    blob: Option<StreamingBlob>,
+    name: &str,
+    expected: integrity::Expected,
+) -> S3Result<(Body, integrity::Computed)> {
     let name = name.to_owned();
-    let stream: ByteStream = Box::pin(blob.map_err(move |e| {
-        Op::new(Service::Blob, "put_object")
-            .invalid(&name, format!("the request body could not be read: {e}"))
-    }));
-    Ok(Body::Stream(match md5 {
-        None => stream,
-        Some(b64) => {
-            use base64::Engine as _;
-            let expected = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .ok()
-                .filter(|d| d.len() == 16)
-                .ok_or_else(|| {
-                    S3Error::with_message(
-                        S3ErrorCode::InvalidDigest,
-                        "the Content-MD5 header is not the base64 of 16 bytes",
-                    )
-                })?;
-            Box::pin(Md5Checked {
-                inner: stream,
-                hasher: Some(Md5::new()),
-                expected,
-            })
-        }
-    }))
+    let stream: ByteStream = match blob {
+        Some(blob) => Box::pin(blob.map_err(move |e| {
+            Op::new(Service::Blob, "put_object")
+                .invalid(&name, format!("the request body could not be read: {e}"))
+        })),
+        None => mvi_core::common::once_stream(Bytes::new()),
+    };
+    let (stream, computed) = integrity::checked(stream, expected)?;
+    Ok((Body::Stream(stream), computed))
 }
 
-/// A body stream that fails at its end unless the bytes' MD5 is the `Content-MD5` given.
-struct Md5Checked {
-    inner: ByteStream,
-    hasher: Option<Md5>,
-    expected: Vec<u8>,
+/// The `x-amz-checksum-*` values an upload's input carries (PutObject's, UploadPart's).
+macro_rules! sent_checksums {
+    ($input:expr) => {
+        dto::Checksum {
+            checksum_crc32: $input.checksum_crc32.clone(),
+            checksum_crc32c: $input.checksum_crc32c.clone(),
+            checksum_crc64nvme: $input.checksum_crc64nvme.clone(),
+            checksum_sha1: $input.checksum_sha1.clone(),
+            checksum_sha256: $input.checksum_sha256.clone(),
+            ..Default::default()
+        }
+    };
 }
 
-impl Stream for Md5Checked {
-    type Item = mvi_core::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(h) = this.hasher.as_mut() {
-                    h.update(&chunk);
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(None) => match this.hasher.take().map(|h| h.finalize()) {
-                Some(md5) if md5.as_slice() != this.expected.as_slice() => {
-                    Poll::Ready(Some(Err(Op::new(Service::Blob, "put_object").invalid(
-                        "body",
-                        "the body's MD5 does not match its Content-MD5 header",
-                    ))))
-                }
-                _ => Poll::Ready(None),
-            },
-            other => other,
-        }
+/// What an upload's headers say its body must match.
+fn expected_integrity<T>(
+    req: &S3Request<T>,
+    md5: Option<String>,
+    checksums: dto::Checksum,
+    algorithm: Option<dto::ChecksumAlgorithm>,
+) -> integrity::Expected {
+    integrity::Expected {
+        md5,
+        checksums,
+        algorithm,
+        trailer: req
+            .headers
+            .get("x-amz-trailer")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        trailers: req.trailing_headers.clone(),
     }
 }
 
@@ -323,6 +313,12 @@ impl S3 for S3Door {
         &self,
         req: S3Request<dto::PutObjectInput>,
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        let expected = expected_integrity(
+            &req,
+            req.input.content_md5.clone(),
+            sent_checksums!(req.input),
+            req.input.checksum_algorithm.clone(),
+        );
         let i = req.input;
         check_put_size(i.content_length)?;
         let mode = match (&i.if_none_match, &i.if_match) {
@@ -337,14 +333,20 @@ impl S3 for S3Door {
             (None, None) => PutMode::Overwrite,
         };
         let name = format!("{}/{}", i.bucket, i.key);
-        let body = request_body(i.body, &name, i.content_md5.as_deref())?;
+        let (body, computed) = request_body(i.body, &name, expected)?;
         let mut put = PutObject::new(i.bucket, i.key, body).mode(mode);
         put.content_type = i.content_type;
         put.metadata = i.metadata.unwrap_or_default().into_iter().collect();
         let meta = self.blob()?.put_object(put).await.map_err(s3_err)?;
+        let sums = computed.take();
         Ok(S3Response::new(dto::PutObjectOutput {
             e_tag: Some(etag(&meta.etag)),
             size: Some(meta.size as i64),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
             ..Default::default()
         }))
     }
@@ -625,6 +627,12 @@ impl S3 for S3Door {
         &self,
         req: S3Request<dto::UploadPartInput>,
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        let expected = expected_integrity(
+            &req,
+            req.input.content_md5.clone(),
+            sent_checksums!(req.input),
+            req.input.checksum_algorithm.clone(),
+        );
         let i = req.input;
         check_put_size(i.content_length)?;
         let number = u32::try_from(i.part_number).map_err(|_| {
@@ -634,14 +642,20 @@ impl S3 for S3Door {
             )
         })?;
         let name = format!("{}/{}", i.bucket, i.key);
-        let body = request_body(i.body, &name, i.content_md5.as_deref())?;
+        let (body, computed) = request_body(i.body, &name, expected)?;
         let tag = self
             .blob()?
             .upload_part(&i.bucket, &i.key, &i.upload_id, number, body)
             .await
             .map_err(s3_err)?;
+        let sums = computed.take();
         Ok(S3Response::new(dto::UploadPartOutput {
             e_tag: Some(etag(&tag)),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
             ..Default::default()
         }))
     }
