@@ -587,3 +587,84 @@ async fn endpoints_stop_with_the_cloud_and_release_its_root() {
         .await
         .expect("the root reopens");
 }
+
+/// Image `s3-app:v1` of `tests/fixtures/s3-app` (boto3 in a container).
+async fn build_s3_app(cloud: &mvi::Cloud) {
+    let images = cloud.images().expect("an image service");
+    images
+        .create_repository("s3-app")
+        .await
+        .expect("a repository");
+    let dir = common::repo::package_path("tests/fixtures/s3-app");
+    let config = mvi::image::ImageConfig::new(["python3", "app.py"]).working_dir("/");
+    mvi::image::build_from_dir(images.as_ref(), "s3-app", &dir, &config, Some("v1"))
+        .await
+        .expect("the app's image");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_uses_exactly_its_grants_through_the_endpoint() {
+    use mvi::container::{ContainerSpec, ServiceSpec};
+    let (local, _dir) = cloud().await;
+    let cloud = local.cloud().clone();
+    let blob = cloud.blob().expect("blob").clone();
+    for b in ["uploads", "private"] {
+        blob.create_bucket(b).await.expect("a bucket");
+    }
+    blob.put("private", "plans.txt", "not for the app")
+        .await
+        .expect("a put");
+    build_s3_app(&cloud).await;
+    let url = common::front(&cloud, "front", "s3-app", std::time::Duration::ZERO).await;
+    let mut c = ContainerSpec::new("s3-app:v1").grant(Grant::bucket_read_write("uploads"));
+    c.cpu_millis = 128;
+    c.memory_mib = 64;
+    c.port = Some(8080);
+    c.health_check = Some(common::fast_check());
+    let mut spec = ServiceSpec::new("s3-app", c, 1);
+    spec.target_group = Some("s3-app".into());
+    cloud
+        .containers()
+        .expect("containers")
+        .create_service(spec)
+        .await
+        .expect("the service");
+    common::wait_healthy(&cloud, "s3-app", 1).await;
+
+    // The app writes and reads its own bucket, through the endpoint, with its own key.
+    let (status, etag) = common::http_get(&url, "/put/uploads/hello.txt")
+        .await
+        .expect("a GET");
+    assert_eq!(status, 200, "{etag}");
+    let stored = blob
+        .head_object("uploads", "hello.txt")
+        .await
+        .expect("stored");
+    assert_eq!(etag.trim_matches('"'), stored.etag);
+    let (status, body) = common::http_get(&url, "/get/uploads/hello.txt")
+        .await
+        .expect("a GET");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("written by "), "{body}");
+
+    // Outside its grants, AccessDenied naming the action and the resource; nothing changes.
+    let (status, body) = common::http_get(&url, "/get/private/plans.txt")
+        .await
+        .expect("a GET");
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.starts_with("AccessDenied")
+            && body.contains("s3-app")
+            && body.contains("s3:GetObject")
+            && body.contains("arn:aws:s3:::private/plans.txt"),
+        "{body}"
+    );
+    let (status, body) = common::http_get(&url, "/put/private/plans.txt")
+        .await
+        .expect("a GET");
+    assert!(status == 502 && body.starts_with("AccessDenied"), "{body}");
+    assert_eq!(
+        &blob.get("private", "plans.txt").await.expect("kept")[..],
+        b"not for the app"
+    );
+}

@@ -72,6 +72,11 @@ pub struct ContainerSpec {
     /// default, 10 s locally, 30 s on ECS).
     #[serde(default)]
     pub stop_timeout: Option<Duration>,
+    /// What the program may do with the cloud's services through their AWS APIs: on AWS the
+    /// task role's policy, locally the policy of an access key of the service's own, given
+    /// to it with the endpoints' environment (docs/access.md). None: no credentials.
+    #[serde(default)]
+    pub grants: Vec<crate::access::Grant>,
 }
 
 impl ContainerSpec {
@@ -87,7 +92,14 @@ impl ContainerSpec {
             memory_mib: 512,
             health_check: None,
             stop_timeout: None,
+            grants: Vec::new(),
         }
+    }
+
+    /// Allows the program `grant` (a bucket, a table, a key, a log group, a namespace).
+    pub fn grant(mut self, grant: crate::access::Grant) -> Self {
+        self.grants.push(grant);
+        self
     }
 }
 

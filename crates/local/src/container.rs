@@ -29,7 +29,7 @@ mod process;
 mod rollout;
 mod rootfs;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use mvi_core::access::{Grant, Policy};
 use mvi_core::container::{
     ContainerInstance, ContainerSpec, Containers, InstanceState, MAX_EVENTS, MAX_REVISIONS,
     PRIMARY_SET, Revision, RevisionSet, RevisionState, Rollout, ScheduleSpec, ServiceEvent,
@@ -53,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::endpoint::{AccessKey, Endpoints};
 use crate::image::LocalImages;
 use crate::storage::{Ctx, JsonState, io_error};
 use crate::vm::LocalVms;
@@ -400,6 +402,12 @@ struct Inner {
     vms: Arc<LocalVms>,
     load_balancers: Option<Arc<dyn LoadBalancers>>,
     security_groups_hook: OnceLock<TargetSecurityGroupsHook>,
+    /// The AWS-compatible endpoints: replicas whose spec has grants get their address and
+    /// an access key of their service's own.
+    endpoints: Endpoints,
+    /// The key of each service (or task) and set of grants, issued on first use: the
+    /// replicas of one revision share one, as the tasks of one task definition share a role.
+    keys: Mutex<HashMap<(String, Vec<Grant>), AccessKey>>,
     state: JsonState<State>,
     rootfs: PathBuf,
     /// Holds the unpacked images of an in-memory cloud.
@@ -449,6 +457,8 @@ pub struct LocalContainers {
 impl LocalContainers {
     /// Opens the service: kills processes left by a previous run that was killed, then starts
     /// the declared services again.
+    // One argument per service the containers use; a struct of them would only rename this.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         ctx: Ctx,
         images: Arc<LocalImages>,
@@ -457,6 +467,7 @@ impl LocalContainers {
         metrics: Arc<dyn Metrics>,
         vms: Arc<LocalVms>,
         load_balancers: Option<Arc<dyn LoadBalancers>>,
+        endpoints: Endpoints,
     ) -> Result<Self> {
         let op = op("open");
         let state: JsonState<State> = JsonState::open(&ctx, op, STATE_FILE)?;
@@ -497,6 +508,8 @@ impl LocalContainers {
             vms,
             load_balancers,
             security_groups_hook: OnceLock::new(),
+            endpoints,
+            keys: Mutex::default(),
             state,
             rootfs,
             _rootfs_tmp: tmp,
@@ -719,6 +732,7 @@ impl Inner {
     async fn prepare(
         &self,
         op: Op,
+        principal: &str,
         container: &ContainerSpec,
         image: &Resolved,
         hostname: &str,
@@ -739,6 +753,14 @@ impl Inner {
         };
         let mut env: BTreeMap<String, zeroize::Zeroizing<String>> = BTreeMap::new();
         env.insert("HOSTNAME".into(), hostname.to_string().into());
+        if !container.grants.is_empty() {
+            // As a task role's credentials: the endpoints and a key limited to the grants (the
+            // spec's own environment comes after, and wins).
+            let key = self.key_for(principal, &container.grants);
+            for (k, v) in self.endpoints.env(&key) {
+                env.insert(k, v.into());
+            }
+        }
         for (k, v) in config.env.iter().chain(&container.env) {
             env.insert(k.clone(), v.clone().into());
         }
@@ -765,6 +787,17 @@ impl Inner {
             working_dir,
             env: SecretEnv(env),
         })
+    }
+
+    /// The access key of `principal` with `grants`, issued the first time.
+    fn key_for(&self, principal: &str, grants: &[Grant]) -> AccessKey {
+        lock(&self.keys)
+            .entry((principal.to_owned(), grants.to_vec()))
+            .or_insert_with(|| {
+                let policy = Policy::of_grants(self.endpoints.account(), grants);
+                self.endpoints.keys().issue(principal, policy)
+            })
+            .clone()
     }
 
     fn record_pid(&self, id: &str, record: &PidRecord) {
@@ -1049,7 +1082,14 @@ async fn supervise(
                     let launch = match inner.ensure_log(&group, &replica.id).await {
                         Ok(()) => {
                             inner
-                                .prepare(op, spec, &replica.plan.image, &replica.id, replica.port)
+                                .prepare(
+                                    op,
+                                    &replica.plan.spec.name,
+                                    spec,
+                                    &replica.plan.image,
+                                    &replica.id,
+                                    replica.port,
+                                )
                                 .await
                         }
                         Err(e) => Err(e),
@@ -1502,7 +1542,7 @@ async fn start_task(
         let group = task_group(name);
         inner.ensure_log(&group, &id).await?;
         let port = process::free_port(op)?;
-        let launch = inner.prepare(op, spec, &image, &id, port).await?;
+        let launch = inner.prepare(op, name, spec, &image, &id, port).await?;
         let running = process::start(
             op,
             &launch,

@@ -232,6 +232,9 @@ impl LocalCloudBuilder {
             .with_images(images.clone())
             .with_networks(networks)
             .with_vms(vms.clone());
+        // The endpoints listen before the containers start, so every replica gets their
+        // address; the services go behind them once the cloud is assembled.
+        let endpoints = endpoint::Endpoints::start(self.endpoint).await?;
         let containers = container::LocalContainers::open(
             ctx(Service::Container)?,
             images,
@@ -240,6 +243,7 @@ impl LocalCloudBuilder {
             metrics,
             vms.clone(),
             cloud.load_balancers().ok().cloned(),
+            endpoints.clone(),
         )
         .await?;
         // Replicas behind a load balancer carry their service's security groups, which the
@@ -262,13 +266,7 @@ impl LocalCloudBuilder {
         };
         // The endpoints reach the services through the same (possibly fault-layered) handles
         // as the program.
-        let endpoints = endpoint::Endpoints::start(
-            self.endpoint,
-            endpoint::Backends {
-                blob: cloud.blob()?.clone(),
-            },
-        )
-        .await?;
+        endpoints.attach(cloud.blob()?);
         Ok(LocalCloud {
             cloud,
             vms,

@@ -182,11 +182,17 @@ def test_images_containers_lb(cloud):
     info = lbs.create_load_balancer(mvi.LoadBalancerSpec(
         "front", [mvi.ListenerSpec(0, [("web", 1)])]))
     assert info.urls and info.urls[0].startswith("http://")
+    grants = [mvi.Grant.bucket_read_write("uploads"), mvi.Grant.table_read("visits")]
     svc = cloud.containers.create_service(mvi.ServiceSpec(
         "web", mvi.ContainerSpec("web:v1", port=8080,
-                                 health_check=mvi.HealthCheck(path="/healthz")),
+                                 health_check=mvi.HealthCheck(path="/healthz"),
+                                 grants=grants),
         replicas=1, target_group="web"))
     assert svc.spec.container.cpu_millis == 256   # the Rust default
+    assert svc.spec.container.grants == grants    # kept, and read back as written
+    with pytest.raises(ValueError, match="grant kind 'queue'"):
+        cloud.containers.create_service(mvi.ServiceSpec(
+            "bad", mvi.ContainerSpec("web:v1", grants=[mvi.Grant("queue", "q")]), replicas=1))
     import urllib.request
     import time
     deadline = time.time() + 60

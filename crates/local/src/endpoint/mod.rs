@@ -17,7 +17,7 @@ pub mod s3;
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -63,18 +63,37 @@ struct Shared {
     account: Account,
     admin: AccessKey,
     keys: Arc<AccessKeys>,
+    backends: Arc<Backends>,
     // Dropping the sender (with the last `Endpoints`) stops the listener and its connections.
     _stop: watch::Sender<()>,
 }
 
-/// The services behind the endpoints.
+/// The services behind the endpoints, held weakly and attached once the cloud is assembled
+/// (the endpoints start before the container service, whose replicas get their address).
+#[derive(Default)]
 pub(crate) struct Backends {
-    pub(crate) blob: Arc<dyn Blob>,
+    blob: OnceLock<Weak<dyn Blob>>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("attached", &self.blob.get().is_some())
+            .finish()
+    }
+}
+
+impl Backends {
+    /// The Blob service, while the cloud is open.
+    pub(crate) fn blob(&self) -> Option<Arc<dyn Blob>> {
+        self.blob.get().and_then(Weak::upgrade)
+    }
 }
 
 impl Endpoints {
-    /// Binds the loopback port and starts serving.
-    pub(crate) async fn start(config: EndpointConfig, backends: Backends) -> Result<Endpoints> {
+    /// Binds the loopback port and starts serving; requests are answered "unavailable" until
+    /// [`Endpoints::attach`] gives the services.
+    pub(crate) async fn start(config: EndpointConfig) -> Result<Endpoints> {
         let op = Op::new(Service::Backend, "start_endpoints");
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, config.port))
             .await
@@ -98,7 +117,8 @@ impl Endpoints {
             None => keys.issue("admin", Policy::admin()),
         };
 
-        let mut s3 = s3s::service::S3ServiceBuilder::new(s3::S3Door::new(&backends.blob));
+        let backends = Arc::new(Backends::default());
+        let mut s3 = s3s::service::S3ServiceBuilder::new(s3::S3Door::new(backends.clone()));
         s3.set_auth(s3::KeyLookup(keys.clone()));
         s3.set_access(s3::PolicyCheck {
             keys: keys.clone(),
@@ -117,9 +137,16 @@ impl Endpoints {
                 account,
                 admin,
                 keys,
+                backends,
                 _stop: stop,
             }),
         })
+    }
+
+    /// Puts the assembled cloud's services behind the endpoints (once; later calls are
+    /// ignored).
+    pub(crate) fn attach(&self, blob: &Arc<dyn Blob>) {
+        let _ = self.shared.backends.blob.set(Arc::downgrade(blob));
     }
 
     /// The endpoints' URL (`http://127.0.0.1:PORT`), for every service.

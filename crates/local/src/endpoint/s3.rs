@@ -8,7 +8,7 @@
 //! fails before anything is stored, since the local Blob commits only at the end of a body.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use s3s::host::{S3Host, VirtualHost};
 use s3s::path::S3Path;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
+use super::Backends;
 use super::keys::AccessKeys;
 
 mod integrity;
@@ -33,23 +34,22 @@ mod integrity;
 /// upload.
 pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 
-/// The S3 operations, over a Blob service that may be gone (the cloud was dropped).
+/// The S3 operations, over a Blob service that may not be there yet (the cloud is still
+/// opening) or any more (it was dropped).
 pub(super) struct S3Door {
-    blob: Weak<dyn Blob>,
+    backends: Arc<Backends>,
 }
 
 impl S3Door {
-    pub(super) fn new(blob: &Arc<dyn Blob>) -> Self {
-        S3Door {
-            blob: Arc::downgrade(blob),
-        }
+    pub(super) fn new(backends: Arc<Backends>) -> Self {
+        S3Door { backends }
     }
 
     fn blob(&self) -> S3Result<Arc<dyn Blob>> {
-        self.blob.upgrade().ok_or_else(|| {
+        self.backends.blob().ok_or_else(|| {
             S3Error::with_message(
                 S3ErrorCode::ServiceUnavailable,
-                "the local cloud serving this endpoint has shut down",
+                "the local cloud serving this endpoint is not open",
             )
         })
     }

@@ -101,7 +101,7 @@ __all__ = [
     'AuditEvent', 'LogGroup', 'LogStream', 'LogEvent', 'LogRecord', 'RecordPage',
     'MetricId', 'Datum', 'Datapoint', 'AlarmSpec', 'Alarm', 'AlarmTransition', 'Repository',
     'ImageConfig', 'Descriptor', 'Manifest', 'ImageInfo', 'HealthCheck', 'SecretRef',
-    'ContainerSpec', 'ServiceSpec', 'ContainerInstance', 'ServiceInfo', 'TaskResult',
+    'Grant', 'ContainerSpec', 'ServiceSpec', 'ContainerInstance', 'ServiceInfo', 'TaskResult',
     'ScheduleSpec', 'ScalingDecision', 'ScalerInfo', 'TargetGroupSpec', 'ListenerSpec', 'LoadBalancerSpec',
     'LoadBalancerInfo', 'TargetStatus', 'DatabaseSpec', 'DatabaseEvent', 'DatabaseInfo', 'Credentials',
     'SnapshotInfo', 'VmSpec', 'VmInfo', 'VpcInfo', 'SubnetInfo', 'Rule',

@@ -25,7 +25,7 @@ __all__ = [
     "LogGroup", "LogStream", "LogEvent", "LogRecord", "RecordPage",
     "MetricId", "Datum", "Datapoint", "AlarmSpec", "Alarm", "AlarmTransition",
     "Repository", "ImageConfig", "Descriptor", "Manifest", "ImageInfo",
-    "HealthCheck", "SecretRef", "ContainerSpec", "ServiceSpec", "ContainerInstance",
+    "HealthCheck", "SecretRef", "Grant", "ContainerSpec", "ServiceSpec", "ContainerInstance",
     "ServiceInfo", "TaskResult", "ScheduleSpec", "ScalingDecision", "ScalerInfo", "Count", "Rolling", "TrafficStep", "Analysis",
     "BlueGreen", "Canary", "Deployment", "ListenerForward", "Rollout", "RevisionSet",
     "ServiceEvent", "Revision",
@@ -340,6 +340,68 @@ class SecretRef:
     ciphertext: bytes = field(repr=False)
 
 
+_GRANT_KINDS = {"bucket": "Bucket", "table": "Table", "key": "Key", "log_group": "LogGroup",
+                "metric_namespace": "MetricNamespace"}
+_GRANT_ACCESS = {"read": "Read", "write": "Write", "read_write": "ReadWrite"}
+
+
+@dataclass(**_kw)
+class Grant:
+    """What a container's program may do with one resource through the services' AWS APIs
+    (docs/access.md): ``Grant.bucket_read_write("uploads")``, ``Grant.table_read("visits")``.
+    ``kind``: bucket, table, key, log_group or metric_namespace; ``access``: read, write or
+    read_write."""
+    kind: str
+    name: str
+    access: str = "read_write"
+
+    def _to_rust(self) -> Dict[str, Any]:
+        if self.kind not in _GRANT_KINDS:
+            raise ValueError(f"grant kind {self.kind!r}: one of {', '.join(_GRANT_KINDS)}")
+        if self.access not in _GRANT_ACCESS:
+            raise ValueError(f"grant access {self.access!r}: one of {', '.join(_GRANT_ACCESS)}")
+        return {"resource": {_GRANT_KINDS[self.kind]: self.name}, "access": _GRANT_ACCESS[self.access]}
+
+    @staticmethod
+    def _from_rust(data: Dict[str, Any]) -> Dict[str, Any]:
+        ((kind, name),) = data["resource"].items()
+        kinds = {v: k for k, v in _GRANT_KINDS.items()}
+        access = {v: k for k, v in _GRANT_ACCESS.items()}
+        return {"kind": kinds[kind], "name": name, "access": access[data["access"]]}
+
+    @staticmethod
+    def bucket_read(bucket: str) -> "Grant":
+        return Grant("bucket", bucket, "read")
+
+    @staticmethod
+    def bucket_read_write(bucket: str) -> "Grant":
+        return Grant("bucket", bucket, "read_write")
+
+    @staticmethod
+    def table_read(table: str) -> "Grant":
+        return Grant("table", table, "read")
+
+    @staticmethod
+    def table_read_write(table: str) -> "Grant":
+        return Grant("table", table, "read_write")
+
+    @staticmethod
+    def key_decrypt(key_id: str) -> "Grant":
+        return Grant("key", key_id, "read")
+
+    @staticmethod
+    def key_encrypt(key_id: str) -> "Grant":
+        return Grant("key", key_id, "write")
+
+    @staticmethod
+    def log_group_write(group: str) -> "Grant":
+        return Grant("log_group", group, "write")
+
+    @staticmethod
+    def metric_namespace_write(namespace: str) -> "Grant":
+        return Grant("metric_namespace", namespace, "write")
+
+
 @dataclass(**_kw)
 class ContainerSpec:
     image: str
@@ -351,6 +413,9 @@ class ContainerSpec:
     memory_mib: Optional[int] = None
     health_check: Optional[HealthCheck] = None
     stop_timeout: Optional[_dt.timedelta] = None
+    grants: Optional[List[Grant]] = None
+    """What the program may do through the services' AWS APIs; on the local backend its
+    replicas get the endpoints' environment and a key limited to these."""
 
 
 Count = Union[int, str]
