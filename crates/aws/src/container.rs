@@ -184,6 +184,8 @@ const L_DEFAULT_GROUPS: &str = "mvi.default-security-groups";
 const L_SECRETS: &str = "mvi.secrets";
 /// Variables of the spec that a secret of the same name replaces (JSON object).
 const L_ENV_SHADOWED: &str = "mvi.env-shadowed";
+/// The spec's grants (JSON), which the task role's policy is made of.
+const L_GRANTS: &str = "mvi.grants";
 
 /// Fargate's task sizes: CPU units, and the memory (MiB) allowed with it: from, to, step.
 const FARGATE_SIZES: &[(u32, u32, u32, u32)] = &[
@@ -224,6 +226,7 @@ pub struct EcsContainers {
     kms: aws_sdk_kms::Client,
     ssm: aws_sdk_ssm::Client,
     scheduler: aws_sdk_scheduler::Client,
+    iam: aws_sdk_iam::Client,
     #[cfg(feature = "elbv2")]
     elb: aws_sdk_elasticloadbalancingv2::Client,
     #[cfg(feature = "autoscaling")]
@@ -252,6 +255,7 @@ impl EcsContainers {
             kms: aws_sdk_kms::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
             scheduler: aws_sdk_scheduler::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
             #[cfg(feature = "elbv2")]
             elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
             #[cfg(feature = "autoscaling")]
@@ -1415,6 +1419,7 @@ impl Containers for EcsContainers {
         // secrets they were started with.
         self.retire(op, name, &self.family(Kind::Service, name), None, false)
             .await;
+        self.drop_task_role(&self.family(Kind::Service, name)).await;
         let path = self.secret_path(Kind::Service, name, None);
         self.prune_secrets(op, name, &path, &[]).await;
         self.drop_doc(name).await;

@@ -62,7 +62,9 @@ pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
         | "DBSnapshotNotFound"
         | "DBSnapshotNotFoundFault"
         | "DBSubnetGroupNotFoundFault"
-        | "DBSubnetGroupNotFound" => ErrorKind::NotFound,
+        | "DBSubnetGroupNotFound"
+        // IAM
+        | "NoSuchEntity" => ErrorKind::NotFound,
         "BucketAlreadyOwnedByYou"
         | "BucketAlreadyExists"
         | "ResourceInUseException"
@@ -80,7 +82,9 @@ pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
         | "DBSnapshotAlreadyExists"
         | "DBSnapshotAlreadyExistsFault"
         | "DBSubnetGroupAlreadyExists"
-        | "DBSubnetGroupAlreadyExistsFault" => ErrorKind::AlreadyExists,
+        | "DBSubnetGroupAlreadyExistsFault"
+        // IAM
+        | "EntityAlreadyExists" => ErrorKind::AlreadyExists,
         "PreconditionFailed"
         | "ConditionalRequestConflict"
         | "BucketNotEmpty"

@@ -22,6 +22,11 @@ impl EcsContainers {
         let (cpu, memory) = fargate_size(spec.cpu_millis, spec.memory_mib)
             .ok_or_else(|| too_big(op, resource, spec))?;
         let role = self.execution_role(op).await?;
+        // The program's own permissions: a role made of the spec's grants, or none.
+        let task_role = match spec.grants.is_empty() {
+            true => None,
+            false => Some(self.task_role(op, resource, family, &spec.grants).await?),
+        };
         let out = self
             .ecs
             .register_task_definition()
@@ -31,6 +36,7 @@ impl EcsContainers {
             .cpu(cpu.to_string())
             .memory(memory.to_string())
             .execution_role_arn(role)
+            .set_task_role_arn(task_role)
             .container_definitions(container)
             .send()
             .await
@@ -191,6 +197,10 @@ impl EcsContainers {
         if let Some(h) = &spec.health_check {
             let json = serde_json::to_string(h).map_err(|e| op.internal(name, e))?;
             labels.insert(L_HEALTH.into(), json);
+        }
+        if !spec.grants.is_empty() {
+            let json = serde_json::to_string(&spec.grants).map_err(|e| op.internal(name, e))?;
+            labels.insert(L_GRANTS.into(), json);
         }
         if let Some(p) = spec.env.get("PORT") {
             // As locally, the service's PORT wins; the spec's is kept to be given back.
@@ -434,6 +444,9 @@ pub(super) fn spec_from_definition(
     spec.port = labels.get(L_PORT).and_then(|p| p.parse().ok());
     spec.cpu_millis = u32::try_from(c.cpu()).unwrap_or(0);
     spec.memory_mib = c.memory().and_then(|m| u32::try_from(m).ok()).unwrap_or(0);
+    if let Some(json) = labels.get(L_GRANTS) {
+        spec.grants = serde_json::from_str(json).map_err(|e| op.internal(resource, e))?;
+    }
     spec.health_check = match labels.get(L_HEALTH) {
         Some(json) => Some(serde_json::from_str(json).map_err(|e| op.internal(resource, e))?),
         None => None,
