@@ -668,3 +668,49 @@ async fn a_container_uses_exactly_its_grants_through_the_endpoint() {
         b"not for the app"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_aws_errors_and_stores_nothing() {
+    let (local, _dir) = cloud().await;
+    let endpoints = local.endpoints().clone();
+    let script = common::repo::package_path("tests/fixtures/s3_bad_input.py");
+    let admin = endpoints.admin().clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .args([
+                endpoints.url(),
+                admin.id.clone(),
+                admin.secret.expose().to_owned(),
+            ])
+            .output()
+            .expect("python3 runs (scripts/setup.sh installs boto3)")
+    })
+    .await
+    .expect("the script");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let answers: std::collections::BTreeMap<&str, (&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?, (w.next()?, w.next()?)))
+        })
+        .collect();
+    for (case, status, code) in [
+        ("malformed-xml", "400", "MalformedXML"),
+        ("not-xml", "400", "MalformedXML"),
+        ("oversized-xml", "400", "MaxMessageLengthExceeded"),
+        ("unknown-json-operation", "400", "UnknownOperationException"),
+        ("unsigned", "403", "AccessDenied"),
+        ("bad-bucket-name", "400", "InvalidBucketName"),
+        ("after", "200", "-"),
+    ] {
+        assert_eq!(answers.get(case), Some(&(status, code)), "{case}: {text}");
+    }
+    let blob = local.cloud().blob().expect("blob");
+    assert!(
+        blob.head_object("bad", "k").await.is_err(),
+        "nothing was completed"
+    );
+}

@@ -154,6 +154,20 @@ impl MotoServer {
             .credentials("testing", "testing")
     }
 
+    /// The AWS SDK configuration of this server, for a test's own SDK clients (to look at
+    /// what the backend made, with the dummy credentials moto accepts).
+    #[cfg(feature = "sdk")]
+    pub async fn sdk_config(&self, region: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()))
+            .endpoint_url(self.endpoint_url())
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .load()
+            .await
+    }
+
     /// How many requests the server has received, when started with
     /// [`MotoOptions::record_requests`] (moto writes one line per request).
     pub fn request_count(&self) -> Result<u64> {

@@ -44,14 +44,7 @@ struct Rig {
 async fn rig() -> Rig {
     let moto = MotoServer::options().start().unwrap();
     let cloud = moto.cloud(REGION).build().await.unwrap();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(moto.endpoint_url())
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await;
+    let config = moto.sdk_config(REGION).await;
     let images = cloud.images().unwrap();
     images.create_repository("web").await.unwrap();
     let app = repo::package_path("../../examples/webapp");

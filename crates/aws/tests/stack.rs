@@ -108,14 +108,7 @@ async fn quickstart_stack_up_and_destroy_on_moto() {
     assert!(left.is_empty(), "left behind: {left:?}");
 
     // What the traits cannot list, through the SDK.
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(moto.endpoint_url())
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await;
+    let config = moto.sdk_config(REGION).await;
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
     let groups = elb.describe_target_groups().send().await.unwrap();
     assert!(

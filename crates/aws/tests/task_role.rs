@@ -36,6 +36,18 @@ fn decoded(doc: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// The role's `mvi-grants` policy document.
+async fn grants_policy(iam: &aws_sdk_iam::Client, role: &str) -> serde_json::Value {
+    let policy = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name("mvi-grants")
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(&decoded(policy.policy_document())).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_become_the_task_role_and_its_policy() {
     let moto = MotoServer::options()
@@ -43,14 +55,7 @@ async fn grants_become_the_task_role_and_its_policy() {
         .start()
         .unwrap();
     let cloud = moto.cloud(REGION).build().await.unwrap();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(moto.endpoint_url())
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await;
+    let config = moto.sdk_config(REGION).await;
     let iam = aws_sdk_iam::Client::new(&config);
     let ecs = aws_sdk_ecs::Client::new(&config);
     let images = cloud.images().unwrap();
@@ -112,15 +117,7 @@ async fn grants_become_the_task_role_and_its_policy() {
         .await
         .unwrap();
     assert_eq!(policies.policy_names(), ["mvi-grants"]);
-    let policy = iam
-        .get_role_policy()
-        .role_name(&role_name)
-        .policy_name("mvi-grants")
-        .send()
-        .await
-        .unwrap();
-    let document: serde_json::Value =
-        serde_json::from_str(&decoded(policy.policy_document())).unwrap();
+    let document = grants_policy(&iam, &role_name).await;
     assert_eq!(document, expected(&grants));
     let actions: Vec<&str> = document["Statement"][0]["Action"]
         .as_array()
@@ -141,15 +138,7 @@ async fn grants_become_the_task_role_and_its_policy() {
         .update_service(ServiceSpec::new("web", c2.clone(), 1))
         .await
         .unwrap();
-    let policy = iam
-        .get_role_policy()
-        .role_name(&role_name)
-        .policy_name("mvi-grants")
-        .send()
-        .await
-        .unwrap();
-    let document: serde_json::Value =
-        serde_json::from_str(&decoded(policy.policy_document())).unwrap();
+    let document = grants_policy(&iam, &role_name).await;
     assert_eq!(document, expected(&c2.grants));
 
     // Deleting the service deletes the role.

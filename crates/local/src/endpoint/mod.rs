@@ -38,6 +38,10 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// Connections served at once; more wait in the listen queue, so one noisy client cannot
 /// exhaust the process's descriptors.
 const MAX_CONNECTIONS: usize = 512;
+/// The largest XML request body (CompleteMultipartUpload, DeleteObjects): s3s's limit, checked
+/// here first from `Content-Length`, since s3s reports a streamed body past it as an internal
+/// error rather than S3's `MaxMessageLengthExceeded`.
+const MAX_XML_BODY: u64 = 20 * 1024 * 1024;
 /// How long a client may take to send a request's headers before the connection is closed
 /// (a slow-loris client holds no slot for long).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -232,6 +236,18 @@ impl Router {
                 &format!("this endpoint does not serve the operation {target:?}"),
             );
         }
+        let length = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        // Every S3 POST this endpoint serves carries XML (or nothing).
+        if req.method() == hyper::Method::POST && length.is_some_and(|n| n > MAX_XML_BODY) {
+            return s3_error(s3s::S3Error::with_message(
+                s3s::S3ErrorCode::MaxMessageLengthExceeded,
+                format!("an XML request body takes at most {MAX_XML_BODY} bytes"),
+            ));
+        }
         match self.s3.call(req.map(s3s::Body::from)).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -240,6 +256,12 @@ impl Router {
             }
         }
     }
+}
+
+/// An S3 error in S3's XML shape.
+fn s3_error(e: s3s::S3Error) -> Response<s3s::Body> {
+    e.to_http_response()
+        .unwrap_or_else(|_| json_error(500, "InternalFailure", "the error could not be written"))
 }
 
 /// An error in the shape of AWS's JSON protocols (`__type` and `message`).
