@@ -4,12 +4,12 @@
 //!
 //! ```text
 //! cargo run --example serve -- [STATE_ROOT] [--port PORT] [--once]
-//! eval "$(cargo run -q --example serve -- .mvi --port 4566 --once)"   # just the exports
 //! ```
 //!
 //! `--port` picks the loopback port (default: a free one); `AWS_ACCESS_KEY_ID` and
 //! `AWS_SECRET_ACCESS_KEY`, when set, become the admin credentials (so a configured tool keeps
-//! working across restarts), otherwise fresh ones are generated. `--once` prints and exits.
+//! working across restarts), otherwise fresh ones are generated. `--once` prints the exports
+//! and exits without serving.
 
 use mvi::Result;
 use mvi::local::LocalCloud;
