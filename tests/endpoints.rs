@@ -667,6 +667,17 @@ async fn a_container_uses_exactly_its_grants_through_the_endpoint() {
         &blob.get("private", "plans.txt").await.expect("kept")[..],
         b"not for the app"
     );
+
+    // The service's key dies with it.
+    let keys = local.endpoints().keys();
+    assert_eq!(keys.ids_of("s3-app").len(), 1, "one key for the service");
+    cloud
+        .containers()
+        .expect("containers")
+        .delete_service("s3-app")
+        .await
+        .expect("deleted");
+    assert!(keys.ids_of("s3-app").is_empty(), "the key was not revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

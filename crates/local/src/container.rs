@@ -789,6 +789,17 @@ impl Inner {
         })
     }
 
+    /// Stops accepting the keys issued to `principal` (a deleted service's).
+    fn revoke_keys(&self, principal: &str) {
+        lock(&self.keys).retain(|(p, _), key| {
+            let keep = p != principal;
+            if !keep {
+                self.endpoints.keys().revoke(&key.id);
+            }
+            keep
+        });
+    }
+
     /// The access key of `principal` with `grants`, issued the first time.
     fn key_for(&self, principal: &str, grants: &[Grant]) -> AccessKey {
         lock(&self.keys)
@@ -2187,6 +2198,8 @@ impl Containers for LocalContainers {
             .remove(name)
             .unwrap_or_default();
         futures::future::join_all(replicas.iter().map(|r| stop_replica(r))).await;
+        // Its replicas are gone: so is what they could do through the endpoints.
+        self.inner.revoke_keys(name);
         self.inner.state.mutate(op, |s| {
             s.services.remove(name);
             s.scalers.remove(name);

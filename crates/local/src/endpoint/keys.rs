@@ -78,6 +78,20 @@ impl AccessKeys {
         self.write().remove(id).is_some()
     }
 
+    /// The ids of the keys accepted for `principal`, sorted.
+    pub fn ids_of(&self, principal: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(_, k)| k.principal.name == principal)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// The holder of key `id`, if it is accepted.
     pub fn principal(&self, id: &str) -> Option<Arc<Principal>> {
         self.lookup(id).map(|k| k.principal)
