@@ -137,6 +137,38 @@ fn condition(c: &ETagCondition) -> String {
     }
 }
 
+/// Checks `If-Match` and `If-None-Match` against an object's ETag (for HEAD and copy sources;
+/// GET's are the Blob service's own): a failed If-Match is 412, a matching If-None-Match is
+/// `none_match` (304 for HEAD, 412 for a copy source, as S3 answers).
+fn check_etag(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    etag: &str,
+    none_match: S3ErrorCode,
+) -> S3Result<()> {
+    if let Some(c) = if_match
+        && !c.is_any()
+        && condition(c) != etag
+    {
+        return Err(S3Error::with_message(
+            S3ErrorCode::PreconditionFailed,
+            format!(
+                "the object's ETag is {etag}, not {} (if-match)",
+                condition(c)
+            ),
+        ));
+    }
+    if let Some(c) = if_none_match
+        && (c.is_any() || condition(c) == etag)
+    {
+        return Err(S3Error::with_message(
+            none_match,
+            format!("the object's ETag is {etag} (if-none-match)"),
+        ));
+    }
+    Ok(())
+}
+
 /// A request body as a Blob body, checked against `expected` (`Content-MD5`, checksums) as
 /// it ends; read errors (a client that stops mid-body, a bad chunk signature) and mismatches
 /// end the stream with an error, so nothing is stored.
@@ -157,27 +189,67 @@ fn request_body(
     Ok((Body::Stream(stream), computed))
 }
 
-/// The `x-amz-checksum-*` values an upload's input carries (PutObject's, UploadPart's).
-macro_rules! sent_checksums {
-    ($input:expr) => {
-        dto::Checksum {
-            checksum_crc32: $input.checksum_crc32.clone(),
-            checksum_crc32c: $input.checksum_crc32c.clone(),
-            checksum_crc64nvme: $input.checksum_crc64nvme.clone(),
-            checksum_sha1: $input.checksum_sha1.clone(),
-            checksum_sha256: $input.checksum_sha256.clone(),
-            ..Default::default()
+/// The checksum fields PutObject and UploadPart share: what the input sends, what the output
+/// gives back.
+trait Checksums {
+    fn sent(
+        &self,
+    ) -> (
+        Option<String>,
+        dto::Checksum,
+        Option<dto::ChecksumAlgorithm>,
+    );
+}
+
+trait ReturnsChecksums {
+    fn with_checksums(self, sums: dto::Checksum) -> Self;
+}
+
+macro_rules! upload_checksums {
+    ($input:ty, $output:ty) => {
+        impl Checksums for $input {
+            fn sent(
+                &self,
+            ) -> (
+                Option<String>,
+                dto::Checksum,
+                Option<dto::ChecksumAlgorithm>,
+            ) {
+                let sums = dto::Checksum {
+                    checksum_crc32: self.checksum_crc32.clone(),
+                    checksum_crc32c: self.checksum_crc32c.clone(),
+                    checksum_crc64nvme: self.checksum_crc64nvme.clone(),
+                    checksum_sha1: self.checksum_sha1.clone(),
+                    checksum_sha256: self.checksum_sha256.clone(),
+                    ..Default::default()
+                };
+                (
+                    self.content_md5.clone(),
+                    sums,
+                    self.checksum_algorithm.clone(),
+                )
+            }
+        }
+
+        impl ReturnsChecksums for $output {
+            fn with_checksums(mut self, sums: dto::Checksum) -> Self {
+                self.checksum_crc32 = sums.checksum_crc32;
+                self.checksum_crc32c = sums.checksum_crc32c;
+                self.checksum_crc64nvme = sums.checksum_crc64nvme;
+                self.checksum_sha1 = sums.checksum_sha1;
+                self.checksum_sha256 = sums.checksum_sha256;
+                self
+            }
         }
     };
 }
 
+upload_checksums!(dto::PutObjectInput, dto::PutObjectOutput);
+upload_checksums!(dto::UploadPartInput, dto::UploadPartOutput);
+
 /// What an upload's headers say its body must match.
-fn expected_integrity<T>(
-    req: &S3Request<T>,
-    md5: Option<String>,
-    checksums: dto::Checksum,
-    algorithm: Option<dto::ChecksumAlgorithm>,
-) -> integrity::Expected {
+fn expected_integrity<T: Checksums>(req: &S3Request<T>) -> integrity::Expected {
+    let (md5, checksums, algorithm) = req.input.sent();
     integrity::Expected {
         md5,
         checksums,
@@ -313,12 +385,7 @@ impl S3 for S3Door {
         &self,
         req: S3Request<dto::PutObjectInput>,
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
-        let expected = expected_integrity(
-            &req,
-            req.input.content_md5.clone(),
-            sent_checksums!(req.input),
-            req.input.checksum_algorithm.clone(),
-        );
+        let expected = expected_integrity(&req);
         let i = req.input;
         check_put_size(i.content_length)?;
         let mode = match (&i.if_none_match, &i.if_match) {
@@ -338,17 +405,14 @@ impl S3 for S3Door {
         put.content_type = i.content_type;
         put.metadata = i.metadata.unwrap_or_default().into_iter().collect();
         let meta = self.blob()?.put_object(put).await.map_err(s3_err)?;
-        let sums = computed.take();
-        Ok(S3Response::new(dto::PutObjectOutput {
-            e_tag: Some(etag(&meta.etag)),
-            size: Some(meta.size as i64),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(
+            dto::PutObjectOutput {
+                e_tag: Some(etag(&meta.etag)),
+                size: Some(meta.size as i64),
+                ..Default::default()
+            }
+            .with_checksums(computed.take()),
+        ))
     }
 
     async fn get_object(
@@ -402,17 +466,12 @@ impl S3 for S3Door {
             .head_object(&i.bucket, &i.key)
             .await
             .map_err(s3_err)?;
-        if let Some(c) = &i.if_match
-            && !matches!(c, ETagCondition::Any)
-            && condition(c) != meta.etag
-        {
-            return Err(s3_error!(PreconditionFailed));
-        }
-        if let Some(c) = &i.if_none_match
-            && (matches!(c, ETagCondition::Any) || condition(c) == meta.etag)
-        {
-            return Err(s3_error!(NotModified));
-        }
+        check_etag(
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            &meta.etag,
+            S3ErrorCode::NotModified,
+        )?;
         Ok(S3Response::new(dto::HeadObjectOutput {
             content_length: Some(meta.size as i64),
             accept_ranges: Some("bytes".into()),
@@ -487,17 +546,12 @@ impl S3 for S3Door {
         let blob = self.blob()?;
         if i.copy_source_if_match.is_some() || i.copy_source_if_none_match.is_some() {
             let src = blob.head_object(bucket, key).await.map_err(s3_err)?;
-            if let Some(c) = &i.copy_source_if_match
-                && !c.is_any()
-                && condition(c) != src.etag
-            {
-                return Err(s3_error!(PreconditionFailed));
-            }
-            if let Some(c) = &i.copy_source_if_none_match
-                && (c.is_any() || condition(c) == src.etag)
-            {
-                return Err(s3_error!(PreconditionFailed));
-            }
+            check_etag(
+                i.copy_source_if_match.as_ref(),
+                i.copy_source_if_none_match.as_ref(),
+                &src.etag,
+                S3ErrorCode::PreconditionFailed,
+            )?;
         }
         let meta = blob
             .copy_object(bucket, key, &i.bucket, &i.key)
@@ -627,12 +681,7 @@ impl S3 for S3Door {
         &self,
         req: S3Request<dto::UploadPartInput>,
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
-        let expected = expected_integrity(
-            &req,
-            req.input.content_md5.clone(),
-            sent_checksums!(req.input),
-            req.input.checksum_algorithm.clone(),
-        );
+        let expected = expected_integrity(&req);
         let i = req.input;
         check_put_size(i.content_length)?;
         let number = u32::try_from(i.part_number).map_err(|_| {
@@ -648,16 +697,13 @@ impl S3 for S3Door {
             .upload_part(&i.bucket, &i.key, &i.upload_id, number, body)
             .await
             .map_err(s3_err)?;
-        let sums = computed.take();
-        Ok(S3Response::new(dto::UploadPartOutput {
-            e_tag: Some(etag(&tag)),
-            checksum_crc32: sums.checksum_crc32,
-            checksum_crc32c: sums.checksum_crc32c,
-            checksum_crc64nvme: sums.checksum_crc64nvme,
-            checksum_sha1: sums.checksum_sha1,
-            checksum_sha256: sums.checksum_sha256,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(
+            dto::UploadPartOutput {
+                e_tag: Some(etag(&tag)),
+                ..Default::default()
+            }
+            .with_checksums(computed.take()),
+        ))
     }
 
     async fn complete_multipart_upload(
