@@ -588,20 +588,6 @@ async fn endpoints_stop_with_the_cloud_and_release_its_root() {
         .expect("the root reopens");
 }
 
-/// Image `s3-app:v1` of `tests/fixtures/s3-app` (boto3 in a container).
-async fn build_s3_app(cloud: &mvi::Cloud) {
-    let images = cloud.images().expect("an image service");
-    images
-        .create_repository("s3-app")
-        .await
-        .expect("a repository");
-    let dir = common::repo::package_path("tests/fixtures/s3-app");
-    let config = mvi::image::ImageConfig::new(["python3", "app.py"]).working_dir("/");
-    mvi::image::build_from_dir(images.as_ref(), "s3-app", &dir, &config, Some("v1"))
-        .await
-        .expect("the app's image");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_uses_exactly_its_grants_through_the_endpoint() {
     use mvi::container::{ContainerSpec, ServiceSpec};
@@ -614,7 +600,8 @@ async fn a_container_uses_exactly_its_grants_through_the_endpoint() {
     blob.put("private", "plans.txt", "not for the app")
         .await
         .expect("a put");
-    build_s3_app(&cloud).await;
+    // boto3 in a container: image `s3-app:v1` of `tests/fixtures/s3-app`.
+    common::build_app(&cloud, "s3-app", "tests/fixtures/s3-app").await;
     let url = common::front(&cloud, "front", "s3-app", std::time::Duration::ZERO).await;
     let mut c = ContainerSpec::new("s3-app:v1").grant(Grant::bucket_read_write("uploads"));
     c.cpu_millis = 128;

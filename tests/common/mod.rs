@@ -23,16 +23,21 @@ pub fn fast_check() -> HealthCheck {
 
 /// Builds the test app (`tests/fixtures/versioned`, see its `app.py`) as image `app:v1`.
 pub async fn build_test_app(cloud: &mvi::Cloud) {
+    build_app(cloud, "app", "tests/fixtures/versioned").await;
+}
+
+/// Builds the Python app in `dir` (its `app.py`, run by `python3`) as image `repository:v1`.
+pub async fn build_app(cloud: &mvi::Cloud, repository: &str, dir: &str) {
     let images = cloud.images().expect("an image service");
     images
-        .create_repository("app")
+        .create_repository(repository)
         .await
-        .expect("repository app");
-    let app = repo::package_path("tests/fixtures/versioned");
+        .expect("the repository");
+    let app = repo::package_path(dir);
     let config = mvi::image::ImageConfig::new(["python3", "app.py"]).working_dir("/");
-    mvi::image::build_from_dir(images.as_ref(), "app", &app, &config, Some("v1"))
+    mvi::image::build_from_dir(images.as_ref(), repository, &app, &config, Some("v1"))
         .await
-        .expect("the test app's image");
+        .expect("the app's image");
 }
 
 /// Target group `group` with [`fast_check`] and `deregistration_delay`, behind a new load
