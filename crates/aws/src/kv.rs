@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob as DdbBlob;
+use aws_sdk_dynamodb::types::ReturnValue as DdbReturnValue;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType as DdbKeyType,
     KeysAndAttributes, PutRequest, ScalarAttributeType, TableDescription, TableStatus,
@@ -22,10 +23,12 @@ use aws_sdk_dynamodb::types::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mvi_core::kv::expr::Render;
 use mvi_core::kv::{
     Condition, DeleteItem, Item, Key, KeyAttr, KeyType, Kv, MAX_BATCH_GET, MAX_BATCH_PUT,
-    MAX_READ_DEPTH, PutItem, Query, Scan, SortCondition, TableInfo, TableSpec, Value, check_batch,
-    check_condition, check_item, check_key, validate_table_name,
+    MAX_READ_DEPTH, PutItem, Query, ReturnValues, Scan, SortCondition, TableInfo, TableSpec,
+    TransactWrite, TransactionCanceled, UpdateItem, Value, check_batch, check_condition,
+    check_item, check_key, check_transaction, check_update, validate_table_name,
 };
 use mvi_core::{ErrorKind, Op, Page, Result, Service};
 
@@ -254,21 +257,39 @@ fn key_attrs(spec: &TableSpec, key: &Key) -> Attrs {
     m
 }
 
-/// A condition as (expression, names, values); `None` for no condition.
-fn condition(
-    spec: &TableSpec,
-    cond: &Condition,
-) -> Option<(String, HashMap<String, String>, Option<Attrs>)> {
-    let pk = || HashMap::from([("#pk".to_owned(), spec.partition_key.name.clone())]);
-    match cond {
-        Condition::NotExists => Some(("attribute_not_exists(#pk)".into(), pk(), None)),
-        Condition::Exists => Some(("attribute_exists(#pk)".into(), pk(), None)),
-        Condition::Equals(name, v) => Some((
-            "#a = :v".into(),
-            HashMap::from([("#a".to_owned(), name.clone())]),
-            Some(HashMap::from([(":v".to_owned(), to_attr(v))])),
-        )),
-        _ => None,
+/// Expressions of one request and their placeholders, as the SDK takes them.
+#[derive(Default)]
+struct Expressions {
+    render: Render,
+}
+
+impl Expressions {
+    /// The condition's text, if there is a condition.
+    fn condition(&mut self, spec: &TableSpec, cond: &Condition) -> Option<String> {
+        cond.to_expr(spec).map(|c| self.render.condition(&c))
+    }
+
+    /// The placeholders used so far (`None` when there are none: DynamoDB refuses empty maps).
+    fn placeholders(self) -> (Option<HashMap<String, String>>, Option<Attrs>) {
+        let Render { names, values, .. } = self.render;
+        let names = (!names.is_empty()).then(|| names.into_iter().collect());
+        let values = (!values.is_empty()).then(|| {
+            values
+                .iter()
+                .map(|(k, v)| (k.clone(), to_attr(v)))
+                .collect()
+        });
+        (names, values)
+    }
+}
+
+fn return_values(r: ReturnValues) -> DdbReturnValue {
+    match r {
+        ReturnValues::None => DdbReturnValue::None,
+        ReturnValues::AllOld => DdbReturnValue::AllOld,
+        ReturnValues::UpdatedOld => DdbReturnValue::UpdatedOld,
+        ReturnValues::AllNew => DdbReturnValue::AllNew,
+        ReturnValues::UpdatedNew => DdbReturnValue::UpdatedNew,
     }
 }
 
@@ -485,12 +506,13 @@ impl Kv for DynamoKv {
             .put_item()
             .table_name(table)
             .set_item(Some(to_attrs(&req.item)));
-        if let Some((expr, names, values)) = condition(&spec, &req.condition) {
-            call = call
-                .condition_expression(expr)
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(values);
-        }
+        let mut e = Expressions::default();
+        let cond = e.condition(&spec, &req.condition);
+        let (names, values) = e.placeholders();
+        call = call
+            .set_condition_expression(cond)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values);
         call.send().await.map_err(|e| self.fail(op, table, e))?;
         Ok(())
     }
@@ -526,12 +548,13 @@ impl Kv for DynamoKv {
             .table_name(table)
             .set_key(Some(key_attrs(&spec, &req.key)))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld);
-        if let Some((expr, names, values)) = condition(&spec, &req.condition) {
-            call = call
-                .condition_expression(expr)
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(values);
-        }
+        let mut e = Expressions::default();
+        let cond = e.condition(&spec, &req.condition);
+        let (names, values) = e.placeholders();
+        call = call
+            .set_condition_expression(cond)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values);
         let out = call.send().await.map_err(|e| self.fail(op, table, e))?;
         match out.attributes {
             Some(a) if !a.is_empty() => Ok(Some(from_attrs(op, table, &a)?)),
@@ -723,6 +746,155 @@ impl Kv for DynamoKv {
             }
         }
         Ok(())
+    }
+
+    async fn update_item(&self, req: UpdateItem) -> Result<Option<Item>> {
+        let op = op("update_item");
+        let table = req.table.as_str();
+        let spec = self.spec(op, table).await?;
+        check_update(op, &spec, &req)?;
+        let mut e = Expressions::default();
+        let update = e.render.update(&req.update);
+        let cond = e.condition(&spec, &req.condition);
+        let (names, values) = e.placeholders();
+        let out = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(key_attrs(&spec, &req.key)))
+            .update_expression(update)
+            .set_condition_expression(cond)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .return_values(return_values(req.returns))
+            .send()
+            .await
+            .map_err(|e| self.fail(op, table, e))?;
+        match out.attributes {
+            Some(a) if req.returns != ReturnValues::None && !a.is_empty() => {
+                Ok(Some(from_attrs(op, table, &a)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn transact_write(&self, writes: Vec<TransactWrite>) -> Result<()> {
+        use aws_sdk_dynamodb::types::{
+            ConditionCheck, Delete as DdbDelete, Put as DdbPut, TransactWriteItem,
+            Update as DdbUpdate,
+        };
+        let op = op("transact_write");
+        check_transaction(op, &writes)?;
+        let mut items = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let table = w.table();
+            let spec = self.spec(op, table).await?;
+            check_condition(op, table, w.condition())?;
+            let mut e = Expressions::default();
+            let built = match w {
+                TransactWrite::Put(p) => {
+                    check_item(op, &spec, &p.item)?;
+                    let cond = e.condition(&spec, &p.condition);
+                    let (names, values) = e.placeholders();
+                    DdbPut::builder()
+                        .table_name(table)
+                        .set_item(Some(to_attrs(&p.item)))
+                        .set_condition_expression(cond)
+                        .set_expression_attribute_names(names)
+                        .set_expression_attribute_values(values)
+                        .build()
+                        .map(|x| TransactWriteItem::builder().put(x).build())
+                }
+                TransactWrite::Delete(d) => {
+                    check_key(op, &spec, &d.key)?;
+                    let cond = e.condition(&spec, &d.condition);
+                    let (names, values) = e.placeholders();
+                    DdbDelete::builder()
+                        .table_name(table)
+                        .set_key(Some(key_attrs(&spec, &d.key)))
+                        .set_condition_expression(cond)
+                        .set_expression_attribute_names(names)
+                        .set_expression_attribute_values(values)
+                        .build()
+                        .map(|x| TransactWriteItem::builder().delete(x).build())
+                }
+                TransactWrite::Update(u) => {
+                    check_update(op, &spec, u)?;
+                    let update = e.render.update(&u.update);
+                    let cond = e.condition(&spec, &u.condition);
+                    let (names, values) = e.placeholders();
+                    DdbUpdate::builder()
+                        .table_name(table)
+                        .set_key(Some(key_attrs(&spec, &u.key)))
+                        .update_expression(update)
+                        .set_condition_expression(cond)
+                        .set_expression_attribute_names(names)
+                        .set_expression_attribute_values(values)
+                        .build()
+                        .map(|x| TransactWriteItem::builder().update(x).build())
+                }
+                TransactWrite::Check { key, condition, .. } => {
+                    check_key(op, &spec, key)?;
+                    let Some(cond) = e.condition(&spec, condition) else {
+                        return Err(op.invalid(table, "a condition check needs a condition"));
+                    };
+                    let (names, values) = e.placeholders();
+                    ConditionCheck::builder()
+                        .table_name(table)
+                        .set_key(Some(key_attrs(&spec, key)))
+                        .condition_expression(cond)
+                        .set_expression_attribute_names(names)
+                        .set_expression_attribute_values(values)
+                        .build()
+                        .map(|x| TransactWriteItem::builder().condition_check(x).build())
+                }
+            };
+            items.push(built.map_err(|e| op.internal(table, e))?);
+        }
+        let sent = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let err = match sent {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        let reasons = err
+            .as_service_error()
+            .and_then(|e| match e {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                    Some(c.cancellation_reasons())
+                }
+                _ => None,
+            })
+            .map(|reasons| {
+                reasons
+                    .iter()
+                    .map(|r| match r.code() {
+                        None | Some("None") => None,
+                        Some(code) => Some((
+                            code.to_owned(),
+                            r.message().unwrap_or_default().to_owned(),
+                        )),
+                    })
+                    .collect::<Vec<_>>()
+            });
+        match reasons {
+            Some(reasons)
+                if reasons
+                    .iter()
+                    .flatten()
+                    .any(|(code, _)| code == "ConditionalCheckFailed") =>
+            {
+                let canceled = TransactionCanceled { reasons };
+                Err(op
+                    .precondition("transaction", canceled.to_string())
+                    .with_source(canceled))
+            }
+            _ => Err(map(op, "transaction", err)),
+        }
     }
 }
 

@@ -4,9 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use mvi_core::kv::expr::{Bindings, Path, Update, parse_condition, parse_update};
 use mvi_core::kv::{
-    Condition, DeleteItem, Item, Key, KeyAttr, KeyType, MAX_ITEM_SIZE, PutItem, Query, Scan,
-    SortCondition, TableSpec, Value,
+    Condition, DeleteItem, Item, Key, KeyAttr, KeyType, MAX_ITEM_SIZE, PutItem, Query,
+    ReturnValues, Scan, SortCondition, TableSpec, TransactWrite, TransactionCanceled, UpdateItem,
+    Value,
 };
 use mvi_core::{ErrorKind, Kv, KvExt, item};
 
@@ -35,6 +37,11 @@ macro_rules! kv_cases {
             kv_wrong_key_rejected => $crate::kv::wrong_key_rejected;
             kv_unknown_table_is_not_found => $crate::kv::unknown_table_is_not_found;
             kv_delete_with_condition => $crate::kv::delete_with_condition;
+            kv_update_creates_and_counts => $crate::kv::update_creates_and_counts;
+            kv_update_conditions_and_paths => $crate::kv::update_conditions_and_paths;
+            kv_concurrent_updates_are_exact => $crate::kv::concurrent_updates_are_exact;
+            kv_expression_conditions_on_put_and_delete => $crate::kv::expression_conditions_on_put_and_delete;
+            kv_transaction_all_or_nothing => $crate::kv::transaction_all_or_nothing;
             kv_describe_list_delete_table => $crate::kv::describe_list_delete_table;
             kv_state_survives_reopen => $crate::kv::state_survives_reopen [Reopen];
         }
@@ -824,6 +831,312 @@ pub async fn state_survives_reopen(ctx: &mut Ctx) -> Outcome {
         PreconditionFailed
     );
     kv.put(&table, item! { "pk" => "p", "sk" => 5 }).await?;
+    kv.delete_table(&table).await?;
+    Ok(())
+}
+
+/// Placeholders `:name → value` for the expressions of the cases below.
+fn values(pairs: &[(&str, Value)]) -> Bindings {
+    Bindings::new(
+        BTreeMap::new(),
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
+/// An update expression parsed with `pairs` as its values.
+fn update_expr(src: &str, pairs: &[(&str, Value)]) -> Result<Update> {
+    parse_update(src, &mut values(pairs)).map_err(|e| Failure::from(format!("{src}: {e}")))
+}
+
+/// A condition expression parsed with `pairs` as its values.
+fn cond_expr(src: &str, pairs: &[(&str, Value)]) -> Result<Condition> {
+    parse_condition("ConditionExpression", src, &mut values(pairs))
+        .map(Condition::Expr)
+        .map_err(|e| Failure::from(format!("{src}: {e}")))
+}
+
+/// An update creates a missing item from its key, counts from nothing, and returns what is
+/// asked for (the whole new item, or the touched attributes as they were).
+pub async fn update_creates_and_counts(ctx: &mut Ctx) -> Outcome {
+    let (kv, table) = simple_table(ctx, "update").await?;
+    let bump = update_expr(
+        "SET visits = if_not_exists(visits, :zero) + :one, page = :p",
+        &[
+            (":zero", 0.into()),
+            (":one", 1.into()),
+            (":p", "/home".into()),
+        ],
+    )?;
+    let first = kv
+        .update_item(
+            UpdateItem::new(&table, Key::new("u1"), bump.clone()).returns(ReturnValues::AllNew),
+        )
+        .await?;
+    ensure!(
+        first == Some(item! { "id" => "u1", "visits" => 1, "page" => "/home" }),
+        "the first update returned {first:?}"
+    );
+    // Both attributes change here: what UPDATED_OLD returns for an attribute set to the value
+    // it had differs between DynamoDB emulations.
+    let bump_about = update_expr(
+        "SET visits = if_not_exists(visits, :zero) + :one, page = :p",
+        &[
+            (":zero", 0.into()),
+            (":one", 1.into()),
+            (":p", "/about".into()),
+        ],
+    )?;
+    let old = kv
+        .update_item(
+            UpdateItem::new(&table, Key::new("u1"), bump_about).returns(ReturnValues::UpdatedOld),
+        )
+        .await?;
+    ensure!(
+        old == Some(item! { "visits" => 1, "page" => "/home" }),
+        "UPDATED_OLD returned {old:?}"
+    );
+    let none = kv
+        .update_item(UpdateItem::new(&table, Key::new("u1"), bump))
+        .await?;
+    ensure!(none.is_none(), "ReturnValues NONE returned {none:?}");
+    let got = kv.get_item(&table, Key::new("u1")).await?;
+    let visits = got.as_ref().and_then(|i| i.get("visits")).cloned();
+    ensure!(
+        visits == Some(Value::Int(3)),
+        "visits is {visits:?} after 3 updates"
+    );
+    // ADD counts from zero too, and a number may go negative.
+    let add = Update::default().add(Path::attr("score"), -5);
+    let new = kv
+        .update_item(UpdateItem::new(&table, Key::new("u2"), add).returns(ReturnValues::UpdatedNew))
+        .await?;
+    // (moto also returns the new item's key attributes here; DynamoDB returns the updated ones.)
+    let score = new.as_ref().and_then(|i| i.get("score")).cloned();
+    ensure!(score == Some(Value::Int(-5)), "ADD returned {new:?}");
+    kv.delete_table(&table).await?;
+    Ok(())
+}
+
+/// An update's condition is checked against the item before it (a failed one changes
+/// nothing); nested paths, list appends and removals apply; key attributes, overlapping paths
+/// and paths through missing maps are refused.
+pub async fn update_conditions_and_paths(ctx: &mut Ctx) -> Outcome {
+    let (kv, table) = simple_table(ctx, "paths").await?;
+    let doc = item! { "id" => "d", "version" => 1, "tags" => vec![Value::from("a")],
+    "meta" => Value::Map(BTreeMap::new()), "draft" => true };
+    kv.put(&table, doc.clone()).await?;
+    let stale = cond_expr("version = :v", &[(":v", 7.into())])?;
+    let change = update_expr("SET version = :two", &[(":two", 2.into())])?;
+    expect_err!(
+        kv.update_item(UpdateItem::new(&table, Key::new("d"), change.clone()).condition(stale))
+            .await,
+        PreconditionFailed
+    );
+    ensure!(
+        kv.get_item(&table, Key::new("d")).await? == Some(doc.clone()),
+        "a failed conditional update changed the item"
+    );
+    let edit = update_expr(
+        "SET version = version + :one, tags = list_append(tags, :more), meta.author = :who \
+         REMOVE draft",
+        &[
+            (":one", 1.into()),
+            (":more", vec![Value::from("b")].into()),
+            (":who", "ann".into()),
+        ],
+    )?;
+    let current = cond_expr(
+        "version = :v AND attribute_exists(draft)",
+        &[(":v", 1.into())],
+    )?;
+    let new = kv
+        .update_item(
+            UpdateItem::new(&table, Key::new("d"), edit)
+                .condition(current)
+                .returns(ReturnValues::AllNew),
+        )
+        .await?;
+    let want = item! { "id" => "d", "version" => 2,
+    "tags" => vec![Value::from("a"), Value::from("b")],
+    "meta" => Value::Map([("author".to_owned(), Value::from("ann"))].into()) };
+    ensure!(new == Some(want), "the update gave {new:?}");
+    expect_err!(
+        kv.update_item(UpdateItem::new(
+            &table,
+            Key::new("d"),
+            update_expr("SET id = :x", &[(":x", "e".into())])?
+        ))
+        .await,
+        InvalidArgument
+    );
+    expect_err!(
+        kv.update_item(UpdateItem::new(
+            &table,
+            Key::new("d"),
+            update_expr("SET meta = :x, meta.author = :x", &[(":x", "e".into())])?
+        ))
+        .await,
+        InvalidArgument
+    );
+    expect_err!(
+        kv.update_item(UpdateItem::new(
+            &table,
+            Key::new("d"),
+            update_expr("SET nothing.here = :x", &[(":x", "e".into())])?
+        ))
+        .await,
+        InvalidArgument
+    );
+    kv.delete_table(&table).await?;
+    Ok(())
+}
+
+/// Concurrent `ADD`s on one counter lose none: each update is atomic.
+pub async fn concurrent_updates_are_exact(ctx: &mut Ctx) -> Outcome {
+    let (kv, table) = simple_table(ctx, "adds").await?;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (kv, table) = (kv.clone(), table.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let add = Update::default().add(Path::attr("n"), 1);
+                kv.update_item(UpdateItem::new(&table, Key::new("c"), add))
+                    .await?;
+            }
+            Ok::<_, mvi_core::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let got = kv.get_item(&table, Key::new("c")).await?;
+    let n = got.as_ref().and_then(|i| i.get("n")).cloned();
+    ensure!(n == Some(Value::Int(40)), "counter is {n:?} after 40 adds");
+    kv.delete_table(&table).await?;
+    Ok(())
+}
+
+/// Puts and deletes take any condition expression.
+pub async fn expression_conditions_on_put_and_delete(ctx: &mut Ctx) -> Outcome {
+    let (kv, table) = simple_table(ctx, "exprs").await?;
+    let newer = |v: i64| -> Result<Condition> {
+        cond_expr(
+            "attribute_not_exists(id) OR version < :v",
+            &[(":v", v.into())],
+        )
+    };
+    kv.put_item(PutItem::new(&table, item! { "id" => "x", "version" => 2 }).condition(newer(2)?))
+        .await?;
+    expect_err!(
+        kv.put_item(
+            PutItem::new(&table, item! { "id" => "x", "version" => 1 }).condition(newer(1)?)
+        )
+        .await,
+        PreconditionFailed
+    );
+    kv.put_item(PutItem::new(&table, item! { "id" => "x", "version" => 3 }).condition(newer(3)?))
+        .await?;
+    let only_old = cond_expr("version IN (:a, :b)", &[(":a", 1.into()), (":b", 2.into())])?;
+    expect_err!(
+        kv.delete_item(DeleteItem::new(&table, Key::new("x")).condition(only_old))
+            .await,
+        PreconditionFailed
+    );
+    let is_three = cond_expr(
+        "version BETWEEN :lo AND :hi",
+        &[(":lo", 3.into()), (":hi", 9.into())],
+    )?;
+    let gone = kv
+        .delete_item(DeleteItem::new(&table, Key::new("x")).condition(is_three))
+        .await?;
+    ensure!(
+        gone == Some(item! { "id" => "x", "version" => 3 }),
+        "delete returned {gone:?}"
+    );
+    kv.delete_table(&table).await?;
+    Ok(())
+}
+
+/// A transaction applies every write or none: a failed condition anywhere cancels all, and
+/// the error says which action failed.
+pub async fn transaction_all_or_nothing(ctx: &mut Ctx) -> Outcome {
+    let (kv, table) = simple_table(ctx, "txn").await?;
+    kv.put(&table, item! { "id" => "from", "balance" => 10 })
+        .await?;
+    kv.put(&table, item! { "id" => "to", "balance" => 0 })
+        .await?;
+    kv.put(&table, item! { "id" => "lock", "held" => false })
+        .await?;
+    let transfer = |n: i64| -> Result<Vec<TransactWrite>> {
+        Ok(vec![
+            TransactWrite::Update(
+                UpdateItem::new(
+                    &table,
+                    Key::new("from"),
+                    update_expr("SET balance = balance - :n", &[(":n", n.into())])?,
+                )
+                .condition(cond_expr("balance >= :n", &[(":n", n.into())])?),
+            ),
+            TransactWrite::Update(UpdateItem::new(
+                &table,
+                Key::new("to"),
+                update_expr("SET balance = balance + :n", &[(":n", n.into())])?,
+            )),
+            TransactWrite::Check {
+                table: table.clone(),
+                key: Key::new("lock"),
+                condition: cond_expr("held = :f", &[(":f", false.into())])?,
+            },
+            TransactWrite::Put(PutItem::new(
+                &table,
+                item! { "id" => format!("log-{n}"), "amount" => n },
+            )),
+        ])
+    };
+    kv.transact_write(transfer(4)?).await?;
+    let balance = |item: Option<Item>| item.and_then(|i| i.get("balance").cloned());
+    ensure!(
+        balance(kv.get_item(&table, Key::new("from")).await?) == Some(Value::Int(6))
+            && balance(kv.get_item(&table, Key::new("to")).await?) == Some(Value::Int(4))
+            && kv.get_item(&table, Key::new("log-4")).await?.is_some(),
+        "the transaction was not applied whole"
+    );
+    // Too much: the first condition fails, and nothing of the rest is applied.
+    let err = expect_err!(kv.transact_write(transfer(7)?).await, PreconditionFailed);
+    let reasons = TransactionCanceled::of(&err).map(|c| {
+        c.reasons
+            .iter()
+            .map(|r| r.as_ref().map(|(code, _)| code.clone()))
+            .collect::<Vec<_>>()
+    });
+    ensure!(
+        reasons
+            == Some(vec![
+                Some("ConditionalCheckFailed".to_owned()),
+                None,
+                None,
+                None
+            ]),
+        "cancellation reasons {reasons:?} from {err}"
+    );
+    ensure!(
+        balance(kv.get_item(&table, Key::new("to")).await?) == Some(Value::Int(4))
+            && kv.get_item(&table, Key::new("log-7")).await?.is_none(),
+        "a cancelled transaction applied a write"
+    );
+    // One item twice is refused before anything is applied.
+    let twice = vec![
+        TransactWrite::Put(PutItem::new(&table, item! { "id" => "dup", "n" => 1 })),
+        TransactWrite::Delete(DeleteItem::new(&table, Key::new("dup"))),
+    ];
+    expect_err!(kv.transact_write(twice).await, InvalidArgument);
+    ensure!(
+        kv.get_item(&table, Key::new("dup")).await?.is_none(),
+        "a refused transaction wrote"
+    );
     kv.delete_table(&table).await?;
     Ok(())
 }

@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::common::Page;
 use crate::error::{Op, Result};
 
+pub mod expr;
+
+/// The most actions in one `transact_write` (as DynamoDB's TransactWriteItems).
+pub const MAX_TRANSACT_ITEMS: usize = 100;
+
 /// The largest item, in bytes (as DynamoDB).
 pub const MAX_ITEM_SIZE: usize = 400 * 1024;
 /// The most items in one `batch_put` (as DynamoDB's BatchWriteItem).
@@ -363,12 +368,32 @@ pub enum Condition {
     Exists,
     /// The item exists and its attribute equals the value (`#a = :v`), e.g. a version number.
     Equals(String, Value),
+    /// Any condition DynamoDB's expression language can state
+    /// ([`expr::parse_condition`] reads one).
+    Expr(expr::Cond),
 }
 
 impl Condition {
     /// `Condition::Equals(name, value)`.
     pub fn equals(name: impl Into<String>, value: impl Into<Value>) -> Self {
         Condition::Equals(name.into(), value.into())
+    }
+
+    /// The condition as an expression on items of a table keyed as `spec` (`None` for no
+    /// condition), for backends that send expressions.
+    pub fn to_expr(&self, spec: &TableSpec) -> Option<expr::Cond> {
+        let pk = || expr::Path::attr(&spec.partition_key.name);
+        Some(match self {
+            Condition::None => return None,
+            Condition::NotExists => expr::Cond::NotExists(pk()),
+            Condition::Exists => expr::Cond::Exists(pk()),
+            Condition::Equals(name, v) => expr::Cond::Compare(
+                expr::Operand::Path(expr::Path::attr(name)),
+                expr::Cmp::Eq,
+                expr::Operand::Value(v.clone()),
+            ),
+            Condition::Expr(c) => c.clone(),
+        })
     }
 
     /// Whether `current` (the item now stored, if any) satisfies the condition.
@@ -378,6 +403,7 @@ impl Condition {
             Condition::NotExists => current.is_none(),
             Condition::Exists => current.is_some(),
             Condition::Equals(name, value) => current.and_then(|i| i.get(name)) == Some(value),
+            Condition::Expr(c) => c.holds(current),
         }
     }
 }
@@ -437,6 +463,163 @@ impl DeleteItem {
     pub fn condition(mut self, condition: Condition) -> Self {
         self.condition = condition;
         self
+    }
+}
+
+/// What an update returns (DynamoDB's `ReturnValues`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReturnValues {
+    /// Nothing.
+    #[default]
+    None,
+    /// The item as it was, if there was one.
+    AllOld,
+    /// The attributes the update wrote, as they were.
+    UpdatedOld,
+    /// The item as it is now.
+    AllNew,
+    /// The attributes the update wrote, as they are now.
+    UpdatedNew,
+}
+
+/// An update of one item in place: an [`expr::Update`] applied atomically, creating the item
+/// (from its key) if there is none and the condition allows.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct UpdateItem {
+    /// The table.
+    pub table: String,
+    /// The item's key.
+    pub key: Key,
+    /// The actions.
+    pub update: expr::Update,
+    /// A condition on the item before the update.
+    pub condition: Condition,
+    /// What to return.
+    pub returns: ReturnValues,
+}
+
+impl UpdateItem {
+    /// Applies `update` to the item at `key` of `table`.
+    pub fn new(table: impl Into<String>, key: Key, update: expr::Update) -> Self {
+        UpdateItem {
+            table: table.into(),
+            key,
+            update,
+            condition: Condition::None,
+            returns: ReturnValues::None,
+        }
+    }
+
+    /// Requires `condition`.
+    pub fn condition(mut self, condition: Condition) -> Self {
+        self.condition = condition;
+        self
+    }
+
+    /// Returns `returns`.
+    pub fn returns(mut self, returns: ReturnValues) -> Self {
+        self.returns = returns;
+        self
+    }
+}
+
+/// One action of a transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransactWrite {
+    /// A put.
+    Put(PutItem),
+    /// A delete.
+    Delete(DeleteItem),
+    /// An update (its `returns` is ignored).
+    Update(UpdateItem),
+    /// Only a condition that must hold on an item the transaction does not write.
+    Check {
+        /// The table.
+        table: String,
+        /// The item's key.
+        key: Key,
+        /// What must hold.
+        condition: Condition,
+    },
+}
+
+impl TransactWrite {
+    /// The table it acts on.
+    pub fn table(&self) -> &str {
+        match self {
+            TransactWrite::Put(p) => &p.table,
+            TransactWrite::Delete(d) => &d.table,
+            TransactWrite::Update(u) => &u.table,
+            TransactWrite::Check { table, .. } => table,
+        }
+    }
+
+    /// Its condition.
+    pub fn condition(&self) -> &Condition {
+        match self {
+            TransactWrite::Put(p) => &p.condition,
+            TransactWrite::Delete(d) => &d.condition,
+            TransactWrite::Update(u) => &u.condition,
+            TransactWrite::Check { condition, .. } => condition,
+        }
+    }
+}
+
+/// Why a transaction was cancelled: for each of its actions, in order, the reason it failed
+/// (`None` for those that would have succeeded). The source of the
+/// [`PreconditionFailed`](crate::ErrorKind::PreconditionFailed) error `transact_write`
+/// returns, as DynamoDB's `CancellationReasons`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionCanceled {
+    /// Per action: `None`, or the reason code (`ConditionalCheckFailed`) and a message.
+    pub reasons: Vec<Option<(String, String)>>,
+}
+
+impl fmt::Display for TransactionCanceled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let codes: Vec<&str> = self
+            .reasons
+            .iter()
+            .map(|r| r.as_ref().map_or("None", |(code, _)| code.as_str()))
+            .collect();
+        write!(
+            f,
+            "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
+            codes.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for TransactionCanceled {}
+
+impl TransactionCanceled {
+    /// The cancellation a transaction's error carries, if it is one.
+    pub fn of(e: &crate::Error) -> Option<&TransactionCanceled> {
+        std::error::Error::source(e)?.downcast_ref()
+    }
+}
+
+/// Computes what an update returns from the item before and after it.
+pub fn update_returns(
+    returns: ReturnValues,
+    update: &expr::Update,
+    old: Option<&Item>,
+    new: &Item,
+) -> Option<Item> {
+    let touched = |item: &Item| -> Item {
+        let tops: std::collections::BTreeSet<&str> = update.paths().map(|p| p.top()).collect();
+        item.iter()
+            .filter(|(k, _)| tops.contains(k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    match returns {
+        ReturnValues::None => None,
+        ReturnValues::AllOld => old.cloned(),
+        ReturnValues::UpdatedOld => old.map(touched),
+        ReturnValues::AllNew => Some(new.clone()),
+        ReturnValues::UpdatedNew => Some(touched(new)),
     }
 }
 
@@ -599,6 +782,12 @@ pub trait Kv: fmt::Debug + Send + Sync + 'static {
     async fn batch_get(&self, table: &str, keys: Vec<Key>) -> Result<Vec<Item>>;
     /// Writes up to 25 items unconditionally, all or nothing.
     async fn batch_put(&self, table: &str, items: Vec<Item>) -> Result<()>;
+    /// Updates an item in place if the condition holds (creating it if there is none);
+    /// returns what `req.returns` asks for.
+    async fn update_item(&self, req: UpdateItem) -> Result<Option<Item>>;
+    /// Up to 100 writes and checks, on distinct items of any tables, all or nothing: if any
+    /// condition fails none is applied, and the error's source is a [`TransactionCanceled`].
+    async fn transact_write(&self, writes: Vec<TransactWrite>) -> Result<()>;
 }
 
 /// Conveniences over [`Kv`].
@@ -768,8 +957,42 @@ pub fn check_value(op: Op, table: &str, name: &str, v: &Value) -> Result<()> {
 pub fn check_condition(op: Op, table: &str, c: &Condition) -> Result<()> {
     match c {
         Condition::Equals(name, v) => check_value(op, table, name, v),
+        Condition::Expr(e) => e
+            .values()
+            .into_iter()
+            .try_for_each(|v| check_value(op, table, "expression value", v)),
         _ => Ok(()),
     }
+}
+
+/// Checks an update before any item is read: its values, its paths (none on a key attribute,
+/// no two overlapping) and the condition.
+pub fn check_update(op: Op, spec: &TableSpec, req: &UpdateItem) -> Result<()> {
+    let table = &spec.name;
+    check_key(op, spec, &req.key)?;
+    check_condition(op, table, &req.condition)?;
+    for v in req.update.values() {
+        check_value(op, table, "expression value", v)?;
+    }
+    let mut keys = vec![spec.partition_key.name.as_str()];
+    if let Some(s) = &spec.sort_key {
+        keys.push(&s.name);
+    }
+    req.update.check(&keys).map_err(|e| op.invalid(table, e.0))
+}
+
+/// Checks a transaction's shape: its size, and that no item is acted on twice.
+pub fn check_transaction(op: Op, writes: &[TransactWrite]) -> Result<()> {
+    if writes.is_empty() || writes.len() > MAX_TRANSACT_ITEMS {
+        return Err(op.invalid(
+            "transaction",
+            format!(
+                "a transaction has 1 to {MAX_TRANSACT_ITEMS} actions; this one has {}",
+                writes.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

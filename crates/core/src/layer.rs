@@ -98,6 +98,8 @@ mod kv {
         fn scan(req: Scan) -> Result<Page<Item>>;
         fn batch_get(table: &str, keys: Vec<Key>) -> Result<Vec<Item>>;
         fn batch_put(table: &str, items: Vec<Item>) -> Result<()>;
+        fn update_item(req: UpdateItem) -> Result<Option<Item>>;
+        fn transact_write(writes: Vec<TransactWrite>) -> Result<()>;
     }
 }
 

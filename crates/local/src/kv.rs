@@ -37,8 +37,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use mvi_core::common::Page;
 use mvi_core::kv::{
     Condition, DeleteItem, Item, Key, KeyAttr, KeyType, MAX_BATCH_GET, MAX_BATCH_PUT, MAX_DEPTH,
-    MAX_READ_DEPTH, PutItem, Query, Scan, SortCondition, TableInfo, TableSpec, Value, check_batch,
-    check_condition, check_item, check_key, validate_table_name,
+    MAX_READ_DEPTH, PutItem, Query, Scan, SortCondition, TableInfo, TableSpec, TransactWrite,
+    TransactionCanceled, UpdateItem, Value, check_batch, check_condition, check_item, check_key,
+    check_transaction, check_update, update_returns, validate_table_name,
 };
 use mvi_core::{Error, Kv, Op, Result, Service};
 use redb::{
@@ -240,13 +241,13 @@ fn current_item(
     let Some(bytes) = bytes else { return Ok(None) };
     match decode_item(op, table, bytes) {
         Ok(item) => Ok(Some(item)),
-        Err(_) if !matches!(condition, Condition::Equals(..)) => {
-            let mut item = Item::new();
-            item.insert(spec.partition_key.name.clone(), key.partition.clone());
-            if let (Some(attr), Some(sort)) = (&spec.sort_key, &key.sort) {
-                item.insert(attr.name.clone(), sort.clone());
-            }
-            Ok(Some(item))
+        Err(_)
+            if matches!(
+                condition,
+                Condition::None | Condition::Exists | Condition::NotExists
+            ) =>
+        {
+            Ok(Some(key_item(spec, key)))
         }
         Err(e) => Err(e),
     }
@@ -606,40 +607,9 @@ impl Kv for LocalKv {
         check_condition(op, &req.table, &req.condition)?;
         let table = req.table.clone();
         self.write(op, &table, move |txn, log| {
-            let PutItem {
-                table,
-                item,
-                condition,
-                ..
-            } = req;
-            let stored = load_table(op, txn, &table)?;
-            let key = check_item(op, &stored.spec, &item)?;
-            let stored_key = keys::item_key(&key);
-            let bytes = encode_item(op, &table, &item)?;
-            let items_name = stored.items_name();
-            let mut items = txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&items_name))
-                .map_err(|e| db_error(op, &table, e))?;
-            if condition != Condition::None {
-                let raw = items
-                    .get(stored_key.as_slice())
-                    .map_err(|e| db_error(op, &table, e))?
-                    .map(|g| g.value().to_vec());
-                let current =
-                    current_item(op, &table, &stored.spec, &key, raw.as_deref(), &condition)?;
-                if !condition.holds(current.as_ref()) {
-                    return Err(condition_failed(op, &table, &key, &condition));
-                }
-            }
-            items
-                .insert(stored_key.as_slice(), bytes.as_slice())
-                .map_err(|e| db_error(op, &table, e))?;
-            log.push(Effect {
-                table: items_name,
-                key: stored_key,
-                value: Some(bytes),
-            });
-            Ok(())
+            let planned = plan(op, txn, &TransactWrite::Put(req))?;
+            planned.require(op)?;
+            planned.apply(op, txn, log)
         })
         .await
     }
@@ -661,40 +631,12 @@ impl Kv for LocalKv {
         check_condition(op, &req.table, &req.condition)?;
         let table = req.table.clone();
         self.write(op, &table, move |txn, log| {
-            let DeleteItem {
-                table,
-                key,
-                condition,
-                ..
-            } = req;
-            let stored = load_table(op, txn, &table)?;
-            check_key(op, &stored.spec, &key)?;
-            let stored_key = keys::item_key(&key);
-            let items_name = stored.items_name();
-            let mut items = txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&items_name))
-                .map_err(|e| db_error(op, &table, e))?;
-            let raw = items
-                .get(stored_key.as_slice())
-                .map_err(|e| db_error(op, &table, e))?
-                .map(|g| g.value().to_vec());
-            // An item that cannot be read is still deleted (answered by its key attributes).
-            let current = current_item(op, &table, &stored.spec, &key, raw.as_deref(), &condition)?;
-            if !condition.holds(current.as_ref()) {
-                return Err(condition_failed(op, &table, &key, &condition));
-            }
-            if current.is_some() {
-                items
-                    .remove(stored_key.as_slice())
-                    .map_err(|e| db_error(op, &table, e))?;
-                drop(items);
-                log.push(Effect {
-                    table: items_name,
-                    key: stored_key,
-                    value: None,
-                });
-            }
-            Ok(current)
+            let planned = plan(op, txn, &TransactWrite::Delete(req))?;
+            planned.require(op)?;
+            // Kept in the plan: applying a delete of nothing writes nothing.
+            let old = planned.old.clone();
+            planned.apply(op, txn, log)?;
+            Ok(old)
         })
         .await
     }
@@ -804,6 +746,216 @@ impl Kv for LocalKv {
         })
         .await
     }
+
+    async fn update_item(&self, req: UpdateItem) -> Result<Option<Item>> {
+        let op = op("update_item");
+        validate_table_name(op, &req.table)?;
+        let table = req.table.clone();
+        let returns = req.returns;
+        self.write(op, &table, move |txn, log| {
+            let update = req.update.clone();
+            let mut planned = plan(op, txn, &TransactWrite::Update(req))?;
+            planned.require(op)?;
+            let (old, new) = (planned.old.take(), planned.new.take());
+            planned.apply(op, txn, log)?;
+            Ok(new.and_then(|new| update_returns(returns, &update, old.as_ref(), &new)))
+        })
+        .await
+    }
+
+    async fn transact_write(&self, writes: Vec<TransactWrite>) -> Result<()> {
+        let op = op("transact_write");
+        check_transaction(op, &writes)?;
+        for w in &writes {
+            validate_table_name(op, w.table())?;
+            check_condition(op, w.table(), w.condition())?;
+        }
+        self.write(op, "transaction", move |txn, log| {
+            // Every condition is evaluated against the items as they were before the
+            // transaction (no item is acted on twice), then every write is applied.
+            let mut plans = Vec::with_capacity(writes.len());
+            let mut seen = HashSet::with_capacity(writes.len());
+            for w in &writes {
+                let planned = plan(op, txn, w)?;
+                if !seen.insert((planned.items_name.clone(), planned.stored_key.clone())) {
+                    return Err(op.invalid(
+                        w.table(),
+                        format!(
+                            "Transaction request cannot include multiple operations on one \
+                             item (item {} of table {})",
+                            planned.key,
+                            w.table()
+                        ),
+                    ));
+                }
+                plans.push(planned);
+            }
+            let reasons: Vec<Option<(String, String)>> = plans
+                .iter()
+                .map(|p| {
+                    (!p.holds).then(|| {
+                        (
+                            "ConditionalCheckFailed".to_owned(),
+                            "The conditional request failed".to_owned(),
+                        )
+                    })
+                })
+                .collect();
+            if reasons.iter().any(Option::is_some) {
+                let canceled = TransactionCanceled { reasons };
+                return Err(op
+                    .precondition("transaction", canceled.to_string())
+                    .with_source(canceled));
+            }
+            for p in plans {
+                p.apply(op, txn, log)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// One item write, checked and evaluated inside a write transaction but not yet applied.
+struct Planned {
+    table: String,
+    items_name: String,
+    key: Key,
+    stored_key: Vec<u8>,
+    condition: Condition,
+    /// Whether the write's condition holds.
+    holds: bool,
+    /// The item as stored before (its key attributes alone if it cannot be read and the
+    /// condition needs no more: such an item can still be replaced or deleted).
+    old: Option<Item>,
+    /// The item as it will be; `None` for a delete or a check.
+    new: Option<Item>,
+    /// The stored bytes to write (`Some(None)` deletes; `None` writes nothing).
+    write: Option<Option<Vec<u8>>>,
+}
+
+impl Planned {
+    /// Fails with ConditionalCheckFailed unless the condition holds.
+    fn require(&self, op: Op) -> Result<()> {
+        if self.holds {
+            return Ok(());
+        }
+        Err(condition_failed(
+            op,
+            &self.table,
+            &self.key,
+            &self.condition,
+        ))
+    }
+
+    fn apply(self, op: Op, txn: &WriteTransaction, log: &mut Vec<Effect>) -> Result<()> {
+        let Some(write) = self.write else {
+            return Ok(());
+        };
+        let mut items = txn
+            .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.items_name))
+            .map_err(|e| db_error(op, &self.table, e))?;
+        match &write {
+            Some(bytes) => {
+                items
+                    .insert(self.stored_key.as_slice(), bytes.as_slice())
+                    .map_err(|e| db_error(op, &self.table, e))?;
+            }
+            // Deleting nothing writes nothing (and logs nothing).
+            None if self.old.is_none() => return Ok(()),
+            None => {
+                items
+                    .remove(self.stored_key.as_slice())
+                    .map_err(|e| db_error(op, &self.table, e))?;
+            }
+        }
+        log.push(Effect {
+            table: self.items_name,
+            key: self.stored_key,
+            value: write,
+        });
+        Ok(())
+    }
+}
+
+/// Checks one write against its table and the item it would replace.
+fn plan(op: Op, txn: &WriteTransaction, w: &TransactWrite) -> Result<Planned> {
+    let table = w.table();
+    let stored = load_table(op, txn, table)?;
+    let spec = &stored.spec;
+    let key = match w {
+        TransactWrite::Put(p) => check_item(op, spec, &p.item)?,
+        TransactWrite::Delete(DeleteItem { key, .. }) | TransactWrite::Check { key, .. } => {
+            check_key(op, spec, key)?;
+            key.clone()
+        }
+        TransactWrite::Update(u) => {
+            check_update(op, spec, u)?;
+            u.key.clone()
+        }
+    };
+    let condition = w.condition().clone();
+    let stored_key = keys::item_key(&key);
+    let items_name = stored.items_name();
+    // An unconditional put need not read what it replaces.
+    let blind = matches!(w, TransactWrite::Put(_)) && condition == Condition::None;
+    let old = if blind {
+        None
+    } else {
+        let items = txn
+            .open_table(TableDefinition::<&[u8], &[u8]>::new(&items_name))
+            .map_err(|e| db_error(op, table, e))?;
+        let raw = items
+            .get(stored_key.as_slice())
+            .map_err(|e| db_error(op, table, e))?
+            .map(|g| g.value().to_vec());
+        // An update needs the whole item, as does any condition but on existence.
+        let whole = if matches!(w, TransactWrite::Update(_)) {
+            &Condition::Equals(String::new(), Value::Null)
+        } else {
+            &condition
+        };
+        current_item(op, table, spec, &key, raw.as_deref(), whole)?
+    };
+    let holds = condition.holds(old.as_ref());
+    let (new, write) = match w {
+        TransactWrite::Put(p) => (
+            Some(p.item.clone()),
+            Some(Some(encode_item(op, table, &p.item)?)),
+        ),
+        TransactWrite::Delete(_) => (None, Some(None)),
+        TransactWrite::Check { .. } => (None, None),
+        TransactWrite::Update(u) => {
+            let mut item = old.clone().unwrap_or_else(|| key_item(spec, &key));
+            u.update
+                .apply(&mut item)
+                .map_err(|e| op.invalid(table, e.0))?;
+            check_item(op, spec, &item)?;
+            let bytes = encode_item(op, table, &item)?;
+            (Some(item), Some(Some(bytes)))
+        }
+    };
+    Ok(Planned {
+        table: table.to_owned(),
+        items_name,
+        key,
+        stored_key,
+        condition,
+        holds,
+        old,
+        new,
+        write,
+    })
+}
+
+/// An item holding only `key`'s attributes.
+fn key_item(spec: &TableSpec, key: &Key) -> Item {
+    let mut item = Item::new();
+    item.insert(spec.partition_key.name.clone(), key.partition.clone());
+    if let (Some(attr), Some(sort)) = (&spec.sort_key, &key.sort) {
+        item.insert(attr.name.clone(), sort.clone());
+    }
+    item
 }
 
 fn condition_failed(op: Op, table: &str, key: &Key, condition: &Condition) -> Error {
@@ -811,6 +963,7 @@ fn condition_failed(op: Op, table: &str, key: &Key, condition: &Condition) -> Er
         Condition::NotExists => "an item with this key exists".to_string(),
         Condition::Exists => "no item has this key".to_string(),
         Condition::Equals(name, value) => format!("attribute {name:?} is not {value:?}"),
+        Condition::Expr(_) => "the condition expression does not hold".to_string(),
         other => format!("{other:?} does not hold"),
     };
     op.precondition(table, format!("item {key}: the condition failed: {why}"))
