@@ -1,5 +1,5 @@
-//! The local cloud's AWS-compatible S3 endpoint, driven by a client no one here wrote: the
-//! AWS CLI (`aws s3`, `aws s3api`). Each case checks what the CLI saw and, through the
+//! The local cloud's AWS-compatible endpoints, driven by clients no one here wrote: the
+//! AWS CLI (`aws s3`, `aws s3api`, `aws dynamodb`) and boto3. Each case checks what the CLI saw and, through the
 //! program's own Blob handle, what the store holds (one store, whichever door).
 
 use std::process::{Command, Output};
@@ -711,4 +711,460 @@ async fn bad_input_gets_aws_errors_and_stores_nothing() {
         blob.head_object("bad", "k").await.is_err(),
         "nothing was completed"
     );
+}
+
+/// Parses the AWS CLI's JSON output.
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_dynamodb_items_expressions_and_pages_through_the_one_store() {
+    use mvi::kv::{Key, Value};
+    let (local, _dir) = cloud().await;
+    let endpoints = local.endpoints().clone();
+    let env = endpoints.env(endpoints.admin());
+    let t = "visits";
+    ok(
+        &env,
+        &[
+            "dynamodb",
+            "create-table",
+            "--table-name",
+            t,
+            "--attribute-definitions",
+            "AttributeName=page,AttributeType=S",
+            "AttributeName=day,AttributeType=N",
+            "--key-schema",
+            "AttributeName=page,KeyType=HASH",
+            "AttributeName=day,KeyType=RANGE",
+            "--billing-mode",
+            "PAY_PER_REQUEST",
+        ],
+    );
+    let described = json(&ok(
+        &env,
+        &["dynamodb", "describe-table", "--table-name", t],
+    ));
+    assert_eq!(described["Table"]["TableStatus"], "ACTIVE");
+    assert_eq!(
+        described["Table"]["TableArn"],
+        "arn:aws:dynamodb:us-east-1:000000000000:table/visits"
+    );
+    let item = r#"{"page": {"S": "/home"}, "day": {"N": "1"}, "tags": {"L": [{"S": "a"}]}}"#;
+    let absent = "attribute_not_exists(page)";
+    ok(
+        &env,
+        &[
+            "dynamodb",
+            "put-item",
+            "--table-name",
+            t,
+            "--item",
+            item,
+            "--condition-expression",
+            absent,
+        ],
+    );
+    let again = fails(
+        &env,
+        &[
+            "dynamodb",
+            "put-item",
+            "--table-name",
+            t,
+            "--item",
+            item,
+            "--condition-expression",
+            absent,
+        ],
+    );
+    assert!(again.contains("ConditionalCheckFailedException"), "{again}");
+
+    // A counter, through a placeholder for the reserved word `count`.
+    let key = r#"{"page": {"S": "/home"}, "day": {"N": "1"}}"#;
+    let bump = [
+        "dynamodb",
+        "update-item",
+        "--table-name",
+        t,
+        "--key",
+        key,
+        "--update-expression",
+        "SET #c = if_not_exists(#c, :zero) + :one",
+        "--expression-attribute-names",
+        r##"{"#c": "count"}"##,
+        "--expression-attribute-values",
+        r#"{":zero": {"N": "0"}, ":one": {"N": "1"}}"#,
+        "--return-values",
+        "UPDATED_NEW",
+    ];
+    for want in ["1", "2"] {
+        let out = json(&ok(&env, &bump));
+        assert_eq!(out["Attributes"]["count"]["N"], want, "{out}");
+    }
+    let bare = fails(
+        &env,
+        &[
+            "dynamodb",
+            "update-item",
+            "--table-name",
+            t,
+            "--key",
+            key,
+            "--update-expression",
+            "SET count = :one",
+            "--expression-attribute-values",
+            r#"{":one": {"N": "1"}}"#,
+        ],
+    );
+    assert!(
+        bare.contains("ValidationException") && bare.contains("reserved keyword: count"),
+        "{bare}"
+    );
+    // One store: the program reads what the CLI wrote.
+    let kv = local.cloud().kv().expect("kv");
+    let stored = kv
+        .get_item(t, Key::with_sort("/home", 1))
+        .await
+        .expect("get")
+        .expect("the item");
+    assert_eq!(stored.get("count"), Some(&Value::Int(2)));
+
+    let got = json(&ok(
+        &env,
+        &[
+            "dynamodb",
+            "get-item",
+            "--table-name",
+            t,
+            "--key",
+            key,
+            "--projection-expression",
+            "tags[0], #c",
+            "--expression-attribute-names",
+            r##"{"#c": "count"}"##,
+        ],
+    ));
+    assert_eq!(
+        got["Item"],
+        json(r#"{"tags": {"L": [{"S": "a"}]}, "count": {"N": "2"}}"#)
+    );
+
+    // Days 2..=9 of /home in one batch, one of /about.
+    let mut puts: Vec<String> = (2..=9)
+        .map(|d| {
+            format!(
+                r#"{{"PutRequest": {{"Item": {{"page": {{"S": "/home"}}, "day": {{"N": "{d}"}}, "n": {{"N": "{}"}}}}}}}}"#,
+                d * 10
+            )
+        })
+        .collect();
+    puts.push(
+        r#"{"PutRequest": {"Item": {"page": {"S": "/about"}, "day": {"N": "5"}, "n": {"N": "50"}}}}"#
+            .to_owned(),
+    );
+    let batch = format!(r#"{{"{t}": [{}]}}"#, puts.join(","));
+    let out = json(&ok(
+        &env,
+        &["dynamodb", "batch-write-item", "--request-items", &batch],
+    ));
+    assert_eq!(out["UnprocessedItems"], json("{}"));
+
+    // A key range, a filter, and pages of 3 evaluated items, highest day first.
+    let query = |start: Option<&str>| {
+        let mut args = vec![
+            "dynamodb",
+            "query",
+            "--table-name",
+            t,
+            "--key-condition-expression",
+            "page = :p AND #d BETWEEN :lo AND :hi",
+            "--filter-expression",
+            "n >= :min",
+            "--expression-attribute-names",
+            r##"{"#d": "day"}"##,
+            "--expression-attribute-values",
+            r#"{":p": {"S": "/home"}, ":lo": {"N": "2"}, ":hi": {"N": "8"}, ":min": {"N": "40"}}"#,
+            "--no-scan-index-forward",
+            "--limit",
+            "3",
+            "--no-paginate",
+        ];
+        if let Some(s) = start {
+            args.extend(["--exclusive-start-key", s]);
+        }
+        json(&ok(&env, &args))
+    };
+    let mut days = Vec::new();
+    let mut scanned = 0;
+    let mut start: Option<String> = None;
+    loop {
+        let page = query(start.as_deref());
+        scanned += page["ScannedCount"].as_u64().expect("ScannedCount");
+        for i in page["Items"].as_array().expect("Items") {
+            days.push(
+                i["day"]["N"]
+                    .as_str()
+                    .expect("day")
+                    .parse::<i64>()
+                    .expect("n"),
+            );
+        }
+        match page.get("LastEvaluatedKey") {
+            Some(k) => start = Some(k.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        days,
+        vec![8, 7, 6, 5, 4],
+        "days 2..=8 with n >= 40, descending"
+    );
+    assert_eq!(scanned, 7, "each of days 2..=8 evaluated once");
+
+    let scan = json(&ok(
+        &env,
+        &[
+            "dynamodb",
+            "scan",
+            "--table-name",
+            t,
+            "--filter-expression",
+            "page = :a",
+            "--expression-attribute-values",
+            r#"{":a": {"S": "/about"}}"#,
+        ],
+    ));
+    assert_eq!(scan["Count"], 1, "{scan}");
+
+    let keys = r#"{"visits": {"Keys": [{"page": {"S": "/about"}, "day": {"N": "5"}}, {"page": {"S": "/none"}, "day": {"N": "1"}}]}}"#;
+    let got = json(&ok(
+        &env,
+        &["dynamodb", "batch-get-item", "--request-items", keys],
+    ));
+    assert_eq!(
+        got["Responses"][t].as_array().map(Vec::len),
+        Some(1),
+        "{got}"
+    );
+
+    // A transaction whose check fails applies none of its writes.
+    let txn = r#"[
+        {"Put": {"TableName": "visits", "Item": {"page": {"S": "/txn"}, "day": {"N": "1"}}}},
+        {"ConditionCheck": {"TableName": "visits", "Key": {"page": {"S": "/about"}, "day": {"N": "5"}},
+            "ConditionExpression": "n = :wrong", "ExpressionAttributeValues": {":wrong": {"N": "1"}}}}
+    ]"#;
+    let err = fails(
+        &env,
+        &["dynamodb", "transact-write-items", "--transact-items", txn],
+    );
+    assert!(
+        err.contains("TransactionCanceledException")
+            && err.contains("[None, ConditionalCheckFailed]"),
+        "{err}"
+    );
+    assert!(
+        kv.get_item(t, Key::with_sort("/txn", 1))
+            .await
+            .expect("get")
+            .is_none(),
+        "a cancelled transaction wrote"
+    );
+    let ok_txn = txn.replace(r#"":wrong": {"N": "1"}"#, r#"":wrong": {"N": "50"}"#);
+    ok(
+        &env,
+        &[
+            "dynamodb",
+            "transact-write-items",
+            "--transact-items",
+            &ok_txn,
+        ],
+    );
+    assert!(
+        kv.get_item(t, Key::with_sort("/txn", 1))
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    let old = json(&ok(
+        &env,
+        &[
+            "dynamodb",
+            "delete-item",
+            "--table-name",
+            t,
+            "--key",
+            key,
+            "--return-values",
+            "ALL_OLD",
+        ],
+    ));
+    assert_eq!(old["Attributes"]["count"]["N"], "2");
+    let listed = json(&ok(&env, &["dynamodb", "list-tables"]));
+    assert_eq!(listed["TableNames"], json(r#"["visits"]"#));
+    ok(&env, &["dynamodb", "delete-table", "--table-name", t]);
+    let gone = fails(&env, &["dynamodb", "describe-table", "--table-name", t]);
+    assert!(gone.contains("ResourceNotFoundException"), "{gone}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_signatures_and_grants_are_enforced() {
+    let (local, _dir) = cloud().await;
+    let endpoints = local.endpoints().clone();
+    let admin = endpoints.env(endpoints.admin());
+    for t in ["open", "closed"] {
+        ok(
+            &admin,
+            &[
+                "dynamodb",
+                "create-table",
+                "--table-name",
+                t,
+                "--attribute-definitions",
+                "AttributeName=id,AttributeType=S",
+                "--key-schema",
+                "AttributeName=id,KeyType=HASH",
+                "--billing-mode",
+                "PAY_PER_REQUEST",
+            ],
+        );
+    }
+    let item = r#"{"id": {"S": "a"}}"#;
+    ok(
+        &admin,
+        &[
+            "dynamodb",
+            "put-item",
+            "--table-name",
+            "open",
+            "--item",
+            item,
+        ],
+    );
+    let policy = Policy::of_grants(endpoints.account(), &[Grant::table_read("open")]);
+    let reader = endpoints.keys().issue("reader", policy);
+    let env = endpoints.env(&reader);
+    let got = json(&ok(
+        &env,
+        &[
+            "dynamodb",
+            "get-item",
+            "--table-name",
+            "open",
+            "--key",
+            item,
+        ],
+    ));
+    assert_eq!(got["Item"]["id"]["S"], "a");
+    let denied = fails(
+        &env,
+        &[
+            "dynamodb",
+            "put-item",
+            "--table-name",
+            "open",
+            "--item",
+            item,
+        ],
+    );
+    assert!(
+        denied.contains("AccessDeniedException")
+            && denied.contains("reader is not authorized to perform: dynamodb:PutItem")
+            && denied.contains("arn:aws:dynamodb:us-east-1:000000000000:table/open"),
+        "{denied}"
+    );
+    let other = fails(
+        &env,
+        &[
+            "dynamodb",
+            "get-item",
+            "--table-name",
+            "closed",
+            "--key",
+            item,
+        ],
+    );
+    assert!(
+        other.contains("AccessDeniedException") && other.contains("table/closed"),
+        "{other}"
+    );
+
+    let wrong_secret = endpoints.env(&AccessKey::new(reader.id.clone(), "not-the-secret"));
+    let err = fails(&wrong_secret, &["dynamodb", "list-tables"]);
+    assert!(err.contains("InvalidSignatureException"), "{err}");
+    let unknown = endpoints.env(&AccessKey::new("AKIAUNKNOWNUNKNOWN00", "secret"));
+    let err = fails(&unknown, &["dynamodb", "list-tables"]);
+    assert!(err.contains("UnrecognizedClientException"), "{err}");
+    assert!(endpoints.keys().revoke(&reader.id));
+    let err = fails(
+        &env,
+        &[
+            "dynamodb",
+            "get-item",
+            "--table-name",
+            "open",
+            "--key",
+            item,
+        ],
+    );
+    assert!(err.contains("UnrecognizedClientException"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_bad_input_gets_aws_errors_and_stores_nothing() {
+    let (local, _dir) = cloud().await;
+    let endpoints = local.endpoints().clone();
+    let script = common::repo::package_path("tests/fixtures/dynamodb_bad_input.py");
+    let admin = endpoints.admin().clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .args([
+                endpoints.url(),
+                admin.id.clone(),
+                admin.secret.expose().to_owned(),
+            ])
+            .output()
+            .expect("python3 runs (scripts/setup.sh installs boto3)")
+    })
+    .await
+    .expect("the script");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let answers: std::collections::BTreeMap<&str, (&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?, (w.next()?, w.next()?)))
+        })
+        .collect();
+    for (case, status, code) in [
+        ("malformed-json", "400", "SerializationException"),
+        ("not-an-object", "400", "SerializationException"),
+        ("too-deep", "400", "ValidationException"),
+        ("deepest-allowed", "200", "-"),
+        (
+            "json-deeper-than-parsers-go",
+            "400",
+            "SerializationException",
+        ),
+        ("two-types", "400", "ValidationException"),
+        ("bad-number", "400", "ValidationException"),
+        ("set-type", "400", "ValidationException"),
+        ("reserved-word", "400", "ValidationException"),
+        ("unused-value", "400", "ValidationException"),
+        ("expression-too-long", "400", "ValidationException"),
+        ("unknown-table", "400", "ResourceNotFoundException"),
+        ("wrong-key", "400", "ValidationException"),
+        ("unknown-operation", "400", "UnknownOperationException"),
+        ("unsigned", "400", "MissingAuthenticationTokenException"),
+        ("wrong-secret", "400", "InvalidSignatureException"),
+        ("unknown-key", "400", "UnrecognizedClientException"),
+        ("oversized", "413", "RequestEntityTooLarge"),
+        ("after", "200", "ok32"),
+    ] {
+        assert_eq!(answers.get(case), Some(&(status, code)), "{case}: {text}");
+    }
 }

@@ -28,7 +28,8 @@ use mvi_core::kv::{
     Condition, DeleteItem, Item, Key, KeyAttr, KeyType, Kv, MAX_BATCH_GET, MAX_BATCH_PUT,
     MAX_READ_DEPTH, PutItem, Query, ReturnValues, Scan, SortCondition, TableInfo, TableSpec,
     TransactWrite, TransactionCanceled, UpdateItem, Value, check_batch, check_condition,
-    check_item, check_key, check_transaction, check_update, validate_table_name,
+    check_item, check_key, check_transaction, check_update, dynamodb_number, parse_dynamodb_number,
+    validate_table_name,
 };
 use mvi_core::{ErrorKind, Op, Page, Result, Service};
 
@@ -154,27 +155,11 @@ fn info(op: Op, table: &str, desc: &TableDescription) -> Result<TableInfo> {
     })
 }
 
-/// A number as DynamoDB's decimal string.
-fn number(v: &Value) -> String {
-    match v {
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => {
-            let a = f.abs();
-            if a != 0.0 && !(1e-7..1e21).contains(&a) {
-                format!("{f:e}")
-            } else {
-                f.to_string()
-            }
-        }
-        _ => unreachable!("number() of a non-number"),
-    }
-}
-
 fn to_attr(v: &Value) -> AttributeValue {
     match v {
         Value::Null => AttributeValue::Null(true),
         Value::Bool(b) => AttributeValue::Bool(*b),
-        Value::Int(_) | Value::Float(_) => AttributeValue::N(number(v)),
+        Value::Int(_) | Value::Float(_) => AttributeValue::N(dynamodb_number(v)),
         Value::Str(s) => AttributeValue::S(s.clone()),
         Value::Bytes(b) => AttributeValue::B(DdbBlob::new(b.to_vec())),
         Value::List(l) => AttributeValue::L(l.iter().map(to_attr).collect()),
@@ -182,19 +167,6 @@ fn to_attr(v: &Value) -> AttributeValue {
             AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect())
         }
     }
-}
-
-fn parse_number(s: &str) -> Option<Value> {
-    if let Ok(i) = s.parse::<i64>() {
-        return Some(Value::Int(i));
-    }
-    let f = s.parse::<f64>().ok()?;
-    // Integral and within i64 (2^63 itself is out): an integer, e.g. "1E+2" or "2.0".
-    if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f)
-    {
-        return Some(Value::Int(f as i64));
-    }
-    Some(Value::Float(f))
 }
 
 fn from_attr(op: Op, table: &str, a: &AttributeValue) -> Result<Value> {
@@ -213,9 +185,8 @@ fn from_attr_at(op: Op, table: &str, a: &AttributeValue, depth: usize) -> Result
     Ok(match a {
         AttributeValue::Null(_) => Value::Null,
         AttributeValue::Bool(b) => Value::Bool(*b),
-        AttributeValue::N(n) => {
-            parse_number(n).ok_or_else(|| op.internal(table, format!("unreadable number {n:?}")))?
-        }
+        AttributeValue::N(n) => parse_dynamodb_number(n)
+            .ok_or_else(|| op.internal(table, format!("unreadable number {n:?}")))?,
         AttributeValue::S(s) => Value::Str(s.clone()),
         AttributeValue::B(b) => Value::Bytes(bytes::Bytes::copy_from_slice(b.as_ref())),
         AttributeValue::L(l) => Value::List(
@@ -925,11 +896,15 @@ mod tests {
             Value::Float(1.5e300),
             Value::Float(2.5e-10),
         ] {
-            assert_eq!(parse_number(&number(&v)), Some(v.clone()), "{v:?}");
+            assert_eq!(
+                parse_dynamodb_number(&dynamodb_number(&v)),
+                Some(v.clone()),
+                "{v:?}"
+            );
         }
-        assert_eq!(parse_number("2.0"), Some(Value::Int(2)));
-        assert_eq!(parse_number("1E+2"), Some(Value::Int(100)));
-        assert_eq!(parse_number("1e19"), Some(Value::Float(1e19)));
+        assert_eq!(parse_dynamodb_number("2.0"), Some(Value::Int(2)));
+        assert_eq!(parse_dynamodb_number("1E+2"), Some(Value::Int(100)));
+        assert_eq!(parse_dynamodb_number("1e19"), Some(Value::Float(1e19)));
     }
 
     #[test]

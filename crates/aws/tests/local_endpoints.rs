@@ -1,6 +1,7 @@
 //! The AWS backend's own conformance cases with the AWS backend pointed at the local cloud's
 //! AWS-compatible endpoints instead of AWS: the AWS SDK for Rust is the client, the local
-//! simulator the server. Each test opens an in-memory local cloud of its own.
+//! simulator the server (S3 for Blob, DynamoDB for KV). Each test opens an in-memory local
+//! cloud of its own.
 
 use mvi_conformance::{Capabilities, Capability, Target};
 use mvi_core::Cloud;
@@ -45,3 +46,6 @@ impl Target for LocalEndpoints {
 
 #[cfg(feature = "s3")]
 mvi_conformance::blob_cases!(LocalEndpoints::new());
+
+#[cfg(feature = "dynamodb")]
+mvi_conformance::kv_cases!(LocalEndpoints::new());

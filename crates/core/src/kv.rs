@@ -186,6 +186,37 @@ impl Value {
     }
 }
 
+/// A number as DynamoDB's decimal string (`N`); any other value as its debug form.
+pub fn dynamodb_number(v: &Value) -> String {
+    match v {
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => {
+            let a = f.abs();
+            if a != 0.0 && !(1e-7..1e21).contains(&a) {
+                format!("{f:e}")
+            } else {
+                f.to_string()
+            }
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// Reads DynamoDB's decimal string: an integer when integral and within `i64`, else a float
+/// (so `"1E+2"` and `"2.0"` are integers); `None` if it is not a finite number.
+pub fn parse_dynamodb_number(s: &str) -> Option<Value> {
+    if let Ok(i) = s.parse::<i64>() {
+        return Some(Value::Int(i));
+    }
+    let f = s.parse::<f64>().ok().filter(|f| f.is_finite())?;
+    // Integral and within i64 (2^63 itself is out): an integer.
+    if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f)
+    {
+        return Some(Value::Int(f as i64));
+    }
+    Some(Value::Float(f))
+}
+
 /// Compares an integer with a float exactly (`None` for NaN).
 fn int_float_cmp(i: i64, f: f64) -> Option<Ordering> {
     // 2^63 is exactly representable; every finite float in [-2^63, 2^63) truncates to an i64

@@ -299,6 +299,12 @@ fn page_limit(op: Op, table: &str, limit: Option<usize>) -> Result<usize> {
     }
 }
 
+/// The cursor of a query or scan that continues after the item with `key` (pages end with
+/// such a cursor; the DynamoDB endpoint turns `ExclusiveStartKey` into one).
+pub(crate) fn cursor_after(key: &Key) -> String {
+    hex::encode(keys::item_key(key))
+}
+
 fn decode_cursor(op: Op, table: &str, cursor: &str) -> Result<Vec<u8>> {
     hex::decode(cursor).map_err(|_| op.invalid(table, "the cursor is not one this service issued"))
 }

@@ -12,8 +12,11 @@
 //! The servers hold the services weakly and stop when the last handle on the cloud is
 //! dropped, so an endpoint never keeps a state root open.
 
+mod dynamodb;
+mod json;
 pub mod keys;
 pub mod s3;
+mod sigv4;
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -25,6 +28,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mvi_core::access::{Account, Policy};
 use mvi_core::blob::Blob;
+use mvi_core::kv::Kv;
 use mvi_core::{Op, Result, SecretString, Service};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -77,6 +81,7 @@ struct Shared {
 #[derive(Default)]
 pub(crate) struct Backends {
     blob: OnceLock<Weak<dyn Blob>>,
+    kv: OnceLock<Weak<dyn Kv>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -91,6 +96,11 @@ impl Backends {
     /// The Blob service, while the cloud is open.
     pub(crate) fn blob(&self) -> Option<Arc<dyn Blob>> {
         self.blob.get().and_then(Weak::upgrade)
+    }
+
+    /// The KV service, while the cloud is open.
+    pub(crate) fn kv(&self) -> Option<Arc<dyn Kv>> {
+        self.kv.get().and_then(Weak::upgrade)
     }
 }
 
@@ -131,7 +141,15 @@ impl Endpoints {
         s3.set_host(s3::Hosts {
             domains: vec![format!("localhost:{}", addr.port())],
         });
-        let router = Arc::new(Router { s3: s3.build() });
+        let json = json::JsonDoors {
+            keys: keys.clone(),
+            account: account.clone(),
+            backends: backends.clone(),
+        };
+        let router = Arc::new(Router {
+            s3: s3.build(),
+            json,
+        });
 
         let (stop, stop_rx) = watch::channel(());
         tokio::spawn(serve(listener, router, stop_rx));
@@ -149,8 +167,9 @@ impl Endpoints {
 
     /// Puts the assembled cloud's services behind the endpoints (once; later calls are
     /// ignored).
-    pub(crate) fn attach(&self, blob: &Arc<dyn Blob>) {
+    pub(crate) fn attach(&self, blob: &Arc<dyn Blob>, kv: &Arc<dyn Kv>) {
         let _ = self.shared.backends.blob.set(Arc::downgrade(blob));
+        let _ = self.shared.backends.kv.set(Arc::downgrade(kv));
     }
 
     /// The endpoints' URL (`http://127.0.0.1:PORT`), for every service.
@@ -187,7 +206,7 @@ impl Endpoints {
     /// the endpoint URL of each service served, the region and the credentials.
     pub fn env(&self, key: &AccessKey) -> Vec<(String, String)> {
         let url = self.url();
-        let mut env: Vec<(String, String)> = ["AWS_ENDPOINT_URL_S3"]
+        let mut env: Vec<(String, String)> = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"]
             .into_iter()
             .map(|var| (var.to_owned(), url.clone()))
             .collect();
@@ -224,17 +243,13 @@ impl AccessKey {
 /// Picks the protocol of each request.
 struct Router {
     s3: s3s::service::S3Service,
+    json: json::JsonDoors,
 }
 
 impl Router {
     async fn route(&self, req: Request<Incoming>) -> Response<s3s::Body> {
-        if let Some(target) = req.headers().get("x-amz-target") {
-            let target = String::from_utf8_lossy(target.as_bytes()).into_owned();
-            return json_error(
-                400,
-                "UnknownOperationException",
-                &format!("this endpoint does not serve the operation {target:?}"),
-            );
+        if req.headers().contains_key("x-amz-target") {
+            return self.json.serve(req).await;
         }
         let length = req
             .headers()
