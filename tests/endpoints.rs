@@ -1168,3 +1168,310 @@ async fn dynamodb_bad_input_gets_aws_errors_and_stores_nothing() {
         assert_eq!(answers.get(case), Some(&(status, code)), "{case}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_kms_encrypts_and_decrypts_with_the_one_key_store() {
+    use base64::Engine;
+    use mvi::crypto::CreateKey;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (local, dir) = cloud().await;
+    let endpoints = local.endpoints().clone();
+    let env = endpoints.env(endpoints.admin());
+    let crypto = local.cloud().crypto().expect("crypto").clone();
+    let key = crypto
+        .create_key(CreateKey::new("app secrets").alias("alias/app"))
+        .await
+        .expect("a key");
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"the launch codes").expect("write");
+    let plain_arg = format!("fileb://{}", plain.display());
+    let ciphertext = ok(
+        &env,
+        &[
+            "kms",
+            "encrypt",
+            "--key-id",
+            "alias/app",
+            "--plaintext",
+            &plain_arg,
+            "--encryption-context",
+            "purpose=test",
+            "--output",
+            "text",
+            "--query",
+            "CiphertextBlob",
+        ],
+    );
+    let ct = b64.decode(ciphertext.trim()).expect("base64 ciphertext");
+    // The program decrypts what the CLI encrypted: one key store.
+    let mut context = mvi::crypto::EncryptionContext::new();
+    context.insert("purpose".into(), "test".into());
+    let back = crypto.decrypt(&ct, &context).await.expect("decrypt");
+    assert_eq!(back.plaintext.expose(), b"the launch codes");
+    assert_eq!(back.key_id, key.id);
+
+    let ct_file = dir.path().join("ct");
+    std::fs::write(&ct_file, &ct).expect("write");
+    let ct_arg = format!("fileb://{}", ct_file.display());
+    let decrypted = ok(
+        &env,
+        &[
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &ct_arg,
+            "--encryption-context",
+            "purpose=test",
+            "--output",
+            "text",
+            "--query",
+            "Plaintext",
+        ],
+    );
+    assert_eq!(
+        b64.decode(decrypted.trim()).expect("b64"),
+        b"the launch codes"
+    );
+    let wrong = fails(
+        &env,
+        &[
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &ct_arg,
+            "--encryption-context",
+            "purpose=other",
+        ],
+    );
+    assert!(wrong.contains("InvalidCiphertextException"), "{wrong}");
+
+    let described = json(&ok(&env, &["kms", "describe-key", "--key-id", "alias/app"]));
+    let arn = format!("arn:aws:kms:us-east-1:000000000000:key/{}", key.id);
+    assert_eq!(described["KeyMetadata"]["Arn"], arn.as_str());
+    assert_eq!(described["KeyMetadata"]["KeyState"], "Enabled");
+    let by_arn = json(&ok(&env, &["kms", "describe-key", "--key-id", &arn]));
+    assert_eq!(by_arn["KeyMetadata"]["KeyId"], key.id.as_str());
+
+    let dk = json(&ok(
+        &env,
+        &[
+            "kms",
+            "generate-data-key",
+            "--key-id",
+            &key.id,
+            "--key-spec",
+            "AES_256",
+        ],
+    ));
+    let dk_plain = b64
+        .decode(dk["Plaintext"].as_str().expect("Plaintext"))
+        .expect("b64");
+    assert_eq!(dk_plain.len(), 32);
+    let dk_ct = b64
+        .decode(dk["CiphertextBlob"].as_str().expect("blob"))
+        .expect("b64");
+    let unwrapped = crypto
+        .decrypt(&dk_ct, &mvi::crypto::EncryptionContext::new())
+        .await
+        .expect("the data key decrypts");
+    assert_eq!(unwrapped.plaintext.expose(), dk_plain.as_slice());
+
+    // A decrypt-only key may decrypt, not encrypt.
+    let policy = Policy::of_grants(endpoints.account(), &[Grant::key_decrypt(key.id.clone())]);
+    let reader = endpoints.keys().issue("reader", policy);
+    let renv = endpoints.env(&reader);
+    ok(
+        &renv,
+        &[
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &ct_arg,
+            "--encryption-context",
+            "purpose=test",
+        ],
+    );
+    let denied = fails(
+        &renv,
+        &[
+            "kms",
+            "encrypt",
+            "--key-id",
+            "alias/app",
+            "--plaintext",
+            &plain_arg,
+        ],
+    );
+    assert!(
+        denied.contains("AccessDeniedException")
+            && denied.contains("kms:Encrypt")
+            && denied.contains(&arn),
+        "{denied}"
+    );
+    crypto.disable_key(&key.id).await.expect("disable");
+    let disabled = fails(
+        &env,
+        &[
+            "kms",
+            "encrypt",
+            "--key-id",
+            "alias/app",
+            "--plaintext",
+            &plain_arg,
+        ],
+    );
+    assert!(disabled.contains("DisabledException"), "{disabled}");
+    let missing = fails(&env, &["kms", "describe-key", "--key-id", "alias/nope"]);
+    assert!(missing.contains("NotFoundException"), "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_logs_put_get_and_filter_through_the_one_store() {
+    use mvi::log::GetEvents;
+    let (local, _dir) = cloud().await;
+    let endpoints = local.endpoints().clone();
+    let env = endpoints.env(endpoints.admin());
+    ok(
+        &env,
+        &["logs", "create-log-group", "--log-group-name", "web"],
+    );
+    ok(
+        &env,
+        &[
+            "logs",
+            "create-log-stream",
+            "--log-group-name",
+            "web",
+            "--log-stream-name",
+            "r1",
+        ],
+    );
+    let dup = fails(
+        &env,
+        &["logs", "create-log-group", "--log-group-name", "web"],
+    );
+    assert!(dup.contains("ResourceAlreadyExistsException"), "{dup}");
+    let now = chrono::Utc::now().timestamp_millis();
+    let events = format!(
+        r#"[{{"timestamp": {now}, "message": "GET / 200"}}, {{"timestamp": {}, "message": "ERROR db timeout"}}, {{"timestamp": {}, "message": "GET /a 200"}}]"#,
+        now + 1,
+        now + 2
+    );
+    ok(
+        &env,
+        &[
+            "logs",
+            "put-log-events",
+            "--log-group-name",
+            "web",
+            "--log-stream-name",
+            "r1",
+            "--log-events",
+            &events,
+        ],
+    );
+    // The program reads what the CLI wrote.
+    let logs = local.cloud().logs().expect("logs").clone();
+    let page = logs
+        .get_events(GetEvents::new("web", "r1"))
+        .await
+        .expect("events");
+    let messages: Vec<&str> = page.items.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(messages, ["GET / 200", "ERROR db timeout", "GET /a 200"]);
+
+    let got = json(&ok(
+        &env,
+        &[
+            "logs",
+            "get-log-events",
+            "--log-group-name",
+            "web",
+            "--log-stream-name",
+            "r1",
+            "--start-from-head",
+        ],
+    ));
+    let got: Vec<&str> = got["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert_eq!(got, ["GET / 200", "ERROR db timeout", "GET /a 200"]);
+    let newest = json(&ok(
+        &env,
+        &[
+            "logs",
+            "get-log-events",
+            "--log-group-name",
+            "web",
+            "--log-stream-name",
+            "r1",
+            "--limit",
+            "1",
+            "--no-paginate",
+        ],
+    ));
+    assert_eq!(newest["events"][0]["message"], "GET /a 200", "{newest}");
+
+    let filtered = json(&ok(
+        &env,
+        &[
+            "logs",
+            "filter-log-events",
+            "--log-group-name",
+            "web",
+            "--filter-pattern",
+            "ERROR",
+        ],
+    ));
+    let hits: Vec<&str> = filtered["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert_eq!(hits, ["ERROR db timeout"], "{filtered}");
+    assert_eq!(filtered["events"][0]["logStreamName"], "r1");
+
+    let streams = json(&ok(
+        &env,
+        &["logs", "describe-log-streams", "--log-group-name", "web"],
+    ));
+    assert_eq!(streams["logStreams"][0]["logStreamName"], "r1");
+
+    // A group's write grant allows putting, not reading another group.
+    ok(
+        &env,
+        &["logs", "create-log-group", "--log-group-name", "other"],
+    );
+    let policy = Policy::of_grants(endpoints.account(), &[Grant::log_group_write("web")]);
+    let writer = endpoints.keys().issue("writer", policy);
+    let wenv = endpoints.env(&writer);
+    ok(
+        &wenv,
+        &[
+            "logs",
+            "put-log-events",
+            "--log-group-name",
+            "web",
+            "--log-stream-name",
+            "r1",
+            "--log-events",
+            &format!(r#"[{{"timestamp": {}, "message": "more"}}]"#, now + 3),
+        ],
+    );
+    let denied = fails(
+        &wenv,
+        &["logs", "filter-log-events", "--log-group-name", "other"],
+    );
+    assert!(
+        denied.contains("AccessDeniedException") && denied.contains("logs:FilterLogEvents"),
+        "{denied}"
+    );
+    let missing = fails(
+        &env,
+        &["logs", "filter-log-events", "--log-group-name", "nope"],
+    );
+    assert!(missing.contains("ResourceNotFoundException"), "{missing}");
+}

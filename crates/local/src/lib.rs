@@ -266,7 +266,7 @@ impl LocalCloudBuilder {
         };
         // The endpoints reach the services through the same (possibly fault-layered) handles
         // as the program.
-        endpoints.attach(cloud.blob()?, cloud.kv()?);
+        endpoints.attach(&cloud)?;
         Ok(LocalCloud {
             cloud,
             vms,

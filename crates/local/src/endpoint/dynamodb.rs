@@ -26,7 +26,7 @@ use mvi_core::kv::{
 use mvi_core::{Error, ErrorKind, Page};
 use serde_json::{Map, Value as Json, json};
 
-use super::json::{Caller, JsonError, JsonResult};
+use super::json::{Caller, Input, JsonError, JsonResult};
 
 /// The most writes in one BatchWriteItem (DynamoDB's limit).
 const MAX_BATCH_WRITE: usize = 25;
@@ -96,34 +96,7 @@ fn error(e: Error) -> JsonError {
     }
 }
 
-/// A request body, read with the errors DynamoDB gives for missing or mistyped fields.
-struct Input(Json);
-
 impl Input {
-    fn get(&self, field: &str) -> Option<&Json> {
-        self.0.get(field).filter(|v| !v.is_null())
-    }
-
-    fn str(&self, field: &str) -> Result<Option<&str>, JsonError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Json::String(s)) => Ok(Some(s)),
-            Some(_) => Err(JsonError::serialization(format!(
-                "{field} must be a string"
-            ))),
-        }
-    }
-
-    fn required_str(&self, field: &str) -> Result<&str, JsonError> {
-        self.str(field)?.ok_or_else(|| {
-            JsonError::validation(format!(
-                "1 validation error detected: Value null at '{}' failed to satisfy constraint: \
-                 Member must not be null",
-                lower_first(field)
-            ))
-        })
-    }
-
     /// The table the request names, after checking the caller may do `action` on it.
     fn table(&self, caller: &Caller, action: &str) -> Result<String, JsonError> {
         let table = self.required_str("TableName")?.to_owned();
@@ -138,19 +111,6 @@ impl Input {
                 "the legacy parameter {f} is not supported by this endpoint: use expressions"
             ))),
             None => Ok(()),
-        }
-    }
-
-    fn limit(&self) -> Result<Option<usize>, JsonError> {
-        match self.get("Limit") {
-            None => Ok(None),
-            Some(v) => match v.as_u64() {
-                Some(n) if n >= 1 => Ok(Some(n as usize)),
-                _ => Err(JsonError::validation(format!(
-                    "1 validation error detected: Value '{v}' at 'limit' failed to satisfy \
-                     constraint: Member must have value greater than or equal to 1"
-                ))),
-            },
         }
     }
 
@@ -222,14 +182,6 @@ impl Input {
             "UPDATED_NEW" => ReturnValues::UpdatedNew,
             _ => ReturnValues::None,
         })
-    }
-}
-
-fn lower_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
     }
 }
 
@@ -473,7 +425,10 @@ async fn create_table(kv: &dyn Kv, caller: &Caller, req: &Input) -> JsonResult {
 
 async fn list_tables(kv: &dyn Kv, caller: &Caller, req: &Input) -> JsonResult {
     caller.require("dynamodb:ListTables", "*")?;
-    let limit = req.limit()?.unwrap_or(MAX_LIST_TABLES).min(MAX_LIST_TABLES);
+    let limit = req
+        .limit("Limit")?
+        .unwrap_or(MAX_LIST_TABLES)
+        .min(MAX_LIST_TABLES);
     let after = req.str("ExclusiveStartTableName")?;
     let names = kv.list_tables().await.map_err(error)?;
     let rest: Vec<&String> = names
@@ -749,7 +704,7 @@ async fn query(kv: &dyn Kv, caller: &Caller, req: &Input) -> JsonResult {
     if let Some(s) = sort {
         q = q.sort(s);
     }
-    if let Some(n) = req.limit()? {
+    if let Some(n) = req.limit("Limit")? {
         q = q.limit(n);
     }
     if req.get("ScanIndexForward") == Some(&Json::Bool(false)) {
@@ -781,7 +736,7 @@ async fn scan(kv: &dyn Kv, caller: &Caller, req: &Input) -> JsonResult {
     let projection = req.projection(&mut bind)?;
     all_used(&bind)?;
     let mut s = Scan::new(&table).cursor(start_after(&spec, req)?);
-    if let Some(n) = req.limit()? {
+    if let Some(n) = req.limit("Limit")? {
         s = s.limit(n);
     }
     let page = kv.scan(s).await.map_err(error)?;

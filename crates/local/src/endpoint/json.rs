@@ -20,7 +20,7 @@ use serde_json::Value as Json;
 
 use super::keys::{AccessKeys, Principal};
 use super::sigv4::Authorization;
-use super::{Backends, dynamodb};
+use super::{Backends, dynamodb, kms, logs};
 
 /// The largest JSON request body: DynamoDB's BatchWriteItem takes 16 MB.
 pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -29,6 +29,8 @@ pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JsonService {
     DynamoDb,
+    Kms,
+    Logs,
 }
 
 impl JsonService {
@@ -37,6 +39,8 @@ impl JsonService {
         let (prefix, operation) = target.split_once('.')?;
         let service = match prefix {
             "DynamoDB_20120810" => JsonService::DynamoDb,
+            "TrentService" => JsonService::Kms,
+            "Logs_20140328" => JsonService::Logs,
             _ => return None,
         };
         Some((service, operation))
@@ -46,12 +50,15 @@ impl JsonService {
     fn signing_name(self) -> &'static str {
         match self {
             JsonService::DynamoDb => "dynamodb",
+            JsonService::Kms => "kms",
+            JsonService::Logs => "logs",
         }
     }
 
     fn content_type(self) -> &'static str {
         match self {
             JsonService::DynamoDb => "application/x-amz-json-1.0",
+            JsonService::Kms | JsonService::Logs => "application/x-amz-json-1.1",
         }
     }
 }
@@ -108,6 +115,105 @@ impl JsonError {
 }
 
 pub(crate) type JsonResult = Result<Json, JsonError>;
+
+/// A request body, read with the errors AWS's JSON services give for missing or mistyped
+/// fields.
+pub(crate) struct Input(pub(crate) Json);
+
+impl Input {
+    pub(crate) fn get(&self, field: &str) -> Option<&Json> {
+        self.0.get(field).filter(|v| !v.is_null())
+    }
+
+    pub(crate) fn str(&self, field: &str) -> Result<Option<&str>, JsonError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Json::String(s)) => Ok(Some(s)),
+            Some(_) => Err(JsonError::serialization(format!(
+                "{field} must be a string"
+            ))),
+        }
+    }
+
+    pub(crate) fn required_str(&self, field: &str) -> Result<&str, JsonError> {
+        self.str(field)?.ok_or_else(|| {
+            JsonError::validation(format!(
+                "1 validation error detected: Value null at '{}' failed to satisfy constraint: \
+                 Member must not be null",
+                lower_first(field)
+            ))
+        })
+    }
+
+    /// A page size (`Limit`, `limit`), at least 1.
+    pub(crate) fn limit(&self, field: &str) -> Result<Option<usize>, JsonError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 => Ok(Some(n as usize)),
+                _ => Err(JsonError::validation(format!(
+                    "1 validation error detected: Value '{v}' at '{}' failed to satisfy \
+                     constraint: Member must have value greater than or equal to 1",
+                    lower_first(field)
+                ))),
+            },
+        }
+    }
+
+    /// A whole number (a timestamp in milliseconds, a count).
+    pub(crate) fn i64(&self, field: &str) -> Result<Option<i64>, JsonError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| JsonError::serialization(format!("{field} must be an integer"))),
+        }
+    }
+
+    /// A binary field (base64 in JSON).
+    pub(crate) fn blob(&self, field: &str) -> Result<Option<Vec<u8>>, JsonError> {
+        use base64::Engine;
+        self.str(field)?
+            .map(|s| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(|_| JsonError::serialization(format!("{field} must be base64")))
+            })
+            .transpose()
+    }
+
+    /// A map of strings to strings (KMS's `EncryptionContext`).
+    pub(crate) fn string_map(
+        &self,
+        field: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, JsonError> {
+        match self.get(field) {
+            None => Ok(Default::default()),
+            Some(Json::Object(m)) => m
+                .iter()
+                .map(|(k, v)| match v {
+                    Json::String(s) => Ok((k.clone(), s.clone())),
+                    _ => Err(JsonError::serialization(format!(
+                        "{field} maps strings to strings"
+                    ))),
+                })
+                .collect(),
+            Some(_) => Err(JsonError::serialization(format!(
+                "{field} must be an object"
+            ))),
+        }
+    }
+}
+
+/// `TableName` → `tableName`, as AWS's validation messages name fields.
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
 
 /// Who made a request, and the account its ARNs are in.
 pub(crate) struct Caller {
@@ -228,12 +334,19 @@ impl JsonDoors {
             principal: issued.principal,
             account: self.account.clone(),
         };
+        let b = &self.backends;
         match service {
             JsonService::DynamoDb => {
-                let Some(kv) = self.backends.kv() else {
-                    return Err(closed());
-                };
+                let kv = b.kv().ok_or_else(closed)?;
                 dynamodb::call(&*kv, &caller, operation, input).await
+            }
+            JsonService::Kms => {
+                let crypto = b.crypto().ok_or_else(closed)?;
+                kms::call(&*crypto, &caller, operation, input).await
+            }
+            JsonService::Logs => {
+                let logs = b.logs().ok_or_else(closed)?;
+                logs::call(&*logs, &caller, operation, input).await
             }
         }
     }

@@ -15,6 +15,8 @@
 mod dynamodb;
 mod json;
 pub mod keys;
+mod kms;
+mod logs;
 pub mod s3;
 mod sigv4;
 
@@ -26,9 +28,12 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use mvi_core::Cloud;
 use mvi_core::access::{Account, Policy};
 use mvi_core::blob::Blob;
+use mvi_core::crypto::Crypto;
 use mvi_core::kv::Kv;
+use mvi_core::log::Logs;
 use mvi_core::{Op, Result, SecretString, Service};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -82,6 +87,8 @@ struct Shared {
 pub(crate) struct Backends {
     blob: OnceLock<Weak<dyn Blob>>,
     kv: OnceLock<Weak<dyn Kv>>,
+    crypto: OnceLock<Weak<dyn Crypto>>,
+    logs: OnceLock<Weak<dyn Logs>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -92,15 +99,30 @@ impl std::fmt::Debug for Backends {
     }
 }
 
+/// The service in `cell`, while the cloud is open.
+fn upgrade<T: ?Sized>(cell: &OnceLock<Weak<T>>) -> Option<Arc<T>> {
+    cell.get().and_then(Weak::upgrade)
+}
+
 impl Backends {
     /// The Blob service, while the cloud is open.
     pub(crate) fn blob(&self) -> Option<Arc<dyn Blob>> {
-        self.blob.get().and_then(Weak::upgrade)
+        upgrade(&self.blob)
     }
 
     /// The KV service, while the cloud is open.
     pub(crate) fn kv(&self) -> Option<Arc<dyn Kv>> {
-        self.kv.get().and_then(Weak::upgrade)
+        upgrade(&self.kv)
+    }
+
+    /// The Crypto service, while the cloud is open.
+    pub(crate) fn crypto(&self) -> Option<Arc<dyn Crypto>> {
+        upgrade(&self.crypto)
+    }
+
+    /// The Log service, while the cloud is open.
+    pub(crate) fn logs(&self) -> Option<Arc<dyn Logs>> {
+        upgrade(&self.logs)
     }
 }
 
@@ -167,9 +189,13 @@ impl Endpoints {
 
     /// Puts the assembled cloud's services behind the endpoints (once; later calls are
     /// ignored).
-    pub(crate) fn attach(&self, blob: &Arc<dyn Blob>, kv: &Arc<dyn Kv>) {
-        let _ = self.shared.backends.blob.set(Arc::downgrade(blob));
-        let _ = self.shared.backends.kv.set(Arc::downgrade(kv));
+    pub(crate) fn attach(&self, cloud: &Cloud) -> Result<()> {
+        let b = &self.shared.backends;
+        let _ = b.blob.set(Arc::downgrade(cloud.blob()?));
+        let _ = b.kv.set(Arc::downgrade(cloud.kv()?));
+        let _ = b.crypto.set(Arc::downgrade(cloud.crypto()?));
+        let _ = b.logs.set(Arc::downgrade(cloud.logs()?));
+        Ok(())
     }
 
     /// The endpoints' URL (`http://127.0.0.1:PORT`), for every service.
@@ -206,10 +232,15 @@ impl Endpoints {
     /// the endpoint URL of each service served, the region and the credentials.
     pub fn env(&self, key: &AccessKey) -> Vec<(String, String)> {
         let url = self.url();
-        let mut env: Vec<(String, String)> = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"]
-            .into_iter()
-            .map(|var| (var.to_owned(), url.clone()))
-            .collect();
+        let mut env: Vec<(String, String)> = [
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ENDPOINT_URL_DYNAMODB",
+            "AWS_ENDPOINT_URL_KMS",
+            "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+        ]
+        .into_iter()
+        .map(|var| (var.to_owned(), url.clone()))
+        .collect();
         for (var, value) in [
             ("AWS_REGION", self.region()),
             ("AWS_DEFAULT_REGION", self.region()),
