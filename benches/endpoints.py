@@ -3,8 +3,9 @@
 against moto_server, in one run.
 
 Starts moto_server and `examples/serve.rs` (release build, a fresh state root on disk) on free
-loopback ports, then for each: N S3 PUT + GET pairs of 1 KiB objects, sequentially and from 16
-threads (a client per thread), and prints one line per server and mode. Compare the local
+loopback ports, then for each: N S3 PUT + GET pairs of 1 KiB objects and N DynamoDB PutItem +
+GetItem pairs (an item of four attributes), sequentially and from 16 threads (a client per
+thread), and prints one line per server, service and mode. Compare the local
 figure with `cargo bench --bench blob` (the same operations in-process) for the endpoint's own
 cost. Stops both servers, even on failure.
 
@@ -46,12 +47,12 @@ def start_local(root: str, port: int):
     raise SystemExit("examples/serve.rs did not print its exports")
 
 
-def client(url, key, secret):
+def client(service, url, key, secret):
     import boto3
     from botocore.config import Config
 
     return boto3.client(
-        "s3",
+        service,
         endpoint_url=url,
         aws_access_key_id=key,
         aws_secret_access_key=secret,
@@ -60,21 +61,48 @@ def client(url, key, secret):
     )
 
 
-def bench(name, url, key, secret, n):
+def s3_case(url, key, secret):
+    """(what, warm-up, one pair) for S3."""
     bucket = "bench-" + os.urandom(4).hex()
-    client(url, key, secret).create_bucket(Bucket=bucket)
+    client("s3", url, key, secret).create_bucket(Bucket=bucket)
     body = os.urandom(1024)
+
+    def pair(c, k):
+        c.put_object(Bucket=bucket, Key=k, Body=body)
+        assert c.get_object(Bucket=bucket, Key=k)["Body"].read() == body
+
+    return "s3 put+get 1 KiB", lambda c: c.head_bucket(Bucket=bucket), pair
+
+
+def dynamodb_case(url, key, secret):
+    """(what, warm-up, one pair) for DynamoDB."""
+    table = "bench-" + os.urandom(4).hex()
+    client("dynamodb", url, key, secret).create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    def pair(c, k):
+        item = {"id": {"S": k}, "n": {"N": "42"}, "name": {"S": "visitor"}, "ok": {"BOOL": True}}
+        c.put_item(TableName=table, Item=item)
+        assert c.get_item(TableName=table, Key={"id": {"S": k}})["Item"] == item
+
+    return "ddb put+get item", lambda c: c.describe_table(TableName=table), pair
+
+
+def bench(name, service, case, url, key, secret, n):
+    what, warm, pair = case(url, key, secret)
 
     def work(c, count, prefix):
         for i in range(count):
-            k = f"{prefix}/{i}"
-            c.put_object(Bucket=bucket, Key=k, Body=body)
-            assert c.get_object(Bucket=bucket, Key=k)["Body"].read() == body
+            pair(c, f"{prefix}/{i}")
 
     for parallel in (1, THREADS):
-        clients = [client(url, key, secret) for _ in range(parallel)]
+        clients = [client(service, url, key, secret) for _ in range(parallel)]
         for c in clients:  # open each client's connection before the clock starts
-            c.head_bucket(Bucket=bucket)
+            warm(c)
         per = max(1, n // parallel)
         threads = [threading.Thread(target=work, args=(c, per, f"{parallel}-{i}")) for i, c in enumerate(clients)]
         start, cpu = time.perf_counter(), time.process_time()
@@ -89,7 +117,7 @@ def bench(name, url, key, secret, n):
         # waiting on the socket costs no CPU): what is left of the wall time is the server's
         # (and the loopback's) share.
         print(
-            f"{name:<6} s3 put+get 1 KiB, {mode:<11} {pairs / elapsed:8.1f} pairs/s"
+            f"{name:<6} {what}, {mode:<11} {pairs / elapsed:8.1f} pairs/s"
             f"   {elapsed / pairs * 1e3:7.3f} ms a pair (wall)"
             f"   client CPU {cpu / pairs * 1e3:6.3f} ms a pair",
             flush=True,
@@ -104,8 +132,12 @@ def main() -> None:
         moto_port = free_port()
         moto = start_moto(moto_port)
         local, env = start_local(os.path.join(root, "cloud"), free_port())
-        bench("local", env["AWS_ENDPOINT_URL_S3"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], n)
-        bench("moto", f"http://127.0.0.1:{moto_port}", "testing", "testing", n)
+        moto_url = f"http://127.0.0.1:{moto_port}"
+        creds = (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+        for service, case, var in (("s3", s3_case, "AWS_ENDPOINT_URL_S3"),
+                                   ("dynamodb", dynamodb_case, "AWS_ENDPOINT_URL_DYNAMODB")):
+            bench("local", service, case, env[var], *creds, n)
+            bench("moto", service, case, moto_url, "testing", "testing", n)
     finally:
         for proc in (local, moto):
             if proc is not None:

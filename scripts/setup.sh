@@ -51,8 +51,8 @@ if ! command -v aws >/dev/null 2>&1; then
   command -v aws >/dev/null 2>&1 || { echo "setup: the AWS CLI is still missing" >&2; exit 1; }
 fi
 
-# boto3 for the apps in containers that use the local endpoints (tests/fixtures/s3-app, the
-# tutorial web app): containers run the host's python3.
+# boto3 for the apps in containers that use the local endpoints (the tutorial web app's
+# /upload and /visits): containers run the host's python3.
 if ! python3 -c 'import boto3' >/dev/null 2>&1; then
   echo "setup: installing boto3"
   python3 -m pip install --quiet boto3

@@ -588,9 +588,13 @@ async fn endpoints_stop_with_the_cloud_and_release_its_root() {
         .expect("the root reopens");
 }
 
+/// The tutorial web app (`examples/webapp`) in a container: `/upload` and `/visits` use S3 and
+/// DynamoDB through boto3 with what the container service gives it (the endpoints and a key of
+/// the service's own, limited to its grants): the same code runs on AWS with a task role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_container_uses_exactly_its_grants_through_the_endpoint() {
+async fn the_web_app_uploads_and_counts_with_exactly_its_grants() {
     use mvi::container::{ContainerSpec, ServiceSpec};
+    use mvi::kv::{Key, KeyAttr, KeyType, TableSpec, Value};
     let (local, _dir) = cloud().await;
     let cloud = local.cloud().clone();
     let blob = cloud.blob().expect("blob").clone();
@@ -600,56 +604,79 @@ async fn a_container_uses_exactly_its_grants_through_the_endpoint() {
     blob.put("private", "plans.txt", "not for the app")
         .await
         .expect("a put");
-    // boto3 in a container: image `s3-app:v1` of `tests/fixtures/s3-app`.
-    common::build_app(&cloud, "s3-app", "tests/fixtures/s3-app").await;
-    let url = common::front(&cloud, "front", "s3-app", std::time::Duration::ZERO).await;
-    let mut c = ContainerSpec::new("s3-app:v1").grant(Grant::bucket_read_write("uploads"));
+    let kv = cloud.kv().expect("kv").clone();
+    kv.create_table(TableSpec::new("visits", KeyAttr::new("page", KeyType::Str)))
+        .await
+        .expect("a table");
+    common::build_app(&cloud, "webapp", "examples/webapp").await;
+    let url = common::front(&cloud, "front", "webapp", std::time::Duration::ZERO).await;
+    let mut c = ContainerSpec::new("webapp:v1")
+        .grant(Grant::bucket_read_write("uploads"))
+        .grant(Grant::table_read_write("visits"));
     c.cpu_millis = 128;
     c.memory_mib = 64;
     c.port = Some(8080);
     c.health_check = Some(common::fast_check());
-    let mut spec = ServiceSpec::new("s3-app", c, 1);
-    spec.target_group = Some("s3-app".into());
+    c.env.insert("UPLOAD_BUCKET".into(), "uploads".into());
+    c.env.insert("VISITS_TABLE".into(), "visits".into());
+    let mut spec = ServiceSpec::new("webapp", c, 1);
+    spec.target_group = Some("webapp".into());
     cloud
         .containers()
         .expect("containers")
         .create_service(spec)
         .await
         .expect("the service");
-    common::wait_healthy(&cloud, "s3-app", 1).await;
+    common::wait_healthy(&cloud, "webapp", 1).await;
 
-    // The app writes and reads its own bucket, through the endpoint, with its own key.
-    let (status, etag) = common::http_get(&url, "/put/uploads/hello.txt")
+    // Upload, read back (through the endpoint and through the program's own handle).
+    let (status, etag) = common::http_request(&url, "POST", "/upload/hello.txt", b"hello, bucket")
         .await
-        .expect("a GET");
-    assert_eq!(status, 200, "{etag}");
+        .expect("a POST");
+    assert_eq!(status, 201, "{etag}");
     let stored = blob
         .head_object("uploads", "hello.txt")
         .await
         .expect("stored");
     assert_eq!(etag.trim_matches('"'), stored.etag);
-    let (status, body) = common::http_get(&url, "/get/uploads/hello.txt")
+    let (status, body) = common::http_get(&url, "/upload/hello.txt")
         .await
         .expect("a GET");
-    assert_eq!(status, 200);
-    assert!(body.starts_with("written by "), "{body}");
+    assert_eq!((status, body.as_str()), (200, "hello, bucket"));
+
+    // The counter increments, atomically, in the one table.
+    for n in 1..=3 {
+        let (status, body) = common::http_get(&url, "/visits").await.expect("a GET");
+        assert_eq!((status, body), (200, format!("visits: {n}")));
+    }
+    let counted = kv
+        .get_item("visits", Key::new("/visits"))
+        .await
+        .expect("get")
+        .and_then(|i| i.get("visits").cloned());
+    assert_eq!(counted, Some(Value::Int(3)));
 
     // Outside its grants, AccessDenied naming the action and the resource; nothing changes.
-    let (status, body) = common::http_get(&url, "/get/private/plans.txt")
+    let (status, body) = common::http_get(&url, "/upload/plans.txt?bucket=private")
         .await
         .expect("a GET");
-    assert_eq!(status, 502, "{body}");
+    assert_eq!(status, 403, "{body}");
     assert!(
         body.starts_with("AccessDenied")
-            && body.contains("s3-app")
+            && body.contains("webapp")
             && body.contains("s3:GetObject")
             && body.contains("arn:aws:s3:::private/plans.txt"),
         "{body}"
     );
-    let (status, body) = common::http_get(&url, "/put/private/plans.txt")
-        .await
-        .expect("a GET");
-    assert!(status == 502 && body.starts_with("AccessDenied"), "{body}");
+    let (status, body) = common::http_request(
+        &url,
+        "POST",
+        "/upload/plans.txt?bucket=private",
+        b"overwritten",
+    )
+    .await
+    .expect("a POST");
+    assert!(status == 403 && body.starts_with("AccessDenied"), "{body}");
     assert_eq!(
         &blob.get("private", "plans.txt").await.expect("kept")[..],
         b"not for the app"
@@ -657,14 +684,14 @@ async fn a_container_uses_exactly_its_grants_through_the_endpoint() {
 
     // The service's key dies with it.
     let keys = local.endpoints().keys();
-    assert_eq!(keys.ids_of("s3-app").len(), 1, "one key for the service");
+    assert_eq!(keys.ids_of("webapp").len(), 1, "one key for the service");
     cloud
         .containers()
         .expect("containers")
-        .delete_service("s3-app")
+        .delete_service("webapp")
         .await
         .expect("deleted");
-    assert!(keys.ids_of("s3-app").is_empty(), "the key was not revoked");
+    assert!(keys.ids_of("webapp").is_empty(), "the key was not revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1474,4 +1501,138 @@ async fn aws_cli_logs_put_get_and_filter_through_the_one_store() {
         &["logs", "filter-log-events", "--log-group-name", "nope"],
     );
     assert!(missing.contains("ResourceNotFoundException"), "{missing}");
+}
+
+/// A stack grants its service exactly the bucket and table it declares: `preview` shows the
+/// policy document before anything exists, `up` gives the app a key with that very policy
+/// (and the stack an output of it), and the app uses both through the endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_grants_its_service_what_it_declares() {
+    use mvi::image::ImageConfig;
+    use mvi::kv::{KeyAttr, KeyType};
+    use mvi::stack::resources::{
+        Bucket, BucketArgs, ContainerService, ContainerServiceArgs, Image, ImageArgs, Repository,
+        RepositoryArgs, Table, TableArgs,
+    };
+    use mvi::stack::{FileStore, Stack, StepOp};
+    let (local, dir) = cloud().await;
+    let declare = || {
+        let s = Stack::new(
+            "app",
+            local.cloud().clone(),
+            FileStore::new(dir.path().join("stacks")),
+        )
+        .expect("a stack");
+        let bucket = Bucket::new(
+            &s,
+            "uploads",
+            BucketArgs::new("app-uploads").force_destroy(),
+        )
+        .expect("bucket");
+        let table = Table::new(
+            &s,
+            "visits",
+            TableArgs::new("app-visits", KeyAttr::new("page", KeyType::Str)),
+        )
+        .expect("table");
+        let repo =
+            Repository::new(&s, "repo", RepositoryArgs::new("web").force_destroy()).expect("repo");
+        let image = Image::new(
+            &s,
+            "image",
+            ImageArgs::new(
+                &repo.name,
+                common::repo::package_path("examples/webapp"),
+                ImageConfig::new(["python3", "app.py"]).working_dir("/"),
+            )
+            .expect("image args")
+            .tag("v1"),
+        )
+        .expect("image");
+        let web = ContainerService::new(
+            &s,
+            "web",
+            ContainerServiceArgs::new("web", &image.reference, 1)
+                .port(8080)
+                .resources(128, 64)
+                .health_check(common::fast_check())
+                .env("UPLOAD_BUCKET", &bucket.name)
+                .env("VISITS_TABLE", &table.name)
+                .grant(bucket.grant_read_write())
+                .grant(table.grant_read()),
+        )
+        .expect("service");
+        s.export("policy", &web.policy).expect("export");
+        (s, web)
+    };
+    let (s, _) = declare();
+    let plan = s.preview().await.expect("preview");
+    let step = plan.step("web").expect("the service's step");
+    assert_eq!(step.op, StepOp::Create);
+    let shown = step
+        .diffs
+        .iter()
+        .find(|d| d.name == "outputs.policy")
+        .unwrap_or_else(|| panic!("no policy in the preview: {plan}"));
+    let mvi::stack::Shown::Value(previewed) = &shown.new else {
+        panic!("the policy is not known in the preview: {shown}");
+    };
+    let want = Policy::of_grants(
+        local.endpoints().account(),
+        &[
+            Grant::bucket_read_write("app-uploads"),
+            Grant::table_read("app-visits"),
+        ],
+    )
+    .to_document();
+    assert_eq!(previewed, &want);
+    let text = plan.to_string();
+    assert!(
+        text.contains("outputs.policy") && text.contains("dynamodb:Query"),
+        "{text}"
+    );
+
+    s.up().await.expect("up");
+    let outputs = s.outputs().await.expect("outputs");
+    assert_eq!(outputs.get("policy"), Some(&want));
+    let keys = local.endpoints().keys();
+    let ids = keys.ids_of("web");
+    assert_eq!(ids.len(), 1, "one key for the service");
+    let principal = keys.principal(&ids[0]).expect("its principal");
+    assert_eq!(
+        principal.policy.to_document(),
+        want,
+        "the key has the stack's policy"
+    );
+
+    // The app uploads, and may read the table but not write it.
+    let info = local
+        .cloud()
+        .containers()
+        .expect("containers")
+        .describe_service("web")
+        .await
+        .expect("described");
+    let addr = info.instances[0].address.clone().expect("an address");
+    let url = format!("http://{addr}");
+    let (status, body) = common::http_request(&url, "POST", "/upload/a.txt", b"from the stack")
+        .await
+        .expect("a POST");
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = common::http_get(&url, "/visits").await.expect("a GET");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("dynamodb:UpdateItem") && body.contains("table/app-visits"),
+        "{body}"
+    );
+
+    // Declared again unchanged: nothing to do, the policy included.
+    let (again, _) = declare();
+    let plan = again.preview().await.expect("preview");
+    assert!(plan.is_empty(), "{plan}");
+    again.destroy().await.expect("destroy");
+    assert!(
+        keys.ids_of("web").is_empty(),
+        "the key outlived the service"
+    );
 }

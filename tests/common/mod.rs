@@ -92,21 +92,37 @@ pub async fn wait_healthy(cloud: &mvi::Cloud, group: &str, n: usize) {
 
 /// A plain HTTP/1.1 GET of `path` on `url` (`http://host:port`): the status and the body.
 pub async fn http_get(url: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(url, "GET", path, b"").await
+}
+
+/// A plain HTTP/1.1 request with `body`: the status and the body of the answer.
+pub async fn http_request(
+    url: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     let host = url
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
     let io = async {
         let mut s = tokio::net::TcpStream::connect(&host).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
         s.write_all(req.as_bytes()).await?;
+        s.write_all(body).await?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await?;
         Ok::<_, std::io::Error>(out)
     };
     let out = tokio::time::timeout(Duration::from_secs(15), io)
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "GET timed out"))??;
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "the request timed out")
+        })??;
     let text = String::from_utf8_lossy(&out);
     let status = text
         .split(' ')

@@ -1710,6 +1710,13 @@ impl Containers for EcsContainers {
     async fn delete_scaler(&self, _service: &str) -> Result<()> {
         Err(op("delete_scaler").unsupported(NO_SCALERS))
     }
+
+    async fn access_policy(
+        &self,
+        grants: &[mvi_core::access::Grant],
+    ) -> Result<mvi_core::access::Policy> {
+        self.grants_policy(op("access_policy"), grants).await
+    }
 }
 
 #[cfg(test)]

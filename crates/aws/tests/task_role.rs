@@ -119,6 +119,18 @@ async fn grants_become_the_task_role_and_its_policy() {
     assert_eq!(policies.policy_names(), ["mvi-grants"]);
     let document = grants_policy(&iam, &role_name).await;
     assert_eq!(document, expected(&grants));
+    // What a stack's preview and `policy` output show is the role's policy, exactly.
+    let told = cloud
+        .containers()
+        .unwrap()
+        .access_policy(&grants)
+        .await
+        .unwrap()
+        .to_document();
+    assert_eq!(
+        told, document,
+        "access_policy differs from the role's inline policy"
+    );
     let actions: Vec<&str> = document["Statement"][0]["Action"]
         .as_array()
         .unwrap()

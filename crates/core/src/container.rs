@@ -432,6 +432,11 @@ pub trait Containers: fmt::Debug + Send + Sync + 'static {
     async fn describe_scaler(&self, service: &str) -> Result<crate::autoscale::ScalerInfo>;
     /// Removes the service's scaler (the replica count stays where it is).
     async fn delete_scaler(&self, service: &str) -> Result<()>;
+    /// The IAM policy a service whose spec has `grants` is given, with the backend's
+    /// partition, region and account in its ARNs: locally its endpoint key's policy, on AWS
+    /// its task role's inline policy. Changes nothing.
+    async fn access_policy(&self, grants: &[crate::access::Grant])
+    -> Result<crate::access::Policy>;
 }
 
 /// Whether two definitions of a service run the same revision: the same container, target

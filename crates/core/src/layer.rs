@@ -200,6 +200,7 @@ mod container {
         fn put_scaler(spec: crate::autoscale::ScalerSpec) -> Result<crate::autoscale::ScalerInfo>;
         fn describe_scaler(service: &str) -> Result<crate::autoscale::ScalerInfo>;
         fn delete_scaler(service: &str) -> Result<()>;
+        fn access_policy(grants: &[crate::access::Grant]) -> Result<crate::access::Policy>;
     }
 }
 

@@ -2301,6 +2301,10 @@ impl Containers for LocalContainers {
         scalers.remove(service);
         Ok(())
     }
+
+    async fn access_policy(&self, grants: &[Grant]) -> Result<Policy> {
+        Ok(Policy::of_grants(self.inner.endpoints.account(), grants))
+    }
 }
 
 #[cfg(test)]

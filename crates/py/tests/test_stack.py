@@ -185,3 +185,20 @@ def test_autoscaler_resource_checks_and_needs_its_service(mem, tmp_path):
     r.AutoScaler(bad, "web", service="web", min=5, max=2, metrics=[{"cpu": {"target": 60}}])
     with pytest.raises(mvi.InvalidArgument, match="min 5 is above max 2"):
         bad.preview()
+
+
+def test_grants_of_declared_resources_show_their_policy_in_preview(mem, tmp_path):
+    """A service granted a bucket and a table through their outputs: the preview shows the
+    IAM policy document its app will get, before anything exists."""
+    s = mvi.Stack("granted", mem, state_dir=str(tmp_path / "stacks"))
+    b = r.Bucket(s, "uploads", name="app-uploads")
+    t = r.Table(s, "visits", name="app-visits", partition_key=("page", "Str"))
+    r.ContainerService(s, "web", name="web", image="web:v1", replicas=1,
+                       grants=[b.grant_read_write(), t.grant_read(), mvi.Grant.log_group_write("/web")])
+    text = str(s.preview())
+    assert "outputs.policy" in text, text
+    for fragment in ["s3:PutObject", "arn:aws:s3:::app-uploads/*", "dynamodb:Query",
+                     "arn:aws:dynamodb:us-east-1:000000000000:table/app-visits",
+                     "logs:PutLogEvents"]:
+        assert fragment in text, (fragment, text)
+    assert "dynamodb:PutItem" not in text, text

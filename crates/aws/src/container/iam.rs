@@ -82,6 +82,18 @@ pub(super) fn task_role_name(family: &str) -> String {
 }
 
 impl EcsContainers {
+    /// The policy of a task role with exactly `grants`, in this account and region.
+    pub(super) async fn grants_policy(
+        &self,
+        op: Op,
+        grants: &[mvi_core::access::Grant],
+    ) -> Result<mvi_core::access::Policy> {
+        let account = self.account(op).await?;
+        let mut scope = mvi_core::access::Account::new(&self.region, &account);
+        scope.partition = self.partition().to_owned();
+        Ok(mvi_core::access::Policy::of_grants(&scope, grants))
+    }
+
     /// The role the tasks of `family` run as, with exactly `grants`: created on first use,
     /// its inline policy rewritten to the grants of every new revision.
     pub(super) async fn task_role(
@@ -93,9 +105,9 @@ impl EcsContainers {
     ) -> Result<String> {
         let name = task_role_name(family);
         let account = self.account(op).await?;
-        let mut scope = mvi_core::access::Account::new(&self.region, &account);
-        scope.partition = self.partition().to_owned();
-        let document = mvi_core::access::Policy::of_grants(&scope, grants)
+        let document = self
+            .grants_policy(op, grants)
+            .await?
             .to_document()
             .to_string();
         let created = self

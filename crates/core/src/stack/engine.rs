@@ -1189,8 +1189,33 @@ impl Stack {
             (Vec::new(), run.doc.lock().await.clone())
         };
         let selection = Selection::of(&opts.targets, opts.target_dependents, &decls, &doc)?;
-        let steps = plan_steps(&decls, &doc, &selection)?;
+        let (mut steps, known) = plan_steps_with_args(&decls, &doc, &selection)?;
         selection.check(&decls, &doc, &steps)?;
+        // Outputs a provider can tell before applying (a service's access policy), shown as
+        // `outputs.<name>` properties of the step.
+        for (i, d, props, unknown) in known {
+            let Some(step) = steps.get_mut(i) else {
+                continue;
+            };
+            let outputs = d
+                .provider
+                .preview_outputs(run.cx(&d.urn), &props, &unknown)
+                .await?;
+            let old = doc.resources.get(&d.urn).map(|r| &r.outputs);
+            for (name, value) in outputs {
+                let was = old.and_then(|o| o.get(name));
+                let absent = |v: Option<&Value>| v.is_none_or(Value::is_null);
+                if was == value.as_ref() || (absent(was) && absent(value.as_ref())) {
+                    continue;
+                }
+                step.diffs.push(PropDiff {
+                    name: format!("outputs.{name}"),
+                    old: was.map_or(Shown::None, |v| Shown::Value(v.clone())),
+                    new: value.map_or(Shown::Unknown, Shown::Value),
+                    replaces: false,
+                });
+            }
+        }
         Ok(Plan {
             stack: self.inner.name.clone(),
             steps,
@@ -1454,7 +1479,21 @@ impl Stack {
 /// are not read): the selected declared resources in declaration order, then the deletes.
 /// What a step's arguments take from a resource being created or replaced is unknown.
 fn plan_steps(decls: &[Declared], doc: &StateDoc, selection: &Selection) -> Result<Vec<Step>> {
+    Ok(plan_steps_with_args(decls, doc, selection)?.0)
+}
+
+/// A step to create, update or replace a resource: its index in the plan, its declaration,
+/// its arguments known so far and the names of those not known yet.
+type KnownArgs<'d> = Vec<(usize, &'d Declared, Props, BTreeSet<String>)>;
+
+/// The plan's steps, and the resolved arguments of the steps that change a resource.
+fn plan_steps_with_args<'d>(
+    decls: &'d [Declared],
+    doc: &StateDoc,
+    selection: &Selection,
+) -> Result<(Vec<Step>, KnownArgs<'d>)> {
     let mut env = PreviewEnv::default();
+    let mut known = Vec::new();
     let mut steps = Vec::with_capacity(decls.len());
     for d in decls {
         if !selection.contains(&d.urn) {
@@ -1487,6 +1526,17 @@ fn plan_steps(decls: &[Declared], doc: &StateDoc, selection: &Selection) -> Resu
             }
             _ => {}
         }
+        if matches!(op_kind, StepOp::Create | StepOp::Update | StepOp::Replace) {
+            // Outputs equal to known arguments are known to what depends on them.
+            let echoed = d.provider.echoed_outputs();
+            let entry = env.updated.entry(&d.urn).or_default();
+            for name in echoed.iter().filter(|n| !r.unknown.contains(**n)) {
+                if let Some(v) = r.props.get(*name) {
+                    entry.insert((*name).to_owned(), v.clone());
+                }
+            }
+            known.push((steps.len(), d, r.props.clone(), r.unknown.clone()));
+        }
         steps.push(step(d, op_kind, diffs));
     }
     let keep = selection.keep(doc, decls.iter().map(|d| d.urn.clone()));
@@ -1495,7 +1545,7 @@ fn plan_steps(decls: &[Declared], doc: &StateDoc, selection: &Selection) -> Resu
             .into_iter()
             .map(|(urn, r)| delete_step(urn, r)),
     );
-    Ok(steps)
+    Ok((steps, known))
 }
 
 /// The step of deleting the resource recorded as `r` under `urn`.

@@ -210,11 +210,15 @@ impl fmt::Display for Plan {
                 info
             )?;
             // Property lines for changes to existing resources; a create lists its
-            // properties only in the step's `diffs` (as `pulumi preview` without --diff).
-            if matches!(s.op, StepOp::Update | StepOp::Replace) {
-                for d in &s.diffs {
-                    writeln!(f, "       {indent}{d}")?;
-                }
+            // properties only in the step's `diffs` (as `pulumi preview` without --diff),
+            // but the outputs a provider knows ahead (`outputs.policy`) for every step.
+            let all = matches!(s.op, StepOp::Update | StepOp::Replace);
+            for d in s
+                .diffs
+                .iter()
+                .filter(|d| all || d.name.starts_with("outputs."))
+            {
+                writeln!(f, "       {indent}{d}")?;
             }
         }
         let mut parts = Vec::new();

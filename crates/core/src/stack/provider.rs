@@ -5,6 +5,7 @@
 //! type-erased [`Provider`] made from it, on JSON properties, so one engine drives every type
 //! and every backend.
 
+use std::collections::BTreeSet;
 use std::marker::PhantomData;
 
 use async_trait::async_trait;
@@ -56,6 +57,9 @@ pub trait Resource: Send + Sync + 'static {
     /// Output properties an in-place update never changes (so a preview knows them while
     /// the resource is updated, and its dependents do not look changed).
     const STABLE_OUTPUTS: &'static [&'static str] = &["id", "name"];
+    /// Output properties always equal to the argument of the same name (a bucket's `name`):
+    /// a preview knows them as soon as the argument is known, before the resource exists.
+    const ECHOED_OUTPUTS: &'static [&'static str] = &[];
     /// Whether the resource keeps a name its arguments fix (so a replacement must delete the
     /// old one before creating the new one, or the names would collide).
     const FIXED_NAME: bool = true;
@@ -97,6 +101,19 @@ pub trait Resource: Send + Sync + 'static {
 
     /// Deletes the resource. Deleting one that is already gone succeeds.
     async fn delete(cx: Cx<'_>, id: &str, args: &Self::Args) -> Result<()>;
+
+    /// Outputs a preview can tell before anything is applied, computed from the arguments
+    /// without changing anything (a service's access policy). `args` holds the arguments
+    /// known so far; those computed from outputs not known yet are named in `unknown` (and
+    /// hold their defaults). An output answered `None` is shown as known after apply. None
+    /// by default.
+    async fn preview_outputs(
+        _cx: Cx<'_>,
+        _args: &Self::Args,
+        _unknown: &BTreeSet<String>,
+    ) -> Result<Vec<(&'static str, Option<serde_json::Value>)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A resource type, type-erased for the engine.
@@ -126,6 +143,15 @@ pub trait Provider: Send + Sync + 'static {
     async fn update(&self, cx: Cx<'_>, id: &str, old: &Props, new: &Props) -> Result<Props>;
     /// See [`Resource::delete`].
     async fn delete(&self, cx: Cx<'_>, id: &str, args: &Props) -> Result<()>;
+    /// See [`Resource::preview_outputs`].
+    async fn preview_outputs(
+        &self,
+        cx: Cx<'_>,
+        args: &Props,
+        unknown: &BTreeSet<String>,
+    ) -> Result<Vec<(&'static str, Option<serde_json::Value>)>>;
+    /// See [`Resource::ECHOED_OUTPUTS`].
+    fn echoed_outputs(&self) -> &'static [&'static str];
 }
 
 /// The erased provider of a [`Resource`] type.
@@ -210,5 +236,21 @@ impl<R: Resource> Provider for Erased<R> {
     }
     async fn delete(&self, cx: Cx<'_>, id: &str, args: &Props) -> Result<()> {
         R::delete(cx, id, &decode("delete", cx.urn, "the arguments", args)?).await
+    }
+    async fn preview_outputs(
+        &self,
+        cx: Cx<'_>,
+        args: &Props,
+        unknown: &BTreeSet<String>,
+    ) -> Result<Vec<(&'static str, Option<serde_json::Value>)>> {
+        R::preview_outputs(
+            cx,
+            &decode("preview", cx.urn, "the arguments", args)?,
+            unknown,
+        )
+        .await
+    }
+    fn echoed_outputs(&self) -> &'static [&'static str] {
+        R::ECHOED_OUTPUTS
     }
 }

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ._mvi import Output, Stack
+from ._types import Grant
 
 __all__ = [
     "Resource", "ResourceOptions", "Component",
@@ -89,14 +90,28 @@ class Resource:
 
 
 class Bucket(Resource):
-    """A Blob bucket: ``name``, ``force_destroy``. Outputs: ``name``."""
+    """A Blob bucket: ``name``, ``force_destroy``. Outputs: ``name``. ``grant_read()`` and
+    ``grant_read_write()`` are grants of it for ``ContainerService(grants=[...])``."""
     type_name = "Bucket"
+
+    def grant_read(self) -> Output:
+        return self.name.apply(Grant.bucket_read)
+
+    def grant_read_write(self) -> Output:
+        return self.name.apply(Grant.bucket_read_write)
 
 
 class Table(Resource):
     """A KV table: ``name``, ``partition_key`` (``KeyAttr`` or ``(name, kind)``),
-    ``sort_key``. Outputs: ``name``."""
+    ``sort_key``. Outputs: ``name``. ``grant_read()`` and ``grant_read_write()`` are grants
+    of it."""
     type_name = "Table"
+
+    def grant_read(self) -> Output:
+        return self.name.apply(Grant.table_read)
+
+    def grant_read_write(self) -> Output:
+        return self.name.apply(Grant.table_read_write)
 
 
 class AutoScaler(Resource):
@@ -121,13 +136,23 @@ class Flag(Resource):
 
 class Key(Resource):
     """A Crypto key: ``alias``, ``description``, ``deletion_window_days``. Outputs: ``id``,
-    ``alias``."""
+    ``alias``. ``grant_decrypt()`` and ``grant_encrypt()`` are grants of it."""
     type_name = "Key"
+
+    def grant_decrypt(self) -> Output:
+        return self.id.apply(Grant.key_decrypt)
+
+    def grant_encrypt(self) -> Output:
+        return self.id.apply(Grant.key_encrypt)
 
 
 class LogGroup(Resource):
-    """A log group: ``name``, ``retention_days``. Outputs: ``name``."""
+    """A log group: ``name``, ``retention_days``. Outputs: ``name``. ``grant_write()`` is a
+    grant of writing its streams."""
     type_name = "LogGroup"
+
+    def grant_write(self) -> Output:
+        return self.name.apply(Grant.log_group_write)
 
 
 class Alarm(Resource):
@@ -170,8 +195,10 @@ class Image(Resource):
 class ContainerService(Resource):
     """A container service: ``name``, ``image``, ``replicas``, ``command``, ``env``,
     ``secret_env`` (with ``secrets_key``), ``port``, ``cpu_millis``, ``memory_mib``,
-    ``health_check``, ``target_group``, ``subnets``, ``security_groups``. Outputs: ``name``,
-    ``addresses``."""
+    ``health_check``, ``target_group``, ``subnets``, ``security_groups``, ``grants`` (a list
+    of :class:`~mvi.Grant` or of outputs of one: ``bucket.grant_read_write()``). Outputs:
+    ``name``, ``addresses``, ``policy`` (the IAM policy document of its grants, which
+    ``preview`` shows as ``outputs.policy``)."""
     type_name = "ContainerService"
 
 

@@ -44,6 +44,16 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// A grant of reading its objects (`s3:GetObject`, `s3:ListBucket`), for [`ContainerServiceArgs::grant`](super::ContainerServiceArgs::grant).
+    pub fn grant_read(&self) -> Output<crate::access::Grant> {
+        self.name.map(crate::access::Grant::bucket_read)
+    }
+
+    /// A grant of reading and writing its objects, for [`ContainerServiceArgs::grant`](super::ContainerServiceArgs::grant).
+    pub fn grant_read_write(&self) -> Output<crate::access::Grant> {
+        self.name.map(crate::access::Grant::bucket_read_write)
+    }
+
     /// Declares a bucket.
     pub fn new(stack: &Stack, name: &str, args: BucketArgs) -> Result<Bucket> {
         Self::with(stack, name, args, ResourceOptions::default())
@@ -88,6 +98,7 @@ async fn exists(cx: Cx<'_>, name: &str) -> Result<bool> {
 #[async_trait]
 impl Resource for BucketResource {
     const TYPE: &'static str = "mvi:blob:Bucket";
+    const ECHOED_OUTPUTS: &'static [&'static str] = &["name"];
     const REPLACE_ON: &'static [&'static str] = &["name"];
     type Args = BucketSpec;
     type Outputs = BucketOutputs;

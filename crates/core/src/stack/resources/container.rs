@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Input, Output, declare, found, gone_ok, insert_input, map_input, push_input, resource_args,
+    zip_inputs,
 };
+use crate::access::Grant;
 use crate::container::{
     ContainerSpec, HealthCheck, ScheduleSpec, SecretRef, ServiceInfo, ServiceSpec,
 };
@@ -60,6 +62,9 @@ resource_args! {
         deployment: Deployment,
         /// Time between SIGTERM and SIGKILL when a replica stops (`None`: the backend's).
         stop_timeout: Option<std::time::Duration>,
+        /// What the service's app may do with the cloud's services (`None`: nothing): its
+        /// replicas' credentials locally, its task role on AWS (see `docs/access.md`).
+        grants: Option<Vec<Grant>>,
     }
 }
 
@@ -87,7 +92,20 @@ impl ContainerServiceArgs {
             security_groups: Input::Value(Vec::new()),
             deployment: Input::Value(Deployment::default()),
             stop_timeout: Input::Value(None),
+            grants: Input::Value(None),
         }
+    }
+
+    /// Grants the service's app `grant`: `bucket.grant_read_write()`, `table.grant_read()`,
+    /// `key.grant_decrypt()`, `log_group.grant_write()` (their names may be outputs), or a
+    /// [`Grant`] value.
+    pub fn grant(mut self, grant: impl Into<Input<Grant>>) -> Self {
+        self.grants = zip_inputs(self.grants, grant.into(), |list, g| {
+            let mut list = list.unwrap_or_default();
+            list.push(g);
+            Some(list)
+        });
+        self
     }
 
     /// How replicas move to a new revision.
@@ -181,6 +199,9 @@ pub struct ContainerService {
     pub name: Output<String>,
     /// Its replicas' addresses (`host:port`), as of the last change.
     pub addresses: Output<Vec<String>>,
+    /// The IAM policy document its app is given (null without grants): the key's policy
+    /// locally, the task role's inline policy on AWS. `preview` shows it too.
+    pub policy: Output<serde_json::Value>,
 }
 
 impl ContainerService {
@@ -200,6 +221,7 @@ impl ContainerService {
         Ok(ContainerService {
             name: h.output("name"),
             addresses: h.output("addresses"),
+            policy: h.output("policy"),
             urn: h.urn().to_string(),
         })
     }
@@ -212,17 +234,35 @@ pub struct ContainerServiceOutputs {
     pub name: String,
     /// Its replicas' addresses.
     pub addresses: Vec<String>,
+    /// The policy document of its grants (null without grants).
+    #[serde(default)]
+    pub policy: serde_json::Value,
 }
 
-fn service_outputs(info: &ServiceInfo) -> ContainerServiceOutputs {
-    ContainerServiceOutputs {
+/// The policy document the backend gives an app with `grants` (null for none).
+async fn policy_of(cx: Cx<'_>, grants: &[Grant]) -> Result<serde_json::Value> {
+    if grants.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    Ok(cx
+        .cloud
+        .containers()?
+        .access_policy(grants)
+        .await?
+        .to_document())
+}
+
+/// The outputs of a service as the backend describes it (its grants read back too).
+async fn service_outputs(cx: Cx<'_>, info: &ServiceInfo) -> Result<ContainerServiceOutputs> {
+    Ok(ContainerServiceOutputs {
         name: info.spec.name.clone(),
         addresses: info
             .instances
             .iter()
             .filter_map(|i| i.address.clone())
             .collect(),
-    }
+        policy: policy_of(cx, &info.spec.container.grants).await?,
+    })
 }
 
 /// Encrypts `plaintext` for a container under `key` (the stack's state key, created if
@@ -262,6 +302,7 @@ async fn service_spec(cx: Cx<'_>, a: &ContainerServiceSpecArgs) -> Result<Servic
     c.memory_mib = a.memory_mib;
     c.health_check = a.health_check.clone();
     c.stop_timeout = a.stop_timeout;
+    c.grants = a.grants.clone().unwrap_or_default();
     let mut s = ServiceSpec::new(&a.name, c, a.replicas);
     s.target_group = a.target_group.clone();
     s.subnets = a.subnets.clone();
@@ -277,6 +318,7 @@ pub struct ContainerServiceResource;
 #[async_trait]
 impl Resource for ContainerServiceResource {
     const TYPE: &'static str = "mvi:container:Service";
+    const ECHOED_OUTPUTS: &'static [&'static str] = &["name"];
     const REPLACE_ON: &'static [&'static str] = &["name"];
     const SECRET_INPUTS: &'static [&'static str] = &["secret_env"];
     type Args = ContainerServiceSpecArgs;
@@ -323,7 +365,7 @@ impl Resource for ContainerServiceResource {
         let spec = service_spec(cx, args).await?;
         deployer(cx).deploy(spec).await?;
         let info = steady(cx, &args.name, args.replicas).await?;
-        Ok((args.name.clone(), service_outputs(&info)))
+        Ok((args.name.clone(), service_outputs(cx, &info).await?))
     }
 
     async fn find(cx: Cx<'_>, args: &ContainerServiceSpecArgs) -> Result<Option<String>> {
@@ -339,7 +381,7 @@ impl Resource for ContainerServiceResource {
         let Some(info) = found(cx.cloud.containers()?.describe_service(id).await)? else {
             return Ok(None);
         };
-        let out = service_outputs(&info);
+        let out = service_outputs(cx, &info).await?;
         let s = info.spec;
         let c = s.container;
         // The secrets are encrypted in the service: whether the same variables are set is
@@ -371,6 +413,7 @@ impl Resource for ContainerServiceResource {
                 security_groups: s.security_groups,
                 deployment: s.deployment,
                 stop_timeout: c.stop_timeout,
+                grants: (!c.grants.is_empty()).then_some(c.grants),
             },
             out,
         )))
@@ -398,11 +441,23 @@ impl Resource for ContainerServiceResource {
         } else {
             deployer(cx).deploy(service_spec(cx, new).await?).await?;
         }
-        Ok(service_outputs(&steady(cx, id, new.replicas).await?))
+        service_outputs(cx, &steady(cx, id, new.replicas).await?).await
     }
 
     async fn delete(cx: Cx<'_>, id: &str, _: &ContainerServiceSpecArgs) -> Result<()> {
         gone_ok(cx.cloud.containers()?.delete_service(id).await)
+    }
+
+    async fn preview_outputs(
+        cx: Cx<'_>,
+        args: &ContainerServiceSpecArgs,
+        unknown: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<(&'static str, Option<serde_json::Value>)>> {
+        if unknown.contains("grants") {
+            return Ok(vec![("policy", None)]);
+        }
+        let grants = args.grants.as_deref().unwrap_or_default();
+        Ok(vec![("policy", Some(policy_of(cx, grants).await?))])
     }
 }
 

@@ -49,6 +49,16 @@ pub struct Key {
 }
 
 impl Key {
+    /// A grant of decrypting with it (`kms:Decrypt`), for [`ContainerServiceArgs::grant`](super::ContainerServiceArgs::grant).
+    pub fn grant_decrypt(&self) -> Output<crate::access::Grant> {
+        self.id.map(crate::access::Grant::key_decrypt)
+    }
+
+    /// A grant of encrypting with it and making data keys, for [`ContainerServiceArgs::grant`](super::ContainerServiceArgs::grant).
+    pub fn grant_encrypt(&self) -> Output<crate::access::Grant> {
+        self.id.map(crate::access::Grant::key_encrypt)
+    }
+
     /// Declares a key.
     pub fn new(stack: &Stack, name: &str, args: KeyArgs) -> Result<Key> {
         Self::with(stack, name, args, ResourceOptions::default())

@@ -47,6 +47,16 @@ pub struct Table {
 }
 
 impl Table {
+    /// A grant of reading its items (GetItem, Query, Scan, ...), for [`ContainerServiceArgs::grant`](super::ContainerServiceArgs::grant).
+    pub fn grant_read(&self) -> Output<crate::access::Grant> {
+        self.name.map(crate::access::Grant::table_read)
+    }
+
+    /// A grant of reading and writing its items, for [`ContainerServiceArgs::grant`](super::ContainerServiceArgs::grant).
+    pub fn grant_read_write(&self) -> Output<crate::access::Grant> {
+        self.name.map(crate::access::Grant::table_read_write)
+    }
+
     /// Declares a table.
     pub fn new(stack: &Stack, name: &str, args: TableArgs) -> Result<Table> {
         Self::with(stack, name, args, ResourceOptions::default())
@@ -81,6 +91,7 @@ pub struct TableResource;
 #[async_trait]
 impl Resource for TableResource {
     const TYPE: &'static str = "mvi:kv:Table";
+    const ECHOED_OUTPUTS: &'static [&'static str] = &["name"];
     const REPLACE_ON: &'static [&'static str] = &["name", "partition_key", "sort_key"];
     type Args = TableSpecArgs;
     type Outputs = TableOutputs;

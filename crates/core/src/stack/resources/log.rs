@@ -44,6 +44,11 @@ pub struct LogGroup {
 }
 
 impl LogGroup {
+    /// A grant of writing its streams (`logs:PutLogEvents`, ...), for [`ContainerServiceArgs::grant`](super::ContainerServiceArgs::grant).
+    pub fn grant_write(&self) -> Output<crate::access::Grant> {
+        self.name.map(crate::access::Grant::log_group_write)
+    }
+
     /// Declares a log group.
     pub fn new(stack: &Stack, name: &str, args: LogGroupArgs) -> Result<LogGroup> {
         Self::with(stack, name, args, ResourceOptions::default())
@@ -78,6 +83,7 @@ pub struct LogGroupResource;
 #[async_trait]
 impl Resource for LogGroupResource {
     const TYPE: &'static str = "mvi:log:Group";
+    const ECHOED_OUTPUTS: &'static [&'static str] = &["name"];
     const REPLACE_ON: &'static [&'static str] = &["name"];
     type Args = LogGroupSpec;
     type Outputs = LogGroupOutputs;
