@@ -727,6 +727,7 @@ async fn bad_input_gets_aws_errors_and_stores_nothing() {
         ("not-xml", "400", "MalformedXML"),
         ("oversized-xml", "400", "MaxMessageLengthExceeded"),
         ("unknown-json-operation", "400", "UnknownOperationException"),
+        ("query-protocol", "400", "InvalidAction"),
         ("unsigned", "403", "AccessDenied"),
         ("bad-bucket-name", "400", "InvalidBucketName"),
         ("after", "200", "-"),
@@ -1634,5 +1635,142 @@ async fn a_stack_grants_its_service_what_it_declares() {
     assert!(
         keys.ids_of("web").is_empty(),
         "the key outlived the service"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_cloudwatch_puts_metrics_and_reads_statistics() {
+    use mvi::metric::{GetStatistics, MetricId, Statistic};
+    let (local, _dir) = cloud().await;
+    let endpoints = local.endpoints().clone();
+    let env = endpoints.env(endpoints.admin());
+    let now = chrono::Utc::now();
+    let at = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    for v in ["10", "20", "90"] {
+        ok(
+            &env,
+            &[
+                "cloudwatch",
+                "put-metric-data",
+                "--namespace",
+                "App",
+                "--metric-name",
+                "Latency",
+                "--value",
+                v,
+                "--unit",
+                "Milliseconds",
+                "--dimensions",
+                "Service=web",
+                "--timestamp",
+                &at,
+            ],
+        );
+    }
+    // The program reads what the CLI put.
+    let metric = MetricId::new("App", "Latency").dimension("Service", "web");
+    let window = (
+        now - chrono::Duration::minutes(5),
+        now + chrono::Duration::minutes(5),
+    );
+    let stats = local
+        .cloud()
+        .metrics()
+        .expect("metrics")
+        .get_statistics(GetStatistics::new(
+            metric,
+            window.0,
+            window.1,
+            std::time::Duration::from_secs(600),
+            [Statistic::Sum],
+        ))
+        .await
+        .expect("statistics");
+    assert_eq!(
+        stats
+            .iter()
+            .filter_map(|p| p.get(Statistic::Sum))
+            .sum::<f64>(),
+        120.0
+    );
+
+    let (start, end) = (
+        window.0.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        window.1.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    );
+    let query = |stats: &[&str]| {
+        let mut args = vec![
+            "cloudwatch",
+            "get-metric-statistics",
+            "--namespace",
+            "App",
+            "--metric-name",
+            "Latency",
+            "--dimensions",
+            "Name=Service,Value=web",
+            "--start-time",
+            &start,
+            "--end-time",
+            &end,
+            "--period",
+            "600",
+        ];
+        args.extend_from_slice(stats);
+        let o = aws(&env, &args);
+        if o.status.success() {
+            Ok(json(&stdout(&o)))
+        } else {
+            Err(stderr(&o))
+        }
+    };
+    let got = query(&["--statistics", "Average", "Maximum", "SampleCount"]).expect("statistics");
+    let points = got["Datapoints"].as_array().expect("Datapoints");
+    let total: f64 = points
+        .iter()
+        .filter_map(|p| p["SampleCount"].as_f64())
+        .sum();
+    let max = points
+        .iter()
+        .filter_map(|p| p["Maximum"].as_f64())
+        .fold(0.0, f64::max);
+    assert_eq!((total, max), (3.0, 90.0), "{got}");
+    assert_eq!(points[0]["Unit"], "Milliseconds");
+    let got = query(&["--extended-statistics", "p50"]).expect("a percentile");
+    assert!(
+        got["Datapoints"][0]["ExtendedStatistics"]["p50"]
+            .as_f64()
+            .is_some(),
+        "{got}"
+    );
+    let both = query(&["--statistics", "Sum", "--extended-statistics", "p99"])
+        .expect_err("both kinds at once are refused");
+    assert!(both.contains("InvalidParameterCombination"), "{both}");
+
+    // A namespace's write grant puts there and nowhere else, as on AWS.
+    let policy = Policy::of_grants(endpoints.account(), &[Grant::metric_namespace_write("App")]);
+    let writer = endpoints.keys().issue("writer", policy);
+    let wenv = endpoints.env(&writer);
+    let put = |ns: &str| {
+        aws(
+            &wenv,
+            &[
+                "cloudwatch",
+                "put-metric-data",
+                "--namespace",
+                ns,
+                "--metric-name",
+                "Hits",
+                "--value",
+                "1",
+            ],
+        )
+    };
+    assert!(put("App").status.success());
+    let denied = put("Other");
+    assert!(!denied.status.success());
+    let text = stderr(&denied);
+    assert!(
+        text.contains("AccessDenied") && text.contains("cloudwatch:PutMetricData"),
+        "{text}"
     );
 }

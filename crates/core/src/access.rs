@@ -181,7 +181,7 @@ impl Policy {
     /// The policy of `grants` in `account`, with statements in the grants' order.
     pub fn of_grants(account: &Account, grants: &[Grant]) -> Self {
         Policy {
-            statements: grants.iter().map(|g| g.statement(account)).collect(),
+            statements: grants.iter().flat_map(|g| g.statements(account)).collect(),
         }
     }
 
@@ -383,10 +383,13 @@ impl Grant {
         out
     }
 
-    /// The grant as one IAM statement in `account`.
-    pub fn statement(&self, account: &Account) -> Statement {
+    /// The grant as IAM statements in `account`: one, but for a metric namespace whose reads
+    /// and writes are two (CloudWatch scopes only PutMetricData by namespace, through the
+    /// `cloudwatch:namespace` condition key; reading metrics is not scoped on AWS, so a read
+    /// grant allows reading every namespace).
+    pub fn statements(&self, account: &Account) -> Vec<Statement> {
         let actions = self.actions();
-        match &self.resource {
+        vec![match &self.resource {
             Resource::Bucket(b) => {
                 Statement::allow(actions, [account.bucket_arn(b), account.object_arn(b, "*")])
             }
@@ -399,11 +402,22 @@ impl Grant {
                 let arn = account.log_group_arn(g);
                 Statement::allow(actions, [format!("{arn}:log-stream:*"), arn])
             }
-            // CloudWatch metrics have no ARNs: the namespace is a condition key.
+            // CloudWatch metrics have no ARNs: the namespace is a condition key of writes.
             Resource::MetricNamespace(ns) => {
-                Statement::allow(actions, ["*"]).when("cloudwatch:namespace", ns.clone())
+                let (reads, writes): (Vec<&str>, Vec<&str>) =
+                    actions.iter().partition(|a| !a.ends_with("PutMetricData"));
+                let mut out = Vec::new();
+                if !reads.is_empty() {
+                    out.push(Statement::allow(reads, ["*"]));
+                }
+                if !writes.is_empty() {
+                    out.push(
+                        Statement::allow(writes, ["*"]).when("cloudwatch:namespace", ns.clone()),
+                    );
+                }
+                return out;
             }
-        }
+        }]
     }
 }
 
@@ -438,6 +452,31 @@ mod tests {
 
     fn account() -> Account {
         Account::new("us-east-1", "000000000000")
+    }
+
+    /// Metric writes are scoped by namespace, reads are not (as CloudWatch's IAM).
+    #[test]
+    fn metric_namespace_grants_scope_writes_not_reads() {
+        let grant = Grant::new(Resource::MetricNamespace("App".into()), Access::ReadWrite);
+        let policy = Policy::of_grants(&account(), &[grant]);
+        assert_eq!(policy.statements.len(), 2);
+        let allows_put = |ns: &str| {
+            policy.allows(&Request {
+                action: "cloudwatch:PutMetricData",
+                resource: "*",
+                context: &[("cloudwatch:namespace", ns)],
+            })
+        };
+        assert!(allows_put("App"));
+        assert!(!allows_put("Other"));
+        assert!(!policy.allows(&Request::new("cloudwatch:PutMetricData", "*")));
+        assert!(policy.allows(&Request::new("cloudwatch:GetMetricStatistics", "*")));
+        let doc = policy.to_document();
+        assert!(doc["Statement"][0].get("Condition").is_none(), "{doc}");
+        assert_eq!(
+            doc["Statement"][1]["Condition"]["StringEquals"]["cloudwatch:namespace"][0],
+            "App"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde_json::Value as Json;
 
 use super::keys::{AccessKeys, Principal};
 use super::sigv4::Authorization;
-use super::{Backends, dynamodb, kms, logs};
+use super::{Backends, cloudwatch, dynamodb, kms, logs};
 
 /// The largest JSON request body: DynamoDB's BatchWriteItem takes 16 MB.
 pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -31,6 +31,7 @@ pub(crate) enum JsonService {
     DynamoDb,
     Kms,
     Logs,
+    CloudWatch,
 }
 
 impl JsonService {
@@ -41,6 +42,7 @@ impl JsonService {
             "DynamoDB_20120810" => JsonService::DynamoDb,
             "TrentService" => JsonService::Kms,
             "Logs_20140328" => JsonService::Logs,
+            "GraniteServiceVersion20100801" => JsonService::CloudWatch,
             _ => return None,
         };
         Some((service, operation))
@@ -52,12 +54,13 @@ impl JsonService {
             JsonService::DynamoDb => "dynamodb",
             JsonService::Kms => "kms",
             JsonService::Logs => "logs",
+            JsonService::CloudWatch => "monitoring",
         }
     }
 
     fn content_type(self) -> &'static str {
         match self {
-            JsonService::DynamoDb => "application/x-amz-json-1.0",
+            JsonService::DynamoDb | JsonService::CloudWatch => "application/x-amz-json-1.0",
             JsonService::Kms | JsonService::Logs => "application/x-amz-json-1.1",
         }
     }
@@ -224,11 +227,23 @@ pub(crate) struct Caller {
 impl Caller {
     /// Refuses unless the caller's policy allows `action` on `resource`.
     pub(crate) fn require(&self, action: &str, resource: &str) -> Result<(), JsonError> {
-        if self
-            .principal
-            .policy
-            .allows(&AccessRequest::new(action, resource))
-        {
+        self.require_in(action, resource, &[])
+    }
+
+    /// Refuses unless the caller's policy allows `action` on `resource` with the request's
+    /// condition keys `context` (`cloudwatch:namespace`).
+    pub(crate) fn require_in(
+        &self,
+        action: &str,
+        resource: &str,
+        context: &[(&str, &str)],
+    ) -> Result<(), JsonError> {
+        let request = AccessRequest {
+            action,
+            resource,
+            context,
+        };
+        if self.principal.policy.allows(&request) {
             return Ok(());
         }
         Err(JsonError::new(
@@ -347,6 +362,10 @@ impl JsonDoors {
             JsonService::Logs => {
                 let logs = b.logs().ok_or_else(closed)?;
                 logs::call(&*logs, &caller, operation, input).await
+            }
+            JsonService::CloudWatch => {
+                let metrics = b.metrics().ok_or_else(closed)?;
+                cloudwatch::call(&*metrics, &caller, operation, input).await
             }
         }
     }

@@ -12,6 +12,7 @@
 //! The servers hold the services weakly and stop when the last handle on the cloud is
 //! dropped, so an endpoint never keeps a state root open.
 
+mod cloudwatch;
 mod dynamodb;
 mod json;
 pub mod keys;
@@ -34,6 +35,7 @@ use mvi_core::blob::Blob;
 use mvi_core::crypto::Crypto;
 use mvi_core::kv::Kv;
 use mvi_core::log::Logs;
+use mvi_core::metric::Metrics;
 use mvi_core::{Op, Result, SecretString, Service};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -89,6 +91,7 @@ pub(crate) struct Backends {
     kv: OnceLock<Weak<dyn Kv>>,
     crypto: OnceLock<Weak<dyn Crypto>>,
     logs: OnceLock<Weak<dyn Logs>>,
+    metrics: OnceLock<Weak<dyn Metrics>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -123,6 +126,11 @@ impl Backends {
     /// The Log service, while the cloud is open.
     pub(crate) fn logs(&self) -> Option<Arc<dyn Logs>> {
         upgrade(&self.logs)
+    }
+
+    /// The Metric service, while the cloud is open.
+    pub(crate) fn metrics(&self) -> Option<Arc<dyn Metrics>> {
+        upgrade(&self.metrics)
     }
 }
 
@@ -195,6 +203,7 @@ impl Endpoints {
         let _ = b.kv.set(Arc::downgrade(cloud.kv()?));
         let _ = b.crypto.set(Arc::downgrade(cloud.crypto()?));
         let _ = b.logs.set(Arc::downgrade(cloud.logs()?));
+        let _ = b.metrics.set(Arc::downgrade(cloud.metrics()?));
         Ok(())
     }
 
@@ -237,6 +246,7 @@ impl Endpoints {
             "AWS_ENDPOINT_URL_DYNAMODB",
             "AWS_ENDPOINT_URL_KMS",
             "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+            "AWS_ENDPOINT_URL_CLOUDWATCH",
         ]
         .into_iter()
         .map(|var| (var.to_owned(), url.clone()))
@@ -282,6 +292,9 @@ impl Router {
         if req.headers().contains_key("x-amz-target") {
             return self.json.serve(req).await;
         }
+        if is_query_protocol(&req) {
+            return query_refused();
+        }
         let length = req
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
@@ -302,6 +315,34 @@ impl Router {
             }
         }
     }
+}
+
+/// Whether a request is in AWS's query protocol (a form POSTed to `/`, as older SDKs call
+/// CloudWatch, SQS or SNS); S3 never sends such a request.
+fn is_query_protocol(req: &Request<Incoming>) -> bool {
+    req.method() == hyper::Method::POST
+        && req.uri().path() == "/"
+        && req
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// The query protocol's answer: not served (CloudWatch is served in its JSON protocol, which
+/// boto3 and the AWS CLI use).
+fn query_refused() -> Response<s3s::Body> {
+    let body = "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>\
+        this endpoint does not serve AWS's query protocol; CloudWatch is served in its JSON \
+        protocol (X-Amz-Target: GraniteServiceVersion20100801.*), as boto3 and the AWS CLI \
+        call it</Message></Error></ErrorResponse>";
+    let mut resp = Response::new(s3s::Body::from(body.to_owned()));
+    *resp.status_mut() = hyper::StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/xml"),
+    );
+    resp
 }
 
 /// An S3 error in S3's XML shape.
