@@ -2,8 +2,8 @@
 """Side by side: the same boto3 client against the local cloud's AWS-compatible endpoints and
 against moto_server, in one run.
 
-Starts moto_server and `examples/serve.rs` (release build, a fresh state root on disk) on free
-loopback ports, then for each: N S3 PUT + GET pairs of 1 KiB objects and N DynamoDB PutItem +
+Starts moto_server and `examples/serve.rs` twice (release build: on a fresh state root on disk,
+durable as always, and `--memory`, which like moto keeps nothing) on free loopback ports, then for each: N S3 PUT + GET pairs of 1 KiB objects and N DynamoDB PutItem +
 GetItem pairs (an item of four attributes), sequentially and from 16 threads (a client per
 thread), and prints one line per server, service and mode. Compare the local
 figure with `cargo bench --bench blob` (the same operations in-process) for the endpoint's own
@@ -27,10 +27,12 @@ from peer_moto import free_port, start_moto, stop_moto  # noqa: E402
 THREADS = 16
 
 
-def start_local(root: str, port: int):
-    """`cargo run --release --example serve`; returns the process and its exports."""
+def start_local(root, port: int):
+    """`cargo run --release --example serve` on `root` (`None`: in memory); returns the process
+    and its exports."""
+    where = [root] if root else ["--memory"]
     proc = subprocess.Popen(
-        ["cargo", "run", "--quiet", "--release", "--example", "serve", "--", root, "--port", str(port)],
+        ["cargo", "run", "--quiet", "--release", "--example", "serve", "--", *where, "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -127,19 +129,20 @@ def bench(name, service, case, url, key, secret, n):
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 400
     root = tempfile.mkdtemp(prefix="mvi-endpoints-bench-")
-    moto = local = None
+    moto = local = memory = None
     try:
         moto_port = free_port()
         moto = start_moto(moto_port)
         local, env = start_local(os.path.join(root, "cloud"), free_port())
+        memory, menv = start_local(None, free_port())
         moto_url = f"http://127.0.0.1:{moto_port}"
-        creds = (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
         for service, case, var in (("s3", s3_case, "AWS_ENDPOINT_URL_S3"),
                                    ("dynamodb", dynamodb_case, "AWS_ENDPOINT_URL_DYNAMODB")):
-            bench("local", service, case, env[var], *creds, n)
+            for name, e in (("local", env), ("memory", menv)):
+                bench(name, service, case, e[var], e["AWS_ACCESS_KEY_ID"], e["AWS_SECRET_ACCESS_KEY"], n)
             bench("moto", service, case, moto_url, "testing", "testing", n)
     finally:
-        for proc in (local, moto):
+        for proc in (local, memory, moto):
             if proc is not None:
                 stop_moto(proc)
         shutil.rmtree(root, ignore_errors=True)

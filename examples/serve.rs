@@ -3,9 +3,10 @@
 //! app of your own at it, with admin credentials.
 //!
 //! ```text
-//! cargo run --example serve -- [STATE_ROOT] [--port PORT] [--once]
+//! cargo run --example serve -- [STATE_ROOT | --memory] [--port PORT] [--once]
 //! ```
 //!
+//! `--memory` keeps everything in memory (nothing written, gone at exit, as moto_server);
 //! `--port` picks the loopback port (default: a free one); `AWS_ACCESS_KEY_ID` and
 //! `AWS_SECRET_ACCESS_KEY`, when set, become the admin credentials (so a configured tool keeps
 //! working across restarts), otherwise fresh ones are generated. `--once` prints the exports
@@ -23,6 +24,7 @@ async fn main() -> Result<()> {
     let mut root = std::path::PathBuf::from(".mvi");
     let mut port = 0u16;
     let mut once = false;
+    let mut memory = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -33,16 +35,22 @@ async fn main() -> Result<()> {
                 })?;
             }
             "--once" => once = true,
+            "--memory" => memory = true,
             other if other.starts_with('-') => {
                 return Err(failed(
-                    "usage: serve [STATE_ROOT] [--port PORT] [--once]",
+                    "usage: serve [STATE_ROOT | --memory] [--port PORT] [--once]",
                     format!("unknown option {other}"),
                 ));
             }
             other => root = other.into(),
         }
     }
-    let mut builder = LocalCloud::builder().root(&root).endpoint_port(port);
+    let mut builder = LocalCloud::builder().endpoint_port(port);
+    builder = if memory {
+        builder.in_memory()
+    } else {
+        builder.root(&root)
+    };
     if let (Ok(id), Ok(secret)) = (
         std::env::var("AWS_ACCESS_KEY_ID"),
         std::env::var("AWS_SECRET_ACCESS_KEY"),
@@ -55,10 +63,14 @@ async fn main() -> Result<()> {
     if once {
         return Ok(());
     }
+    let state = if memory {
+        "in memory".to_owned()
+    } else {
+        format!("state root {}", root.display())
+    };
     eprintln!(
-        "# serving S3 on {} (state root {}); Ctrl-C stops",
-        endpoints.url(),
-        root.display()
+        "# serving S3, DynamoDB, KMS, CloudWatch Logs and CloudWatch on {} ({state}); Ctrl-C stops",
+        endpoints.url()
     );
     tokio::signal::ctrl_c()
         .await

@@ -1774,3 +1774,58 @@ async fn aws_cli_cloudwatch_puts_metrics_and_reads_statistics() {
         "{text}"
     );
 }
+
+/// An app that opens more slow uploads than its key's share is told to slow down, and only
+/// it: another app is served all along, and once the hostile uploads are dropped the key is
+/// served again, none of them stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_app_gets_its_share_and_no_more() {
+    let (local, _dir) = cloud().await;
+    let endpoints = local.endpoints().clone();
+    let blob = local.cloud().blob().expect("blob").clone();
+    blob.create_bucket("shared").await.expect("a bucket");
+    let grants = [Grant::bucket_read_write("shared")];
+    let policy = Policy::of_grants(endpoints.account(), &grants);
+    let hostile = endpoints.keys().issue("hostile", policy.clone());
+    let good = endpoints.keys().issue("good", policy);
+    let script = common::repo::package_path("tests/fixtures/hostile_client.py");
+    let url = endpoints.url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .args([
+                url,
+                hostile.id.clone(),
+                hostile.secret.expose().to_owned(),
+                good.id.clone(),
+                good.secret.expose().to_owned(),
+                mvi::local::endpoint::fairness::MAX_IN_FLIGHT.to_string(),
+            ])
+            .output()
+            .expect("python3 runs (scripts/setup.sh installs boto3)")
+    })
+    .await
+    .expect("the script");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for line in [
+        "hostile-beyond-share 503 SlowDown",
+        "other-key 200 -",
+        "hostile-after 200 -",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+    }
+    let stored: Vec<String> = blob
+        .list_objects(mvi::blob::ListObjects::new("shared"))
+        .await
+        .expect("listed")
+        .objects
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        stored,
+        ["after", "fine"],
+        "only the complete uploads are stored"
+    );
+}

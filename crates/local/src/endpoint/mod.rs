@@ -14,6 +14,7 @@
 
 mod cloudwatch;
 mod dynamodb;
+pub mod fairness;
 mod json;
 pub mod keys;
 mod kms;
@@ -179,6 +180,7 @@ impl Endpoints {
         let router = Arc::new(Router {
             s3: s3.build(),
             json,
+            in_flight: fairness::InFlight::new(keys.clone()),
         });
 
         let (stop, stop_rx) = watch::channel(());
@@ -285,11 +287,24 @@ impl AccessKey {
 struct Router {
     s3: s3s::service::S3Service,
     json: json::JsonDoors,
+    in_flight: fairness::InFlight,
 }
 
 impl Router {
     async fn route(&self, req: Request<Incoming>) -> Response<s3s::Body> {
-        if req.headers().contains_key("x-amz-target") {
+        let json = req.headers().contains_key("x-amz-target");
+        // Held while the request is served: each key's share of the endpoint.
+        let _permit = match self.in_flight.admit(&req) {
+            Ok(p) => p,
+            Err(busy) if json => return json_error(400, "ThrottlingException", &busy.message()),
+            Err(busy) => {
+                return s3_error(s3s::S3Error::with_message(
+                    s3s::S3ErrorCode::SlowDown,
+                    busy.message(),
+                ));
+            }
+        };
+        if json {
             return self.json.serve(req).await;
         }
         if is_query_protocol(&req) {
