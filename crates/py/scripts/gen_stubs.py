@@ -33,9 +33,10 @@ create_table(self, name: str, partition_key: _KeyAttrLike, sort_key: Optional[_K
 delete_table(self, name: str) -> None
 describe_table(self, name: str) -> TableInfo
 list_tables(self) -> List[str]
-put_item(self, table: str, item: _Item, *, if_not_exists: bool = False, if_exists: bool = False, if_equals: Optional[Tuple[str, Any]] = None) -> None
+put_item(self, table: str, item: _Item, *, if_not_exists: bool = False, if_exists: bool = False, if_equals: Optional[Tuple[str, Any]] = None, condition: Optional[str] = None, names: Optional[Dict[str, str]] = None, values: Optional[Dict[str, Any]] = None) -> None
+update_item(self, table: str, partition: Any, sort: Optional[Any] = None, *, update: str, condition: Optional[str] = None, names: Optional[Dict[str, str]] = None, values: Optional[Dict[str, Any]] = None, returns: str = ...) -> Optional[_Item]
 get_item(self, table: str, partition: Any, sort: Optional[Any] = None) -> Optional[_Item]
-delete_item(self, table: str, partition: Any, sort: Optional[Any] = None, *, if_exists: bool = False, if_equals: Optional[Tuple[str, Any]] = None) -> Optional[_Item]
+delete_item(self, table: str, partition: Any, sort: Optional[Any] = None, *, if_exists: bool = False, if_equals: Optional[Tuple[str, Any]] = None, condition: Optional[str] = None, names: Optional[Dict[str, str]] = None, values: Optional[Dict[str, Any]] = None) -> Optional[_Item]
 query(self, table: str, partition: Any, *, sort: Optional[Tuple[str, Any]] = None, descending: bool = False, limit: Optional[int] = None, cursor: Optional[str] = None) -> ItemPage
 query_all(self, table: str, partition: Any, *, sort: Optional[Tuple[str, Any]] = None, descending: bool = False) -> List[_Item]
 scan(self, table: str, *, limit: Optional[int] = None, cursor: Optional[str] = None) -> ItemPage

@@ -15,8 +15,10 @@ use mvi_core::container::{ContainerSpec, ScheduleSpec, ServiceSpec};
 use mvi_core::crypto::{AuditQuery, CreateKey, EncryptionContext};
 use mvi_core::database::{DatabaseSpec, RestoreTime};
 use mvi_core::image::{ImageConfig, ImageRef, Manifest};
+use mvi_core::kv::expr::{self, Bindings};
 use mvi_core::kv::{
-    Condition, DeleteItem, Key, KeyAttr, KeyType, PutItem, Query, Scan, SortCondition, TableSpec,
+    Condition, DeleteItem, Key, KeyAttr, KeyType, PutItem, Query, ReturnValues, Scan,
+    SortCondition, TableSpec, UpdateItem,
 };
 use mvi_core::lb::{LoadBalancerSpec, Protocol, TargetGroupSpec};
 use mvi_core::log::{FilterEvents, GetEvents, LogEvent, LogRecord, TailEvents};
@@ -113,6 +115,78 @@ fn key_of(py_partition: &Bound<'_, PyAny>, sort: Option<&Bound<'_, PyAny>>) -> P
     Ok(Key {
         partition: value(py_partition, "partition")?,
         sort: sort.map(|s| value(s, "sort")).transpose()?,
+    })
+}
+
+/// The placeholders of an expression: `names` (`#n` → attribute name) and `values`
+/// (`:v` → a Python value).
+fn bindings(
+    names: Option<&Bound<'_, PyDict>>,
+    values: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Bindings> {
+    let names = opt_map(names, "names")?;
+    let mut vals = BTreeMap::new();
+    if let Some(d) = values {
+        for (k, v) in d.iter() {
+            let k: String = k
+                .extract()
+                .map_err(|_| PyTypeError::new_err("values must be a dict keyed by str"))?;
+            let v = value(&v, &format!("values[{k:?}]"))?;
+            vals.insert(k, v);
+        }
+    }
+    Ok(Bindings::new(names, vals))
+}
+
+/// A condition expression with its placeholders, every one of which it must use.
+fn condition_expr(src: &str, bind: &mut Bindings) -> PyResult<Condition> {
+    expr::parse_condition("ConditionExpression", src, bind)
+        .map(Condition::Expr)
+        .map_err(|e| crate::errors::invalid(e.0))
+}
+
+/// The condition a write takes: the simple flags, or an expression (not both).
+fn write_condition(
+    if_not_exists: bool,
+    if_exists: bool,
+    if_equals: Option<&Bound<'_, PyAny>>,
+    expression: Option<&str>,
+    names: Option<&Bound<'_, PyDict>>,
+    values: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Condition> {
+    let simple = condition(if_not_exists, if_exists, if_equals)?;
+    let Some(src) = expression else {
+        if names.is_some() || values.is_some() {
+            return Err(PyValueError::new_err(
+                "names and values go with a condition expression",
+            ));
+        }
+        return Ok(simple);
+    };
+    if simple != Condition::None {
+        return Err(PyValueError::new_err(
+            "give either a condition expression or if_not_exists / if_exists / if_equals",
+        ));
+    }
+    let mut bind = bindings(names, values)?;
+    let c = condition_expr(src, &mut bind)?;
+    bind.check_all_used()
+        .map_err(|e| crate::errors::invalid(e.0))?;
+    Ok(c)
+}
+
+fn returns_of(r: &str) -> PyResult<ReturnValues> {
+    Ok(match r {
+        "none" => ReturnValues::None,
+        "all_old" => ReturnValues::AllOld,
+        "updated_old" => ReturnValues::UpdatedOld,
+        "all_new" => ReturnValues::AllNew,
+        "updated_new" => ReturnValues::UpdatedNew,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "returns {other:?}: one of none, all_old, updated_old, all_new, updated_new"
+            )));
+        }
     })
 }
 
@@ -385,8 +459,9 @@ service! {
         async move { svc.list_tables().await }
     }
     /// Writes `item`, optionally only if a condition holds on the current one
-    /// (`PreconditionFailed` otherwise).
-    #[pyo3(signature = (table, item, *, if_not_exists=false, if_exists=false, if_equals=None))]
+    /// (`PreconditionFailed` otherwise): a flag, or a DynamoDB condition expression
+    /// (`condition="attribute_not_exists(id) OR #v < :v"`) with its `names` and `values`.
+    #[pyo3(signature = (table, item, *, if_not_exists=false, if_exists=false, if_equals=None, condition=None, names=None, values=None))]
     fn put_item(
         py,
         table: String,
@@ -394,9 +469,39 @@ service! {
         if_not_exists: bool,
         if_exists: bool,
         if_equals: Option<&Bound<'_, PyAny>>,
+        condition: Option<String>,
+        names: Option<&Bound<'_, PyDict>>,
+        values: Option<&Bound<'_, PyDict>>,
     ) {
-        let req = PutItem::new(table, item_of(item, "item")?).condition(condition(if_not_exists, if_exists, if_equals)?);
+        let cond = write_condition(if_not_exists, if_exists, if_equals, condition.as_deref(), names, values)?;
+        let req = PutItem::new(table, item_of(item, "item")?).condition(cond);
         async move { svc.put_item(req).await }
+    }
+    /// Updates the item with this key in place (creating it from its key if there is none),
+    /// atomically: `update` is a DynamoDB update expression (`"SET n = if_not_exists(n, :z) +
+    /// :one REMOVE draft"`), `condition` an optional condition expression on the item before,
+    /// `names` and `values` their placeholders. Returns what `returns` asks for: `none`,
+    /// `all_old`, `updated_old`, `all_new` or `updated_new`.
+    #[pyo3(signature = (table, partition, sort=None, *, update, condition=None, names=None, values=None, returns="none"))]
+    fn update_item(
+        py,
+        table: String,
+        partition: &Bound<'_, PyAny>,
+        sort: Option<&Bound<'_, PyAny>>,
+        update: String,
+        condition: Option<String>,
+        names: Option<&Bound<'_, PyDict>>,
+        values: Option<&Bound<'_, PyDict>>,
+        returns: &str,
+    ) {
+        let mut bind = bindings(names, values)?;
+        let actions = expr::parse_update(&update, &mut bind).map_err(|e| crate::errors::invalid(e.0))?;
+        let cond = condition.as_deref().map(|c| condition_expr(c, &mut bind)).transpose()?;
+        bind.check_all_used().map_err(|e| crate::errors::invalid(e.0))?;
+        let req = UpdateItem::new(table, key_of(partition, sort)?, actions)
+            .condition(cond.unwrap_or_default())
+            .returns(returns_of(returns)?);
+        async move { svc.update_item(req).await }
     }
     /// The item with this key, or None.
     #[pyo3(signature = (table, partition, sort=None))]
@@ -404,8 +509,9 @@ service! {
         let key = key_of(partition, sort)?;
         async move { svc.get_item(&table, key).await }
     }
-    /// Deletes the item with this key (optionally under a condition); returns the old item.
-    #[pyo3(signature = (table, partition, sort=None, *, if_exists=false, if_equals=None))]
+    /// Deletes the item with this key (optionally under a condition: a flag, or a condition
+    /// expression with its `names` and `values`); returns the old item.
+    #[pyo3(signature = (table, partition, sort=None, *, if_exists=false, if_equals=None, condition=None, names=None, values=None))]
     fn delete_item(
         py,
         table: String,
@@ -413,8 +519,12 @@ service! {
         sort: Option<&Bound<'_, PyAny>>,
         if_exists: bool,
         if_equals: Option<&Bound<'_, PyAny>>,
+        condition: Option<String>,
+        names: Option<&Bound<'_, PyDict>>,
+        values: Option<&Bound<'_, PyDict>>,
     ) {
-        let req = DeleteItem::new(table, key_of(partition, sort)?).condition(condition(false, if_exists, if_equals)?);
+        let cond = write_condition(false, if_exists, if_equals, condition.as_deref(), names, values)?;
+        let req = DeleteItem::new(table, key_of(partition, sort)?).condition(cond);
         async move { svc.delete_item(req).await }
     }
     /// One page of the items of a partition, in sort key order. `sort` is `(op, value)`

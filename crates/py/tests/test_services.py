@@ -317,3 +317,30 @@ def test_kv_values_nested_past_32_levels_are_refused_before_any_recursion(mem):
     with pytest.raises(mvi.InvalidArgument, match="32 levels"):
         mem.kv.put_item("deep", {"id": "deep", "v": deep})
     assert mem.kv.get_item("deep", "deep") is None
+
+
+def test_kv_expressions_update_and_conditional_writes(mem):
+    """DynamoDB's expression language from Python: atomic updates, condition expressions with
+    placeholders, and DynamoDB's refusals (reserved words, unused placeholders)."""
+    kv = mem.kv
+    kv.create_table("visits", ("page", "Str"))
+    for n in (1, 2, 3):
+        got = kv.update_item("visits", "/home", update="SET #c = if_not_exists(#c, :z) + :one",
+                             names={"#c": "count"}, values={":z": 0, ":one": 1}, returns="updated_new")
+        assert got == {"count": n}
+    assert kv.get_item("visits", "/home") == {"page": "/home", "count": 3}
+    with pytest.raises(mvi.PreconditionFailed):
+        kv.update_item("visits", "/home", update="REMOVE #c", condition="#c > :big",
+                       names={"#c": "count"}, values={":big": 10})
+    kv.put_item("visits", {"page": "/a", "v": 2}, condition="attribute_not_exists(page) OR v < :v",
+                values={":v": 2})
+    with pytest.raises(mvi.PreconditionFailed):
+        kv.put_item("visits", {"page": "/a", "v": 1}, condition="attribute_not_exists(page) OR v < :v",
+                    values={":v": 1})
+    assert kv.delete_item("visits", "/a", condition="v = :two", values={":two": 2}) == {"page": "/a", "v": 2}
+    with pytest.raises(mvi.InvalidArgument, match="reserved keyword: count"):
+        kv.update_item("visits", "/home", update="SET count = :one", values={":one": 1})
+    with pytest.raises(mvi.InvalidArgument, match="unused"):
+        kv.update_item("visits", "/home", update="SET n = :one", values={":one": 1, ":two": 2})
+    with pytest.raises(ValueError, match="either a condition expression"):
+        kv.put_item("visits", {"page": "/b"}, if_not_exists=True, condition="attribute_exists(page)")
