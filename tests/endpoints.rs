@@ -1189,6 +1189,8 @@ async fn dynamodb_bad_input_gets_aws_errors_and_stores_nothing() {
         ("unknown-operation", "400", "UnknownOperationException"),
         ("unsigned", "400", "MissingAuthenticationTokenException"),
         ("wrong-secret", "400", "InvalidSignatureException"),
+        ("stale-date", "400", "InvalidSignatureException"),
+        ("recent-date", "200", "-"),
         ("unknown-key", "400", "UnrecognizedClientException"),
         ("oversized", "413", "RequestEntityTooLarge"),
         ("after", "200", "ok32"),
@@ -1828,4 +1830,119 @@ async fn a_hostile_app_gets_its_share_and_no_more() {
         ["after", "fine"],
         "only the complete uploads are stored"
     );
+}
+
+/// Terraform keeps its state in the local S3 endpoint: its S3 backend (the AWS SDK for Go)
+/// writes the state and a lock file (`use_lockfile`, conditional writes), reads it back for a
+/// plan with no changes, and removes the lock. Skipped, saying so, where `terraform` is not on
+/// PATH (it is not a package the project's scripts can install offline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terraform_keeps_its_state_and_lock_in_the_local_s3() {
+    if Command::new("terraform").arg("version").output().is_err() {
+        eprintln!("skipped: terraform is not on PATH");
+        return;
+    }
+    let (local, dir) = cloud().await;
+    let endpoints = local.endpoints().clone();
+    let blob = local.cloud().blob().expect("blob").clone();
+    blob.create_bucket("tfstate").await.expect("a bucket");
+    let work = dir.path().join("tf");
+    std::fs::create_dir_all(&work).expect("a dir");
+    std::fs::write(
+        work.join("main.tf"),
+        format!(
+            r#"terraform {{
+  backend "s3" {{
+    bucket                      = "tfstate"
+    key                         = "app/terraform.tfstate"
+    region                      = "us-east-1"
+    use_path_style              = true
+    use_lockfile                = true
+    skip_credentials_validation = true
+    skip_requesting_account_id  = true
+    skip_metadata_api_check     = true
+    skip_region_validation      = true
+    endpoints = {{ s3 = "{}" }}
+  }}
+}}
+
+resource "terraform_data" "greeting" {{
+  input = "hello from mvi"
+}}
+
+output "greeting" {{
+  value = terraform_data.greeting.output
+}}
+"#,
+            endpoints.url()
+        ),
+    )
+    .expect("main.tf");
+    let env = endpoints.env(endpoints.admin());
+    let check = |o: &Output, what: &str| {
+        assert!(
+            o.status.success(),
+            "terraform {what}: {}{}",
+            stdout(o),
+            stderr(o)
+        );
+    };
+    // Terraform runs on the blocking pool: the endpoints are tasks of this runtime.
+    let run = |args: Vec<&'static str>| {
+        let (work, env) = (work.clone(), env.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new("terraform")
+                .args(args)
+                .current_dir(&work)
+                .env("CHECKPOINT_DISABLE", "1")
+                .env("TF_IN_AUTOMATION", "1")
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .output()
+                .expect("terraform runs")
+        })
+    };
+    let o = run(vec!["init", "-input=false", "-no-color"])
+        .await
+        .expect("init");
+    check(&o, "init");
+    let o = run(vec!["apply", "-auto-approve", "-input=false", "-no-color"])
+        .await
+        .expect("apply");
+    check(&o, "apply");
+    let state = blob
+        .get("tfstate", "app/terraform.tfstate")
+        .await
+        .expect("the state is in the bucket");
+    let state = String::from_utf8_lossy(&state).into_owned();
+    assert!(
+        state.contains("terraform_data") && state.contains("hello from mvi"),
+        "{state}"
+    );
+    let keys: Vec<String> = blob
+        .list_all("tfstate", "")
+        .await
+        .expect("listed")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["app/terraform.tfstate"], "the lock file was removed");
+    // Read back: nothing to change.
+    let o = run(vec![
+        "plan",
+        "-detailed-exitcode",
+        "-input=false",
+        "-no-color",
+    ])
+    .await
+    .expect("plan");
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let o = run(vec![
+        "destroy",
+        "-auto-approve",
+        "-input=false",
+        "-no-color",
+    ])
+    .await
+    .expect("destroy");
+    check(&o, "destroy");
 }
