@@ -437,11 +437,65 @@ pub trait BlobExt: Blob {
 
 impl<T: Blob + ?Sized> BlobExt for T {}
 
+/// Why a Blob operation was refused, in S3's terms, for callers that answer with S3's codes
+/// (the local S3 endpoint) or branch on the cause: carried as the error's source, so the
+/// error's kind and message stay as they are. `Reason::of(&err)` reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The bucket does not exist (`NoSuchBucket`).
+    NoSuchBucket,
+    /// The multipart upload does not exist (`NoSuchUpload`).
+    NoSuchUpload,
+    /// The bucket still holds objects (`BucketNotEmpty`).
+    BucketNotEmpty,
+    /// The bucket name breaks S3's rules (`InvalidBucketName`).
+    InvalidBucketName,
+    /// The object key is empty or too long (`KeyTooLongError`).
+    KeyTooLong,
+    /// The body does not match its digest or checksum (`BadDigest`).
+    BadDigest,
+    /// The range is not satisfiable (`InvalidRange`).
+    InvalidRange,
+    /// Completed parts out of order or repeated (`InvalidPartOrder`).
+    InvalidPartOrder,
+    /// A part other than the last is below the minimum size (`EntityTooSmall`).
+    EntityTooSmall,
+    /// A completed part was not uploaded, or its ETag or number is wrong (`InvalidPart`).
+    InvalidPart,
+    /// The user metadata is too large (`MetadataTooLarge`).
+    MetadataTooLarge,
+    /// A read's If-None-Match matched: the object is not modified (`304 Not Modified`).
+    NotModified,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for Reason {}
+
+impl Reason {
+    /// The reason `e` carries, if it is a Blob refusal with one.
+    pub fn of(e: &crate::Error) -> Option<Reason> {
+        std::error::Error::source(e)?.downcast_ref().copied()
+    }
+
+    /// `e`, carrying this reason.
+    pub fn tag(self, e: crate::Error) -> crate::Error {
+        e.with_source(self)
+    }
+}
+
 /// Checks `name` against S3's bucket naming rules: 3–63 characters of lower-case letters,
 /// digits, dots and hyphens; starts and ends with a letter or digit; no two adjacent dots;
 /// not shaped like an IP address; no `xn--` prefix or `-s3alias` suffix.
 pub fn validate_bucket_name(op: Op, name: &str) -> Result<()> {
-    let bad = |why: &str| Err(op.invalid(name, format!("invalid bucket name: {why}")));
+    let bad = |why: &str| {
+        Err(Reason::InvalidBucketName.tag(op.invalid(name, format!("invalid bucket name: {why}"))))
+    };
     if name.len() < 3 || name.len() > 63 {
         return bad("must be 3 to 63 characters long");
     }
@@ -471,10 +525,10 @@ pub fn validate_bucket_name(op: Op, name: &str) -> Result<()> {
 /// Checks an object key: 1 to 1024 bytes of UTF-8 (S3's rule).
 pub fn validate_key(op: Op, bucket: &str, key: &str) -> Result<()> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(op.invalid(
+        return Err(Reason::KeyTooLong.tag(op.invalid(
             format!("{bucket}/{key}"),
             format!("object keys must be 1 to {MAX_KEY_LEN} bytes long"),
-        ));
+        )));
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ use md5::{Digest, Md5};
 use mvi_core::blob::{
     Blob, Body, BucketInfo, ByteRange, CompletedPart, GetObject, GetObjectOutput, ListObjects,
     ListPage, MAX_LIST_KEYS, MAX_PART_NUMBER, MIN_PART_SIZE, ObjectMeta, PutMode, PutObject,
-    validate_bucket_name, validate_key,
+    Reason, validate_bucket_name, validate_key,
 };
 use mvi_core::{ErrorKind, Op, Result, Service, Timestamp};
 use redb::{ReadableDatabase, ReadableTable};
@@ -156,7 +156,7 @@ fn require_bucket(
 ) -> Result<()> {
     match buckets.get(bucket).db(op)? {
         Some(_) => Ok(()),
-        None => Err(op.not_found(bucket, "no such bucket")),
+        None => Err(Reason::NoSuchBucket.tag(op.not_found(bucket, "no such bucket"))),
     }
 }
 
@@ -182,10 +182,10 @@ fn read_upload(
     upload_id: &str,
 ) -> Result<UploadRecord> {
     let missing = || {
-        op.not_found(
+        Reason::NoSuchUpload.tag(op.not_found(
             object_name(bucket, key),
             format!("no multipart upload {upload_id:?} for this key"),
-        )
+        ))
     };
     let record: UploadRecord = match uploads.get(upload_id).db(op)? {
         Some(v) => decode(op, upload_id, v.value())?,
@@ -251,10 +251,10 @@ fn check_get_conditions(op: Op, name: &str, req: &GetObject, etag: &str) -> Resu
     if let Some(not) = &req.if_none_match
         && (bare(not) == "*" || bare(not) == etag)
     {
-        return Err(op.precondition(
+        return Err(Reason::NotModified.tag(op.precondition(
             name,
             format!("the object's ETag is {etag} (if-none-match: not modified)"),
-        ));
+        )));
     }
     Ok(())
 }
@@ -262,23 +262,27 @@ fn check_get_conditions(op: Op, name: &str, req: &GetObject, etag: &str) -> Resu
 /// The bytes `start..end` a range selects from an object of `size` bytes.
 fn resolve_range(op: Op, name: &str, range: Option<ByteRange>, size: u64) -> Result<(u64, u64)> {
     let past_end = |start: u64| {
-        op.invalid(
+        Reason::InvalidRange.tag(op.invalid(
             name,
             format!("the range starts at byte {start} but the object has {size} bytes"),
-        )
+        ))
     };
     match range {
         None => Ok((0, size)),
-        Some(ByteRange::Bounded { start, end }) if start >= end => Err(op.invalid(
-            name,
-            format!("the range {start}..{end} is empty: its end must be past its start"),
-        )),
+        Some(ByteRange::Bounded { start, end }) if start >= end => {
+            Err(Reason::InvalidRange.tag(op.invalid(
+                name,
+                format!("the range {start}..{end} is empty: its end must be past its start"),
+            )))
+        }
         Some(ByteRange::Bounded { start, .. }) | Some(ByteRange::From(start)) if start >= size => {
             Err(past_end(start))
         }
         Some(ByteRange::Bounded { start, end }) => Ok((start, end.min(size))),
         Some(ByteRange::From(start)) => Ok((start, size)),
-        Some(ByteRange::Suffix(0)) => Err(op.invalid(name, "a suffix range of 0 bytes is empty")),
+        Some(ByteRange::Suffix(0)) => {
+            Err(Reason::InvalidRange.tag(op.invalid(name, "a suffix range of 0 bytes is empty")))
+        }
         Some(ByteRange::Suffix(n)) => Ok((size - n.min(size), size)),
     }
 }
@@ -318,10 +322,10 @@ fn check_metadata(
         out.insert(k.to_ascii_lowercase(), v);
     }
     if total > MAX_METADATA_SIZE {
-        return Err(op.invalid(
+        return Err(Reason::MetadataTooLarge.tag(op.invalid(
             name,
             format!("user metadata is {total} bytes; at most {MAX_METADATA_SIZE} are allowed"),
-        ));
+        )));
     }
     Ok(out)
 }
@@ -679,10 +683,10 @@ impl Blob for LocalBlob {
                     None => false,
                 };
                 if not_empty {
-                    return Err(op.precondition(
+                    return Err(Reason::BucketNotEmpty.tag(op.precondition(
                         &bucket,
                         "the bucket is not empty: delete its objects first",
-                    ));
+                    )));
                 }
                 // Unfinished multipart uploads go with the bucket.
                 let mut uploads = Vec::new();
@@ -878,10 +882,10 @@ impl Blob for LocalBlob {
         let op = op("upload_part");
         let name = object_name(bucket, key);
         if !(1..=MAX_PART_NUMBER).contains(&number) {
-            return Err(op.invalid(
+            return Err(Reason::InvalidPart.tag(op.invalid(
                 &name,
                 format!("part number {number} is not between 1 and {MAX_PART_NUMBER}"),
-            ));
+            )));
         }
         {
             let txn = self.read_txn(op)?;
@@ -934,16 +938,17 @@ impl Blob for LocalBlob {
         let op = op("complete_multipart_upload");
         let name = object_name(bucket, key);
         if parts.is_empty() {
-            return Err(op.invalid(&name, "a multipart upload needs at least one part"));
+            return Err(Reason::InvalidPart
+                .tag(op.invalid(&name, "a multipart upload needs at least one part")));
         }
         if let Some(w) = parts.windows(2).find(|w| w[0].number >= w[1].number) {
-            return Err(op.invalid(
+            return Err(Reason::InvalidPartOrder.tag(op.invalid(
                 &name,
                 format!(
                     "parts must be listed in ascending order of number, without repeats: {} then {}",
                     w[0].number, w[1].number
                 ),
-            ));
+            )));
         }
         let (bucket, key, upload_id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
         let sim = self.sim.clone();
@@ -967,10 +972,12 @@ impl Blob for LocalBlob {
                 let mut size = 0u64;
                 for (i, part) in parts.iter().enumerate() {
                     let record = stored.get(&part.number).ok_or_else(|| {
-                        op.invalid(&name, format!("part {} was not uploaded", part.number))
+                        Reason::InvalidPart.tag(
+                            op.invalid(&name, format!("part {} was not uploaded", part.number)),
+                        )
                     })?;
                     if bare(&part.etag) != hex::encode(record.md5) {
-                        return Err(op.invalid(
+                        return Err(Reason::InvalidPart.tag(op.invalid(
                             &name,
                             format!(
                                 "part {}'s ETag is {}, not {}",
@@ -978,18 +985,18 @@ impl Blob for LocalBlob {
                                 hex::encode(record.md5),
                                 bare(&part.etag)
                             ),
-                        ));
+                        )));
                     }
                     let last = i + 1 == parts.len();
                     if !last && record.size() < MIN_PART_SIZE as u64 {
-                        return Err(op.invalid(
+                        return Err(Reason::EntityTooSmall.tag(op.invalid(
                             &name,
                             format!(
                                 "part {} is {} bytes; every part but the last must be at least {MIN_PART_SIZE} bytes",
                                 part.number,
                                 record.size()
                             ),
-                        ));
+                        )));
                     }
                     md5s.update(record.md5);
                     size += record.size();

@@ -55,44 +55,32 @@ impl S3Door {
     }
 }
 
-/// An mvi error as the S3 error a client expects (code and status), with mvi's message.
+/// An mvi error as the S3 error a client expects (code and status), with mvi's message: the
+/// Blob service's typed reason when it gives one, else the error's kind.
 fn s3_err(e: Error) -> S3Error {
-    let msg = e.message();
-    let code = match e.kind() {
-        ErrorKind::NotFound if msg.starts_with("no such bucket") => S3ErrorCode::NoSuchBucket,
-        ErrorKind::NotFound if msg.contains("multipart upload") => S3ErrorCode::NoSuchUpload,
-        ErrorKind::NotFound => S3ErrorCode::NoSuchKey,
-        ErrorKind::AlreadyExists => S3ErrorCode::BucketAlreadyOwnedByYou,
-        ErrorKind::PreconditionFailed if e.operation() == "delete_bucket" => {
-            S3ErrorCode::BucketNotEmpty
-        }
-        ErrorKind::PreconditionFailed => S3ErrorCode::PreconditionFailed,
-        ErrorKind::InvalidArgument if msg.starts_with("invalid bucket name") => {
-            S3ErrorCode::InvalidBucketName
-        }
-        ErrorKind::InvalidArgument if msg.starts_with("object keys must be") => {
-            S3ErrorCode::KeyTooLongError
-        }
-        ErrorKind::InvalidArgument if msg.starts_with("the body does not match its") => {
-            S3ErrorCode::BadDigest
-        }
-        ErrorKind::InvalidArgument if msg.contains("range") => S3ErrorCode::InvalidRange,
-        ErrorKind::InvalidArgument if msg.contains("ascending order") => {
-            S3ErrorCode::InvalidPartOrder
-        }
-        ErrorKind::InvalidArgument if msg.contains("every part but the last") => {
-            S3ErrorCode::EntityTooSmall
-        }
-        ErrorKind::InvalidArgument if msg.starts_with("part ") => S3ErrorCode::InvalidPart,
-        ErrorKind::InvalidArgument if msg.starts_with("user metadata is") => {
-            S3ErrorCode::MetadataTooLarge
-        }
-        ErrorKind::InvalidArgument => S3ErrorCode::InvalidArgument,
-        ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => S3ErrorCode::AccessDenied,
-        ErrorKind::RateLimited => S3ErrorCode::SlowDown,
-        ErrorKind::Unavailable => S3ErrorCode::ServiceUnavailable,
-        ErrorKind::Timeout => S3ErrorCode::RequestTimeout,
-        ErrorKind::Unsupported => S3ErrorCode::NotImplemented,
+    use mvi_core::blob::Reason;
+    let code = match (Reason::of(&e), e.kind()) {
+        (Some(Reason::NoSuchBucket), _) => S3ErrorCode::NoSuchBucket,
+        (Some(Reason::NoSuchUpload), _) => S3ErrorCode::NoSuchUpload,
+        (Some(Reason::BucketNotEmpty), _) => S3ErrorCode::BucketNotEmpty,
+        (Some(Reason::InvalidBucketName), _) => S3ErrorCode::InvalidBucketName,
+        (Some(Reason::KeyTooLong), _) => S3ErrorCode::KeyTooLongError,
+        (Some(Reason::BadDigest), _) => S3ErrorCode::BadDigest,
+        (Some(Reason::InvalidRange), _) => S3ErrorCode::InvalidRange,
+        (Some(Reason::InvalidPartOrder), _) => S3ErrorCode::InvalidPartOrder,
+        (Some(Reason::EntityTooSmall), _) => S3ErrorCode::EntityTooSmall,
+        (Some(Reason::InvalidPart), _) => S3ErrorCode::InvalidPart,
+        (Some(Reason::MetadataTooLarge), _) => S3ErrorCode::MetadataTooLarge,
+        (Some(Reason::NotModified), _) => S3ErrorCode::NotModified,
+        (_, ErrorKind::NotFound) => S3ErrorCode::NoSuchKey,
+        (_, ErrorKind::AlreadyExists) => S3ErrorCode::BucketAlreadyOwnedByYou,
+        (_, ErrorKind::PreconditionFailed) => S3ErrorCode::PreconditionFailed,
+        (_, ErrorKind::InvalidArgument) => S3ErrorCode::InvalidArgument,
+        (_, ErrorKind::PermissionDenied | ErrorKind::Unauthenticated) => S3ErrorCode::AccessDenied,
+        (_, ErrorKind::RateLimited) => S3ErrorCode::SlowDown,
+        (_, ErrorKind::Unavailable) => S3ErrorCode::ServiceUnavailable,
+        (_, ErrorKind::Timeout) => S3ErrorCode::RequestTimeout,
+        (_, ErrorKind::Unsupported) => S3ErrorCode::NotImplemented,
         _ => S3ErrorCode::InternalError,
     };
     S3Error::with_message(code, e.to_string())
@@ -424,20 +412,9 @@ impl S3 for S3Door {
         get.range = i.range.map(byte_range);
         get.if_match = i.if_match.as_ref().map(condition);
         get.if_none_match = i.if_none_match.as_ref().map(condition);
-        let out = match self.blob()?.get_object(get).await {
-            Ok(out) => out,
-            // S3 answers a matching If-None-Match with 304 Not Modified, not 412.
-            Err(e)
-                if e.kind() == ErrorKind::PreconditionFailed
-                    && e.message().contains("if-none-match") =>
-            {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::NotModified,
-                    e.to_string(),
-                ));
-            }
-            Err(e) => return Err(s3_err(e)),
-        };
+        // S3 answers a matching If-None-Match with 304 Not Modified, not 412: s3_err maps
+        // the reason.
+        let out = self.blob()?.get_object(get).await.map_err(s3_err)?;
         let (start, end) = out.range;
         let content_range = i
             .range

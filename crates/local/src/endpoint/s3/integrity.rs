@@ -174,8 +174,10 @@ struct Checked {
 }
 
 fn mismatch(what: &str) -> mvi_core::Error {
-    Op::new(Service::Blob, "put_object")
-        .invalid("body", format!("the body does not match its {what}"))
+    mvi_core::blob::Reason::BadDigest.tag(
+        Op::new(Service::Blob, "put_object")
+            .invalid("body", format!("the body does not match its {what}")),
+    )
 }
 
 impl Checked {
