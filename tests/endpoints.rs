@@ -1946,3 +1946,59 @@ output "greeting" {{
     .expect("destroy");
     check(&o, "destroy");
 }
+
+/// A one-off task with grants gets a key of its own run, never a service's of the same name,
+/// and the key is revoked when the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_run_gets_its_own_key_for_the_run() {
+    use mvi::container::ContainerSpec;
+    use mvi::log::GetEvents;
+    let (local, _dir) = cloud().await;
+    let cloud = local.cloud().clone();
+    // An image whose entrypoint is python3 alone, so the command is the script.
+    let images = cloud.images().expect("images");
+    images.create_repository("py").await.expect("a repository");
+    let config = mvi::image::ImageConfig::new(["python3"]).working_dir("/");
+    let app = common::repo::package_path("examples/webapp");
+    mvi::image::build_from_dir(images.as_ref(), "py", &app, &config, Some("v1"))
+        .await
+        .expect("an image");
+    let mut c = ContainerSpec::new("py:v1").grant(Grant::bucket_read("reports"));
+    c.command = vec![
+        "-c".into(),
+        "import os; print('key', os.environ['AWS_ACCESS_KEY_ID'])".into(),
+    ];
+    c.cpu_millis = 128;
+    c.memory_mib = 64;
+    let done = cloud
+        .containers()
+        .expect("containers")
+        .run_task("report", c, std::time::Duration::from_secs(60))
+        .await
+        .expect("the task ran");
+    assert_eq!(done.exit_code, Some(0));
+    let (group, stream) = done.log_stream.clone();
+    let logs = cloud
+        .logs()
+        .expect("logs")
+        .get_events(GetEvents::new(group, stream))
+        .await
+        .expect("its output");
+    let id = logs
+        .items
+        .iter()
+        .find_map(|r| r.message.strip_prefix("key "))
+        .unwrap_or_else(|| panic!("no key in the task's output: {:?}", logs.items))
+        .trim()
+        .to_owned();
+    assert!(id.starts_with("AKIA"), "{id}");
+    let keys = local.endpoints().keys();
+    assert!(
+        keys.principal(&id).is_none(),
+        "the run's key outlived the run"
+    );
+    assert!(
+        keys.ids_of("report").is_empty(),
+        "a service named report would share it"
+    );
+}

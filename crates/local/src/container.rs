@@ -1507,6 +1507,8 @@ async fn run_scheduler(weak: Weak<Inner>, mut shutdown: watch::Receiver<()>) {
 struct StartedTask {
     id: String,
     group: String,
+    /// Who its endpoint key belongs to (one run's own: revoked when the run ends).
+    principal: String,
     running: process::Running,
     started: Timestamp,
     shutdown: watch::Receiver<()>,
@@ -1553,7 +1555,9 @@ async fn start_task(
         let group = task_group(name);
         inner.ensure_log(&group, &id).await?;
         let port = process::free_port(op)?;
-        let launch = inner.prepare(op, name, spec, &image, &id, port).await?;
+        let launch = inner
+            .prepare(op, &task_principal(name, &id), spec, &image, &id, port)
+            .await?;
         let running = process::start(
             op,
             &launch,
@@ -1569,6 +1573,7 @@ async fn start_task(
         Ok(StartedTask {
             id: id.clone(),
             group,
+            principal: task_principal(name, &id),
             running,
             started: inner.ctx.sim.now(),
             shutdown: inner.shutdown.subscribe(),
@@ -1577,8 +1582,15 @@ async fn start_task(
     .await;
     if result.is_err() {
         lock(&inner.live).tasks.remove(&id);
+        inner.revoke_keys(&task_principal(name, &id));
     }
     result
+}
+
+/// The principal of one run of task `name`: its key is its own (never a service's of the
+/// same name) and dies with the run.
+fn task_principal(name: &str, id: &str) -> String {
+    format!("task/{name}/{id}")
 }
 
 /// Waits for a task (killing it at `timeout`), collects its output, releases its hold.
@@ -1620,6 +1632,7 @@ async fn finish_task(
     if let Some(inner) = &inner {
         inner.forget_pid(&task.id);
         lock(&inner.live).tasks.remove(&task.id);
+        inner.revoke_keys(&task.principal);
     }
     let status = outcome?;
     Ok(TaskResult {

@@ -345,8 +345,39 @@ pub(crate) async fn http_ok(port: u16, path: &str, timeout: Duration) -> bool {
     )
 }
 
-/// A free loopback port (the kernel's pick; released for the container to bind).
+/// A free loopback port for a replica to listen on, released for it to bind.
+///
+/// Picked below the kernel's ephemeral range (`ip_local_port_range`, 32768–60999 by default),
+/// from a rotating position: the replica binds it only once it starts (a gated app, seconds
+/// later), and a port of the ephemeral range could meanwhile be taken as the local port of any
+/// outgoing connection or `bind(0)` on the machine, which never happens below the range. Falls
+/// back to the kernel's pick when the whole range is busy.
 pub(crate) fn free_port(op: Op) -> Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_start > SPAN + 1024 {
+        let low = ephemeral_start - SPAN;
+        // Each process starts at its own place in the span, so two clouds on one machine
+        // rarely try the same ports.
+        let _ = NEXT.compare_exchange(
+            u32::MAX,
+            std::process::id().wrapping_mul(2_654_435_761) % SPAN,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        for _ in 0..SPAN {
+            let port = low + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+                drop(l);
+                return Ok(port as u16);
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
