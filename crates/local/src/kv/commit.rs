@@ -180,6 +180,9 @@ impl GroupCommit {
                 released: false,
             };
             match tokio::runtime::Handle::try_current() {
+                // In memory a commit is a short computation, with no sync to wait for: run
+                // here, sparing the hand-off to a blocking thread and back.
+                Ok(_) if self.wal.is_none() => leader.run(),
                 // Not awaited: this writer waits for its own outcome like every other.
                 Ok(rt) => drop(rt.spawn_blocking(move || leader.run())),
                 // Polled outside tokio: no blocking pool to hand the fsync to, so block here
