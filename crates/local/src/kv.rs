@@ -20,7 +20,8 @@
 //!   with one fdatasync, and the transaction is then committed without an fsync of its own;
 //!   the log is checkpointed into the database every 16 MiB and replayed on open, so a crash
 //!   loses no acknowledged write. Concurrent writes share one log record and one sync (group
-//!   commit, `kv/commit.rs`). Commits block on the sync, so they run on tokio's blocking pool.
+//!   commit, `kv/commit.rs`). Commits block on the sync, so they run on tokio's blocking pool;
+//!   in memory there is no sync, and a commit runs on the writer's own task.
 //!   Table creation and deletion commit durably on their own.
 //! - Reads run inline: a read transaction is a cheap snapshot and a point read touches a few
 //!   cached pages. Table definitions are cached in memory (the database belongs to this
