@@ -428,7 +428,12 @@ impl LocalBlob {
                 tracing::info!("blob: removed {removed} unreferenced data file(s)");
             }
         }
-        let writer = Writer::start(op, db.clone())?;
+        // In memory a commit syncs nothing: writes commit on the caller's task.
+        let writer = if matches!(*store, Store::Dir(_)) {
+            Writer::start(op, db.clone())?
+        } else {
+            Writer::inline(db.clone())
+        };
         Ok(LocalBlob {
             db,
             store,

@@ -76,10 +76,22 @@ const MAX_BATCH: usize = 1024;
 
 /// The handle of the writer thread. Dropping it lets the thread finish the jobs already sent
 /// and waits for it, so the database file is closed when the service is dropped.
-#[derive(Debug)]
+///
+/// In memory there is no sync to share, so there is no thread either: each write runs its own
+/// one-job batch on the caller's task (redb still admits one write transaction at a time).
 pub(super) struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    inline: Option<Arc<Database>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("thread", &self.thread.is_some())
+            .field("inline", &self.inline.is_some())
+            .finish()
+    }
 }
 
 impl Writer {
@@ -93,7 +105,17 @@ impl Writer {
         Ok(Writer {
             jobs: Some(tx),
             thread: Some(thread),
+            inline: None,
         })
+    }
+
+    /// A writer that commits each write on the caller's task (for an in-memory database).
+    pub(super) fn inline(db: Arc<Database>) -> Self {
+        Writer {
+            jobs: None,
+            thread: None,
+            inline: Some(db),
+        }
     }
 
     /// Runs `work` in the next batch and answers once the batch is durably committed.
@@ -109,11 +131,15 @@ impl Writer {
             work: Box::new(move |t| work(t).map(|v| Box::new(v) as Value)),
             reply,
         };
-        self.jobs
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(job)
-            .map_err(|_| stopped())?;
+        match &self.inline {
+            Some(db) => run_batch(db, &mut VecDeque::from([job])),
+            None => self
+                .jobs
+                .as_ref()
+                .ok_or_else(stopped)?
+                .send(job)
+                .map_err(|_| stopped())?,
+        }
         let value = answer.await.map_err(|_| stopped())??;
         value
             .downcast::<T>()
