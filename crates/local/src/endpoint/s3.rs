@@ -902,28 +902,33 @@ mod tests {
 
     #[test]
     fn errors_map_to_s3_codes() {
+        use mvi_core::blob::Reason;
         let op = Op::new(Service::Blob, "get_object");
         let code = |e: Error| s3_err(e).code().as_str().to_owned();
-        assert_eq!(code(op.not_found("b", "no such bucket")), "NoSuchBucket");
+        // The Blob service's typed reason decides, never the message's text.
+        assert_eq!(
+            code(Reason::NoSuchBucket.tag(op.not_found("b", "gone"))),
+            "NoSuchBucket"
+        );
+        assert_eq!(code(op.not_found("b", "no such bucket")), "NoSuchKey");
         assert_eq!(code(op.not_found("b/k", "no such key")), "NoSuchKey");
         assert_eq!(
-            code(
-                Op::new(Service::Blob, "delete_bucket")
-                    .precondition("b", "the bucket holds 3 objects")
-            ),
+            code(Reason::BucketNotEmpty.tag(op.precondition("b", "the bucket holds 3 objects"))),
             "BucketNotEmpty"
         );
         assert_eq!(code(op.precondition("b/k", "etag")), "PreconditionFailed");
         assert_eq!(
-            code(op.invalid("b", "invalid bucket name: too short")),
+            code(Reason::NotModified.tag(op.precondition("b/k", "etag"))),
+            "NotModified"
+        );
+        assert_eq!(
+            code(Reason::InvalidBucketName.tag(op.invalid("b", "too short"))),
             "InvalidBucketName"
         );
         assert_eq!(
-            code(op.invalid(
-                "b/k",
-                "the range starts at byte 9 but the object has 3 bytes"
-            )),
+            code(Reason::InvalidRange.tag(op.invalid("b/k", "past the end"))),
             "InvalidRange"
         );
+        assert_eq!(code(op.invalid("b/k", "a range")), "InvalidArgument");
     }
 }
