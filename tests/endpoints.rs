@@ -697,31 +697,8 @@ async fn the_web_app_uploads_and_counts_with_exactly_its_grants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_aws_errors_and_stores_nothing() {
     let (local, _dir) = cloud().await;
-    let endpoints = local.endpoints().clone();
-    let script = common::repo::package_path("tests/fixtures/s3_bad_input.py");
-    let admin = endpoints.admin().clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .args([
-                endpoints.url(),
-                admin.id.clone(),
-                admin.secret.expose().to_owned(),
-            ])
-            .output()
-            .expect("python3 runs (scripts/setup.sh installs boto3)")
-    })
-    .await
-    .expect("the script");
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}{}", stderr(&out));
-    let answers: std::collections::BTreeMap<&str, (&str, &str)> = text
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((w.next()?, (w.next()?, w.next()?)))
-        })
-        .collect();
+    let text = bad_input(&local, "tests/fixtures/s3_bad_input.py").await;
+    let answers = answers(&text);
     for (case, status, code) in [
         ("malformed-xml", "400", "MalformedXML"),
         ("not-xml", "400", "MalformedXML"),
@@ -739,6 +716,40 @@ async fn bad_input_gets_aws_errors_and_stores_nothing() {
         blob.head_object("bad", "k").await.is_err(),
         "nothing was completed"
     );
+}
+
+/// Runs a bad-input fixture script (`python3 SCRIPT URL KEY SECRET`, admin credentials)
+/// against the cloud's endpoints; its standard output, once it succeeded.
+async fn bad_input(local: &LocalCloud, script: &str) -> String {
+    let endpoints = local.endpoints().clone();
+    let script = common::repo::package_path(script);
+    let admin = endpoints.admin().clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .args([
+                endpoints.url(),
+                admin.id.clone(),
+                admin.secret.expose().to_owned(),
+            ])
+            .output()
+            .expect("python3 runs (scripts/setup.sh installs boto3)")
+    })
+    .await
+    .expect("the script");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    text
+}
+
+/// A fixture's `<case> <status> <code>` lines, by case.
+fn answers(text: &str) -> std::collections::BTreeMap<&str, (&str, &str)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?, (w.next()?, w.next()?)))
+        })
+        .collect()
 }
 
 /// Parses the AWS CLI's JSON output.
@@ -1143,31 +1154,8 @@ async fn dynamodb_signatures_and_grants_are_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_bad_input_gets_aws_errors_and_stores_nothing() {
     let (local, _dir) = cloud().await;
-    let endpoints = local.endpoints().clone();
-    let script = common::repo::package_path("tests/fixtures/dynamodb_bad_input.py");
-    let admin = endpoints.admin().clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .args([
-                endpoints.url(),
-                admin.id.clone(),
-                admin.secret.expose().to_owned(),
-            ])
-            .output()
-            .expect("python3 runs (scripts/setup.sh installs boto3)")
-    })
-    .await
-    .expect("the script");
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}{}", stderr(&out));
-    let answers: std::collections::BTreeMap<&str, (&str, &str)> = text
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((w.next()?, (w.next()?, w.next()?)))
-        })
-        .collect();
+    let text = bad_input(&local, "tests/fixtures/dynamodb_bad_input.py").await;
+    let answers = answers(&text);
     for (case, status, code) in [
         ("malformed-json", "400", "SerializationException"),
         ("not-an-object", "400", "SerializationException"),
