@@ -228,28 +228,21 @@ fn decode_item(op: Op, table: &str, bytes: &[u8]) -> Result<Item> {
     })
 }
 
-/// The item stored under a key, for a write's condition: decoded, or (when it cannot be
-/// read, as an item nested deeper than reads go, written before the depth limit) its key
-/// attributes alone if the condition only asks whether it exists.
+/// The item stored under a key, for a write: decoded, or (when it cannot be read, as an item
+/// nested deeper than reads go, written before the depth limit) its key attributes alone,
+/// unless the write needs the whole item (an update, or a condition on more than existence).
 fn current_item(
     op: Op,
     table: &str,
     spec: &TableSpec,
     key: &Key,
     bytes: Option<&[u8]>,
-    condition: &Condition,
+    needs_whole: bool,
 ) -> Result<Option<Item>> {
     let Some(bytes) = bytes else { return Ok(None) };
     match decode_item(op, table, bytes) {
         Ok(item) => Ok(Some(item)),
-        Err(_)
-            if matches!(
-                condition,
-                Condition::None | Condition::Exists | Condition::NotExists
-            ) =>
-        {
-            Ok(Some(key_item(spec, key)))
-        }
+        Err(_) if !needs_whole => Ok(Some(key_item(spec, key))),
         Err(e) => Err(e),
     }
 }
@@ -917,12 +910,12 @@ fn plan(op: Op, txn: &WriteTransaction, w: &TransactWrite) -> Result<Planned> {
             .map_err(|e| db_error(op, table, e))?
             .map(|g| g.value().to_vec());
         // An update needs the whole item, as does any condition but on existence.
-        let whole = if matches!(w, TransactWrite::Update(_)) {
-            &Condition::Equals(String::new(), Value::Null)
-        } else {
-            &condition
-        };
-        current_item(op, table, spec, &key, raw.as_deref(), whole)?
+        let needs_whole = matches!(w, TransactWrite::Update(_))
+            || !matches!(
+                condition,
+                Condition::None | Condition::Exists | Condition::NotExists
+            );
+        current_item(op, table, spec, &key, raw.as_deref(), needs_whole)?
     };
     let holds = condition.holds(old.as_ref());
     let (new, write) = match w {

@@ -367,16 +367,14 @@ fn s3_error(e: s3s::S3Error) -> Response<s3s::Body> {
 }
 
 /// An error in the shape of AWS's JSON protocols (`__type` and `message`).
-fn json_error(status: u16, code: &str, message: &str) -> Response<s3s::Body> {
-    let body = serde_json::json!({ "__type": code, "message": message }).to_string();
-    let mut resp = Response::new(s3s::Body::from(body));
-    *resp.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/x-amz-json-1.0"),
-    );
-    resp
+fn json_error(status: u16, code: &'static str, message: &str) -> Response<s3s::Body> {
+    json::error_response(
+        "application/x-amz-json-1.0",
+        &json::JsonError {
+            status,
+            ..json::JsonError::new(code, message)
+        },
+    )
 }
 
 async fn serve(listener: TcpListener, router: Arc<Router>, mut stop: watch::Receiver<()>) {
