@@ -1645,8 +1645,6 @@ async fn finish_task(
 }
 
 impl Inner {
-    /// Sets the replica count of service `name`: new replicas run the recorded revision; the
-    /// newest replicas go first.
     /// Sets the count of a running rolling deployment (and the service's recorded count);
     /// false when the service has none.
     fn set_rolling_count(&self, op: Op, name: &str, replicas: u32) -> Result<bool> {
@@ -1669,6 +1667,8 @@ impl Inner {
         lock(&self.rolling).get(name).copied()
     }
 
+    /// Sets the replica count of service `name`: new replicas run the recorded revision; the
+    /// newest replicas go first.
     async fn scale(self: &Arc<Self>, op: Op, name: &str, replicas: u32) -> Result<()> {
         let record = self
             .state

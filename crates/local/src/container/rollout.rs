@@ -87,6 +87,10 @@ pub(super) async fn update(inner: &Arc<Inner>, op: Op, spec: ServiceSpec) -> Res
         weight: None,
         restore: Vec::new(),
     };
+    // The count is in place before the rollout is recorded: a `scale_service` that sees the
+    // rollout (in `describe_service`) must find the count, not wait behind the change lock
+    // this deployment holds until its progress deadline.
+    let count = RollingCount::start(inner, &name, spec.replicas);
     inner.state.mutate(op, |s| {
         let r = s
             .services
@@ -118,11 +122,10 @@ pub(super) async fn update(inner: &Arc<Inner>, op: Op, spec: ServiceSpec) -> Res
         image: image.clone(),
         revision: number,
     });
-    let count = RollingCount::start(inner, &name, spec.replicas);
     let cause = match roll(inner, &new_plan, spec.replicas, &spec.deployment).await {
         Ok(()) => {
             let mut spec = spec.clone();
-            spec.replicas = count.now();
+            spec.replicas = count.finish();
             inner.state.mutate(op, |s| {
                 if let Some(r) = s.services.get_mut(&name) {
                     r.set_revision_state(from, RevisionState::Superseded, None);
@@ -161,8 +164,7 @@ pub(super) async fn update(inner: &Arc<Inner>, op: Op, spec: ServiceSpec) -> Res
     })?;
     let old_plan = Arc::new(record.plan());
     let back = roll(inner, &old_plan, count.now(), &record.spec.deployment).await;
-    let replicas = count.now();
-    drop(count);
+    let replicas = count.finish();
     inner.state.mutate(op, |s| {
         if let Some(r) = s.services.get_mut(&name) {
             r.set_revision_state(number, RevisionState::RolledBack, Some(cause.clone()));
@@ -201,6 +203,15 @@ impl<'a> RollingCount<'a> {
     /// The count now (`scale_service` may have changed it).
     fn now(&self) -> u32 {
         self.inner.rolling_count(self.name).unwrap_or_default()
+    }
+
+    /// Ends the rolling count and says where it ended. A `scale_service` from here on waits
+    /// for the change lock the deployment holds and then scales the recorded revision, so no
+    /// count set between reading it and recording it is lost.
+    fn finish(self) -> u32 {
+        super::lock(&self.inner.rolling)
+            .remove(self.name)
+            .unwrap_or_default()
     }
 }
 
