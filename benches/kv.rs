@@ -12,6 +12,8 @@
 //!   optimistic-concurrency write): the read of the current item happens in the same commit.
 //! - `kv/get`: a point read of one of 10,000 items.
 //! - `kv/query_page_100`: one page of 100 items of a partition.
+//! - `kv/put_memory`, `kv/get_memory`: a put and a point read on an in-memory cloud
+//!   (`in_memory()`, as `serve --memory`): the service's own cost with no disk under it.
 //!
 //! Run: `cargo bench --bench kv` (add `-- --quick` for a short check).
 
@@ -161,6 +163,50 @@ fn bench(c: &mut Criterion) {
                     .expect("query");
                 black_box(page.items.len())
             }
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+
+    let memory = rt
+        .block_on(
+            mvi::local::LocalCloud::builder()
+                .in_memory()
+                .seed(1)
+                .build(),
+        )
+        .expect("in-memory cloud");
+    let mem_kv: Arc<dyn Kv> = memory.kv().expect("kv service").clone();
+    rt.block_on(async {
+        mem_kv
+            .create_table(TableSpec::new("bench", KeyAttr::new("id", KeyType::Str)))
+            .await
+            .expect("create table");
+        let rows: Vec<_> = (0..ITEMS)
+            .map(|n| item! { "id" => format!("user-{n:06}"), "data" => payload.clone() })
+            .collect();
+        for chunk in rows.chunks(25) {
+            mem_kv
+                .batch_put("bench", chunk.to_vec())
+                .await
+                .expect("load");
+        }
+    });
+    let mut n = 0_i64;
+    group.bench_function("put_memory", |b| {
+        b.to_async(&rt).iter(|| {
+            n += 1;
+            let item = item! { "id" => format!("w-{}", n % ITEMS), "data" => payload.clone() };
+            let kv = mem_kv.clone();
+            async move { kv.put("bench", item).await.expect("put") }
+        })
+    });
+    let mut i = 0_i64;
+    group.bench_function("get_memory", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 7919) % ITEMS;
+            let key = Key::new(format!("user-{i:06}"));
+            let kv = mem_kv.clone();
+            async move { black_box(kv.get_item("bench", key).await.expect("get")) }
         })
     });
     group.finish();

@@ -65,6 +65,32 @@ impl Ctx {
 
 pub use mvi_core::error::io_error;
 
+/// How often an in-memory database commits durably: one commit in this many.
+const MEMORY_RECLAIM_EVERY: u64 = 256;
+
+/// Commits to an in-memory redb database. Nothing there can be made durable, so a commit is
+/// a non-durable one (`Durability::None`, less than half the work of a durable commit on the
+/// same backend), except one in [`MEMORY_RECLAIM_EVERY`]: redb reclaims the pages that
+/// non-durable commits free only at a durable commit, so without one the process would keep
+/// a few dozen bytes for every write, for good.
+#[derive(Debug, Default)]
+pub struct MemoryCommits {
+    commits: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryCommits {
+    /// Commits `txn`, durably if it is the one in [`MEMORY_RECLAIM_EVERY`].
+    pub fn commit(&self, mut txn: redb::WriteTransaction) -> std::result::Result<(), redb::Error> {
+        let n = self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !(n + 1).is_multiple_of(MEMORY_RECLAIM_EVERY) {
+            txn.set_durability(redb::Durability::None)?;
+        }
+        Ok(txn.commit()?)
+    }
+}
+
 /// Maps any redb error to an Internal mvi error about `resource`.
 pub fn db_error(op: Op, resource: &str, e: impl Into<redb::Error>) -> Error {
     let e: redb::Error = e.into();

@@ -22,7 +22,7 @@ use mvi_core::{Error, ErrorKind, Op, Result, Service};
 use redb::{Database, Table, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
-use crate::storage::db_error;
+use crate::storage::{MemoryCommits, db_error};
 
 /// Bucket name → `BucketRecord`.
 pub(super) const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
@@ -78,11 +78,12 @@ const MAX_BATCH: usize = 1024;
 /// and waits for it, so the database file is closed when the service is dropped.
 ///
 /// In memory there is no sync to share, so there is no thread either: each write runs its own
-/// one-job batch on the caller's task (redb still admits one write transaction at a time).
+/// one-job batch on the caller's task (redb still admits one write transaction at a time), and
+/// commits it mostly non-durably ([`MemoryCommits`]).
 pub(super) struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
-    inline: Option<Arc<Database>>,
+    inline: Option<(Arc<Database>, MemoryCommits)>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -114,7 +115,7 @@ impl Writer {
         Writer {
             jobs: None,
             thread: None,
-            inline: Some(db),
+            inline: Some((db, MemoryCommits::default())),
         }
     }
 
@@ -132,7 +133,9 @@ impl Writer {
             reply,
         };
         match &self.inline {
-            Some(db) => run_batch(db, &mut VecDeque::from([job])),
+            Some((db, commits)) => {
+                run_batch(db, &mut VecDeque::from([job]), |txn| commits.commit(txn))
+            }
             None => self
                 .jobs
                 .as_ref()
@@ -175,13 +178,19 @@ fn run(db: &Database, jobs: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        run_batch(db, &mut queue);
+        run_batch(db, &mut queue, |txn| {
+            txn.commit().map_err(redb::Error::from)
+        });
     }
 }
 
-/// Runs jobs from the front of `queue` in one transaction and answers them. Jobs after a
-/// failed one stay queued for the next batch.
-fn run_batch(db: &Database, queue: &mut VecDeque<Job>) {
+/// Runs jobs from the front of `queue` in one transaction, commits it with `commit`, and
+/// answers them. Jobs after a failed one stay queued for the next batch.
+fn run_batch(
+    db: &Database,
+    queue: &mut VecDeque<Job>,
+    commit: impl FnOnce(WriteTransaction) -> std::result::Result<(), redb::Error>,
+) {
     let Some(op) = queue.front().map(|j| j.op) else {
         return;
     };
@@ -226,7 +235,7 @@ fn run_batch(db: &Database, queue: &mut VecDeque<Job>) {
             }
             Some(e)
         }
-        None => txn.commit().err().map(|e| db_error(op, META, e)),
+        None => commit(txn).err().map(|e| db_error(op, META, e)),
     };
     for (job_op, reply, result) in done {
         let answer = match (&failure, result) {

@@ -17,7 +17,8 @@
 //! file length (on ext4 that halves its cost). On open
 //! ([`replay`]), the log's records newer than the sequence number the durable database holds
 //! are applied again, in order, and checkpointed: after a crash the database holds every
-//! acknowledged write. In memory there is no log, and commits are plain ones.
+//! acknowledged write. In memory there is no log, and commits are mostly non-durable ones
+//! ([`MemoryCommits`]).
 //!
 //! Each job runs against the state its predecessors in the group left, so conditions are
 //! evaluated exactly as if the writes had committed one by one. A job that is refused
@@ -42,8 +43,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::storage::db_error;
 use crate::storage::records::{RecordFile, Replay};
+use crate::storage::{MemoryCommits, db_error};
 
 /// The log is checkpointed into the database once it holds this many bytes (small in unit
 /// tests, so they cross checkpoints often).
@@ -106,6 +107,8 @@ pub(super) struct GroupCommit {
     db: Weak<Database>,
     /// The write-ahead log (`None` in memory). Only the leader uses it.
     wal: Option<Arc<Mutex<Wal>>>,
+    /// How groups commit when there is no log.
+    memory: Arc<MemoryCommits>,
     queue: Arc<Mutex<Queue>>,
 }
 
@@ -128,6 +131,7 @@ impl GroupCommit {
         GroupCommit {
             db: Arc::downgrade(db),
             wal: wal.map(|w| Arc::new(Mutex::new(w))),
+            memory: Arc::default(),
             queue: Arc::new(Mutex::new(Queue::default())),
         }
     }
@@ -176,6 +180,7 @@ impl GroupCommit {
             let leader = Leader {
                 db: self.db.clone(),
                 wal: self.wal.clone(),
+                memory: self.memory.clone(),
                 queue: self.queue.clone(),
                 released: false,
             };
@@ -207,6 +212,7 @@ fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
 struct Leader {
     db: Weak<Database>,
     wal: Option<Arc<Mutex<Wal>>>,
+    memory: Arc<MemoryCommits>,
     queue: Arc<Mutex<Queue>>,
     /// Set when the loop hands leadership back normally.
     released: bool,
@@ -228,7 +234,7 @@ impl Leader {
                 std::mem::take(&mut q.jobs)
             };
             let (done, failure) = match self.db.upgrade() {
-                Some(db) => run_group(&db, self.wal.as_deref(), jobs),
+                Some(db) => run_group(&db, self.wal.as_deref(), &self.memory, jobs),
                 // Unreachable while a writer waits (it holds the service), but never a panic.
                 None => {
                     let why = "the KV service was closed";
@@ -262,9 +268,11 @@ impl Drop for Leader {
 
 /// Runs `jobs` in one transaction; unless one failed in storage, logs their changes (synced)
 /// and commits. Returns each job's outcome and why the group failed, if it did.
+/// Without a log (in memory), `memory` commits.
 fn run_group(
     db: &Database,
     wal: Option<&Mutex<Wal>>,
+    memory: &MemoryCommits,
     jobs: Vec<Job>,
 ) -> (Vec<Done>, Option<String>) {
     // Only the leader locks the log, one group at a time.
@@ -298,12 +306,9 @@ fn run_group(
         );
     }
     let Some(wal) = wal.as_mut() else {
-        // In memory: a plain commit.
-        let failure = txn
-            .commit()
-            .err()
-            .map(|e| format!("the commit failed: {e}"));
-        return (done, failure);
+        // In memory: nothing to log.
+        let failure = memory.commit(txn).err();
+        return (done, failure.map(|e| format!("the commit failed: {e}")));
     };
     let effects: Vec<Effect> = done
         .iter_mut()
