@@ -8,7 +8,10 @@ which hides the servers' difference. Here each request is built and signed once 
 connection, the client only reading each answer's length: S3 PUT and GET of 1 KiB, DynamoDB
 PutItem and GetItem. A signed request stays valid for its 15 minutes, and moto does not check
 signatures, so both servers answer every replay as a fresh call. Prints microseconds per
-operation for each server and the ratio to moto.
+operation for each server and the ratio to moto: the wall time (the client's own share
+included, 10-15 µs of Python a call), and the server's CPU time (its process group's user and
+system time over the run, divided by the calls: what serving one call costs it, kernel
+networking included).
 
 Usage: python3 benches/endpoints_replay.py [N]   (needs boto3 and moto_server; scripts/setup.sh)
 """
@@ -46,33 +49,33 @@ def signed(url, key, secret, service, method, path, body=b"", headers=None):
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def group_cpu(pgid):
+    """CPU seconds (user + system) used so far by the processes of process group `pgid`."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields[2] is the pgrp; [11], [12] utime and stime
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def replay(url, request, n):
     """Sends `request` n times, on one keep-alive connection while the server keeps it open
     (moto's server closes it after each answer: then a new one each time, as any client must);
-    seconds per request, and the last status."""
+    seconds per request, and the last status.
+
+    The client does as little as it can, so that the server's time is most of what is
+    measured: one `sendall`, then `recv` until the head is in, one search each for the body's
+    length and a `Connection: close`, and `recv` until the body is in."""
     host, port = url.split("//", 1)[1].split(":")
     addr = (host, int(port))
     conn, buf = None, b""
-
-    def recv():
-        more = conn.recv(65536)
-        return more
-
-    def need(count):
-        nonlocal buf
-        while len(buf) < count:
-            more = recv()
-            if not more:
-                raise EOFError
-            buf += more
-
-    def line():
-        nonlocal buf
-        while b"\r\n" not in buf:
-            need(len(buf) + 1)
-        first, buf = buf.split(b"\r\n", 1)
-        return first
-
     status = None
     start = time.perf_counter()
     for _ in range(n):
@@ -81,38 +84,32 @@ def replay(url, request, n):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             buf = b""
         conn.sendall(request)
-        first = line()
-        status = int(first.split(b" ", 2)[1])
-        length, chunked, close = None, False, first.startswith(b"HTTP/1.0")
-        while True:
-            h = line()
-            if not h:
-                break
-            name, _, value = h.partition(b":")
-            name, value = name.strip().lower(), value.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding" and b"chunked" in value:
-                chunked = True
-            elif name == b"connection":
-                close = value == b"close"
-        if chunked:
-            while True:
-                size = int(line().split(b";")[0], 16)
-                need(size + 2)
-                buf = buf[size + 2:]
-                if size == 0:
-                    break
-        elif length is not None:
-            need(length)
-            buf = buf[length:]
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            more = conn.recv(65536)
+            if not more:
+                raise EOFError
+            buf += more
+        head, buf = buf[:end].lower(), buf[end + 4:]
+        status = int(head[9:12])
+        close = head.startswith(b"http/1.0") or b"\r\nconnection: close" in head
+        at = head.find(b"\r\ncontent-length:")
+        if at >= 0:
+            stop = head.find(b"\r\n", at + 2)
+            length = int(head[at + 17:stop if stop > 0 else len(head)])
+        elif b"\r\ntransfer-encoding: chunked" in head:
+            raise SystemExit("a chunked answer: this client reads only sized bodies")
         else:
-            close = True  # the body runs to the end of the connection
-            try:
-                while recv():
-                    pass
-            except OSError:
-                pass
+            length, close = None, True  # the body runs to the end of the connection
+        if length is None:
+            while more := conn.recv(65536):
+                buf += more
+        else:
+            while len(buf) < length:
+                more = conn.recv(65536)
+                if not more:
+                    raise EOFError
+                buf += more
+            buf = buf[length:]
         if close:
             conn.close()
             conn = None
@@ -122,8 +119,9 @@ def replay(url, request, n):
     return elapsed / n, status
 
 
-def bench(name, url, key, secret, n):
-    """µs per operation of each replayed call on one server."""
+def bench(name, url, key, secret, n, pgid):
+    """µs per operation of each replayed call on one server (process group `pgid`): the wall
+    time, and the server's CPU time."""
     tag = os.urandom(4).hex()
     bucket, table = f"replay-{tag}", f"replay-{tag}"
     client("s3", url, key, secret).create_bucket(Bucket=bucket)
@@ -148,10 +146,12 @@ def bench(name, url, key, secret, n):
     out = {}
     for what, request in calls.items():
         replay(url, request, max(10, n // 20))  # warm-up
+        cpu = group_cpu(pgid)
         per, status = replay(url, request, n)
+        cpu = group_cpu(pgid) - cpu
         if status != 200:
             raise SystemExit(f"{name} {what}: HTTP {status}")
-        out[what] = per * 1e6
+        out[what] = (per * 1e6, cpu / n * 1e6)
     return out
 
 
@@ -168,16 +168,18 @@ def main() -> None:
         procs.append(memory)
         results = {
             "local, disk": bench("disk", env["AWS_ENDPOINT_URL_S3"], env["AWS_ACCESS_KEY_ID"],
-                                 env["AWS_SECRET_ACCESS_KEY"], n),
+                                 env["AWS_SECRET_ACCESS_KEY"], n, disk.pid),
             "local, memory": bench("memory", menv["AWS_ENDPOINT_URL_S3"], menv["AWS_ACCESS_KEY_ID"],
-                                   menv["AWS_SECRET_ACCESS_KEY"], n),
-            "moto": bench("moto", f"http://127.0.0.1:{moto_port}", "testing", "testing", n),
+                                   menv["AWS_SECRET_ACCESS_KEY"], n, memory.pid),
+            "moto": bench("moto", f"http://127.0.0.1:{moto_port}", "testing", "testing", n,
+                          procs[0].pid),
         }
-        print(f"{'µs per operation':<16} {'local, disk':>12} {'local, memory':>14} {'moto':>9}"
-              f" {'moto / disk':>12} {'moto / memory':>14}")
-        for what in results["moto"]:
-            d, m, moto = (results[k][what] for k in ("local, disk", "local, memory", "moto"))
-            print(f"{what:<16} {d:12.1f} {m:14.1f} {moto:9.1f} {moto / d:11.1f}x {moto / m:13.1f}x")
+        for figure, index in (("wall µs per op", 0), ("server CPU µs/op", 1)):
+            print(f"{figure:<16} {'local, disk':>12} {'local, memory':>14} {'moto':>9}"
+                  f" {'moto / disk':>12} {'moto / memory':>14}")
+            for what in results["moto"]:
+                d, m, moto = (results[k][what][index] for k in ("local, disk", "local, memory", "moto"))
+                print(f"{what:<16} {d:12.1f} {m:14.1f} {moto:9.1f} {moto / d:11.1f}x {moto / m:13.1f}x")
     finally:
         for proc in procs:
             stop_moto(proc)
