@@ -3,6 +3,9 @@
 //! Figures:
 //! - `blob/put_get_1k` (criterion): one put then one get of a 1 KiB object, by a single
 //!   caller. Each put is a durable commit (one fsync), so this mostly measures the disk.
+//! - `blob/put_1k_memory`, `blob/get_1k_memory` (criterion): a put, and a get, of a 1 KiB
+//!   object on an in-memory cloud (`in_memory()`, as `serve --memory`): the service's own
+//!   cost with no disk under it.
 //! - `put+get 1 KiB, N callers` (printed): ops/s (a put and a get count as two) with N tasks
 //!   working at once for two seconds. Concurrent puts share commits (the writer thread
 //!   commits whatever is waiting together), so this is the service's throughput.
@@ -65,6 +68,39 @@ fn main() {
             async move {
                 let key = format!("seq/{}", n % 1000);
                 blob.put(BUCKET, &key, payload).await.expect("put");
+                black_box(blob.get(BUCKET, &key).await.expect("get"));
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+    let memory = rt
+        .block_on(
+            mvi::local::LocalCloud::builder()
+                .in_memory()
+                .seed(1)
+                .build(),
+        )
+        .expect("in-memory cloud");
+    let mem_blob: Arc<dyn Blob> = memory.blob().expect("blob service").clone();
+    rt.block_on(mem_blob.create_bucket(BUCKET))
+        .expect("create bucket");
+    let mut n = 0u64;
+    group.bench_function("put_1k_memory", |b| {
+        b.to_async(&rt).iter(|| {
+            n += 1;
+            let (blob, payload) = (mem_blob.clone(), payload.clone());
+            async move {
+                let key = format!("seq/{}", n % 1000);
+                black_box(blob.put(BUCKET, &key, payload).await.expect("put"));
+            }
+        })
+    });
+    group.bench_function("get_1k_memory", |b| {
+        b.to_async(&rt).iter(|| {
+            n += 7;
+            let blob = mem_blob.clone();
+            async move {
+                let key = format!("seq/{}", n % 1000);
                 black_box(blob.get(BUCKET, &key).await.expect("get"));
             }
         })

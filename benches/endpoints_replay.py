@@ -13,6 +13,9 @@ included, 10-15 µs of Python a call), and the server's CPU time (its process gr
 system time over the run, divided by the calls: what serving one call costs it, kernel
 networking included).
 
+Calls run in five rounds, each server and call in turn; the median round's wall time is
+reported, and the CPU time over all rounds.
+
 Usage: python3 benches/endpoints_replay.py [N]   (needs boto3 and moto_server; scripts/setup.sh)
 """
 
@@ -22,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -119,9 +123,8 @@ def replay(url, request, n):
     return elapsed / n, status
 
 
-def bench(name, url, key, secret, n, pgid):
-    """µs per operation of each replayed call on one server (process group `pgid`): the wall
-    time, and the server's CPU time."""
+def calls(url, key, secret):
+    """A bucket and a table of their own on one server, and the signed calls to replay."""
     tag = os.urandom(4).hex()
     bucket, table = f"replay-{tag}", f"replay-{tag}"
     client("s3", url, key, secret).create_bucket(Bucket=bucket)
@@ -133,7 +136,7 @@ def bench(name, url, key, secret, n, pgid):
     )
     item = {"id": {"S": "k"}, "n": {"N": "42"}, "name": {"S": "visitor"}, "ok": {"BOOL": True}}
     ddb = {"Content-Type": "application/x-amz-json-1.0"}
-    calls = {
+    return {
         "s3 PUT 1 KiB": signed(url, key, secret, "s3", "PUT", f"/{bucket}/k", os.urandom(1024)),
         "s3 GET 1 KiB": signed(url, key, secret, "s3", "GET", f"/{bucket}/k"),
         "ddb PutItem": signed(url, key, secret, "dynamodb", "POST", "/",
@@ -143,16 +146,20 @@ def bench(name, url, key, secret, n, pgid):
                               json.dumps({"TableName": table, "Key": {"id": {"S": "k"}}}).encode(),
                               {**ddb, "X-Amz-Target": "DynamoDB_20120810.GetItem"}),
     }
-    out = {}
-    for what, request in calls.items():
-        replay(url, request, max(10, n // 20))  # warm-up
-        cpu = group_cpu(pgid)
-        per, status = replay(url, request, n)
-        cpu = group_cpu(pgid) - cpu
-        if status != 200:
-            raise SystemExit(f"{name} {what}: HTTP {status}")
-        out[what] = (per * 1e6, cpu / n * 1e6)
-    return out
+
+
+def measure(name, url, request, n, pgid):
+    """One round of `request` on one server (process group `pgid`): µs per call of wall time
+    and of the server's CPU time."""
+    cpu = group_cpu(pgid)
+    per, status = replay(url, request, n)
+    cpu = group_cpu(pgid) - cpu
+    if status != 200:
+        raise SystemExit(f"{name}: HTTP {status}")
+    return per * 1e6, cpu / n * 1e6
+
+
+ROUNDS = 5
 
 
 def main() -> None:
@@ -161,25 +168,45 @@ def main() -> None:
     procs = []
     try:
         moto_port = free_port()
-        procs.append(start_moto(moto_port))
+        moto = start_moto(moto_port)
+        procs.append(moto)
         disk, env = start_local(os.path.join(root, "cloud"), free_port())
         procs.append(disk)
         memory, menv = start_local(None, free_port())
         procs.append(memory)
-        results = {
-            "local, disk": bench("disk", env["AWS_ENDPOINT_URL_S3"], env["AWS_ACCESS_KEY_ID"],
-                                 env["AWS_SECRET_ACCESS_KEY"], n, disk.pid),
-            "local, memory": bench("memory", menv["AWS_ENDPOINT_URL_S3"], menv["AWS_ACCESS_KEY_ID"],
-                                   menv["AWS_SECRET_ACCESS_KEY"], n, memory.pid),
-            "moto": bench("moto", f"http://127.0.0.1:{moto_port}", "testing", "testing", n,
-                          procs[0].pid),
+        servers = {
+            "local, disk": (env["AWS_ENDPOINT_URL_S3"], env["AWS_ACCESS_KEY_ID"],
+                            env["AWS_SECRET_ACCESS_KEY"], disk.pid),
+            "local, memory": (menv["AWS_ENDPOINT_URL_S3"], menv["AWS_ACCESS_KEY_ID"],
+                              menv["AWS_SECRET_ACCESS_KEY"], memory.pid),
+            "moto": (f"http://127.0.0.1:{moto_port}", "testing", "testing", moto.pid),
         }
+        requests = {name: calls(*s[:3]) for name, s in servers.items()}
+        for name, (url, _, _, _) in servers.items():
+            for request in requests[name].values():
+                replay(url, request, max(10, n // 20))  # warm-up
+        # Rounds, each server and call in turn, so that whatever else the machine does
+        # falls on all of them alike; the median round is reported.
+        rounds = {}
+        for _ in range(ROUNDS):
+            for name, (url, _, _, pgid) in servers.items():
+                for what, request in requests[name].items():
+                    got = measure(f"{name} {what}", url, request, max(10, n // ROUNDS), pgid)
+                    rounds.setdefault((name, what), []).append(got)
+        # The wall time of the median round; the CPU time over all rounds (the kernel counts
+        # it in 10 ms ticks: one round's would be too coarse).
+        results = {
+            key: (statistics.median(r[0] for r in got), statistics.fmean(r[1] for r in got))
+            for key, got in rounds.items()
+        }
+        print(f"{n} calls of each kind per server, in {ROUNDS} rounds: the median round's wall"
+              " time, and the CPU time over all")
         for figure, index in (("wall µs per op", 0), ("server CPU µs/op", 1)):
             print(f"{figure:<16} {'local, disk':>12} {'local, memory':>14} {'moto':>9}"
                   f" {'moto / disk':>12} {'moto / memory':>14}")
-            for what in results["moto"]:
-                d, m, moto = (results[k][what][index] for k in ("local, disk", "local, memory", "moto"))
-                print(f"{what:<16} {d:12.1f} {m:14.1f} {moto:9.1f} {moto / d:11.1f}x {moto / m:13.1f}x")
+            for what in requests["moto"]:
+                d, m, mo = (results[(k, what)][index] for k in servers)
+                print(f"{what:<16} {d:12.1f} {m:14.1f} {mo:9.1f} {mo / d:11.1f}x {mo / m:13.1f}x")
     finally:
         for proc in procs:
             stop_moto(proc)
