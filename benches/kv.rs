@@ -21,7 +21,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use mvi::kv::{Condition, Key, KeyAttr, KeyType, PutItem, Query, TableSpec};
 use mvi::prelude::*;
 use mvi::{Bytes, item};
@@ -47,22 +48,13 @@ fn bench(c: &mut Criterion) {
     let payload = Bytes::from(vec![b'x'; 100]);
 
     rt.block_on(async {
-        kv.create_table(TableSpec::new("bench", KeyAttr::new("id", KeyType::Str)))
-            .await
-            .expect("create table");
+        load_bench_table(&kv, &payload).await;
         kv.create_table(
             TableSpec::new("events", KeyAttr::new("pk", KeyType::Str))
                 .sort_key(KeyAttr::new("sk", KeyType::Number)),
         )
         .await
         .expect("create table");
-        // Loaded in batches: the set-up is not what is measured.
-        let rows: Vec<_> = (0..ITEMS)
-            .map(|n| item! { "id" => format!("user-{n:06}"), "data" => payload.clone() })
-            .collect();
-        for chunk in rows.chunks(25) {
-            kv.batch_put("bench", chunk.to_vec()).await.expect("load");
-        }
         let rows: Vec<_> = (0..1000)
             .map(|n| item! { "pk" => "p", "sk" => n, "data" => payload.clone() })
             .collect();
@@ -93,15 +85,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let mut n = 0_i64;
-    group.bench_function("put_durable", |b| {
-        b.to_async(&rt).iter(|| {
-            n += 1;
-            let item = item! { "id" => format!("w-{}", n % ITEMS), "data" => payload.clone() };
-            let kv = kv.clone();
-            async move { kv.put("bench", item).await.expect("put") }
-        })
-    });
+    bench_put(&mut group, "put_durable", &rt, &kv, &payload);
 
     // Sixteen writers at once: their puts share durable commits (group commit).
     group.throughput(Throughput::Elements(16));
@@ -142,15 +126,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let mut i = 0_i64;
-    group.bench_function("get", |b| {
-        b.to_async(&rt).iter(|| {
-            i = (i + 7919) % ITEMS;
-            let key = Key::new(format!("user-{i:06}"));
-            let kv = kv.clone();
-            async move { black_box(kv.get_item("bench", key).await.expect("get")) }
-        })
-    });
+    bench_get(&mut group, "get", &rt, &kv);
 
     group.throughput(Throughput::Elements(100));
     group.bench_function("query_page_100", |b| {
@@ -176,40 +152,61 @@ fn bench(c: &mut Criterion) {
         )
         .expect("in-memory cloud");
     let mem_kv: Arc<dyn Kv> = memory.kv().expect("kv service").clone();
-    rt.block_on(async {
-        mem_kv
-            .create_table(TableSpec::new("bench", KeyAttr::new("id", KeyType::Str)))
-            .await
-            .expect("create table");
-        let rows: Vec<_> = (0..ITEMS)
-            .map(|n| item! { "id" => format!("user-{n:06}"), "data" => payload.clone() })
-            .collect();
-        for chunk in rows.chunks(25) {
-            mem_kv
-                .batch_put("bench", chunk.to_vec())
-                .await
-                .expect("load");
-        }
-    });
+    rt.block_on(load_bench_table(&mem_kv, &payload));
+    bench_put(&mut group, "put_memory", &rt, &mem_kv, &payload);
+    bench_get(&mut group, "get_memory", &rt, &mem_kv);
+    group.finish();
+}
+
+/// Creates the table `bench` and loads it with `ITEMS` items, in batches: the set-up is not
+/// what is measured.
+async fn load_bench_table(kv: &Arc<dyn Kv>, payload: &Bytes) {
+    kv.create_table(TableSpec::new("bench", KeyAttr::new("id", KeyType::Str)))
+        .await
+        .expect("create table");
+    let rows: Vec<_> = (0..ITEMS)
+        .map(|n| item! { "id" => format!("user-{n:06}"), "data" => payload.clone() })
+        .collect();
+    for chunk in rows.chunks(25) {
+        kv.batch_put("bench", chunk.to_vec()).await.expect("load");
+    }
+}
+
+/// `id`: one unconditional put after another into `bench`, over its items.
+fn bench_put(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    rt: &tokio::runtime::Runtime,
+    kv: &Arc<dyn Kv>,
+    payload: &Bytes,
+) {
     let mut n = 0_i64;
-    group.bench_function("put_memory", |b| {
-        b.to_async(&rt).iter(|| {
+    group.bench_function(id, |b| {
+        b.to_async(rt).iter(|| {
             n += 1;
             let item = item! { "id" => format!("w-{}", n % ITEMS), "data" => payload.clone() };
-            let kv = mem_kv.clone();
+            let kv = kv.clone();
             async move { kv.put("bench", item).await.expect("put") }
         })
     });
+}
+
+/// `id`: point reads of the loaded items of `bench`, spread over them.
+fn bench_get(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    rt: &tokio::runtime::Runtime,
+    kv: &Arc<dyn Kv>,
+) {
     let mut i = 0_i64;
-    group.bench_function("get_memory", |b| {
-        b.to_async(&rt).iter(|| {
+    group.bench_function(id, |b| {
+        b.to_async(rt).iter(|| {
             i = (i + 7919) % ITEMS;
             let key = Key::new(format!("user-{i:06}"));
-            let kv = mem_kv.clone();
+            let kv = kv.clone();
             async move { black_box(kv.get_item("bench", key).await.expect("get")) }
         })
     });
-    group.finish();
 }
 
 criterion_group!(benches, bench);
