@@ -16,7 +16,14 @@ networking included).
 Calls run in five rounds, each server and call in turn; the median round's wall time is
 reported, and the CPU time over all rounds.
 
-Usage: python3 benches/endpoints_replay.py [N]   (needs boto3 and moto_server; scripts/setup.sh)
+`--awake` keeps every CPU awake meanwhile with a busy loop that runs only when nothing else
+wants the CPU (`SCHED_IDLE`). On an idle virtual machine each round trip otherwise waits for
+an idle CPU to wake twice (the server's on the request, the client's on the answer): here
+about 10 µs each, most of a fast call, and nothing a busy machine or bare metal with shallow
+idle states pays.
+
+Usage: python3 benches/endpoints_replay.py [N] [--awake]   (needs boto3 and moto_server;
+scripts/setup.sh)
 """
 
 import hashlib
@@ -26,6 +33,7 @@ import shutil
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -161,12 +169,20 @@ def measure(name, url, request, n, pgid):
 
 ROUNDS = 5
 
+# A loop that runs only on a CPU nothing else wants, so that the CPU never idles.
+SPIN = "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile True: pass"
+
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    args = [a for a in sys.argv[1:] if a != "--awake"]
+    awake = len(args) < len(sys.argv) - 1
+    n = int(args[0]) if args else 2000
     root = tempfile.mkdtemp(prefix="mvi-replay-bench-")
     procs = []
     try:
+        if awake:
+            for _ in range(os.cpu_count() or 1):
+                procs.append(subprocess.Popen([sys.executable, "-c", SPIN], start_new_session=True))
         moto_port = free_port()
         moto = start_moto(moto_port)
         procs.append(moto)
@@ -200,7 +216,7 @@ def main() -> None:
             for key, got in rounds.items()
         }
         print(f"{n} calls of each kind per server, in {ROUNDS} rounds: the median round's wall"
-              " time, and the CPU time over all")
+              " time, and the CPU time over all" + (" (CPUs kept awake)" if awake else ""))
         for figure, index in (("wall µs per op", 0), ("server CPU µs/op", 1)):
             print(f"{figure:<16} {'local, disk':>12} {'local, memory':>14} {'moto':>9}"
                   f" {'moto / disk':>12} {'moto / memory':>14}")

@@ -19,6 +19,12 @@ mod common;
 
 use common::failed;
 
+/// A server's allocator: mimalloc answers the many small allocations of a request (headers,
+/// JSON values, redb pages) faster than the system's, which here was 3-4 µs of a PutItem.
+/// A program that embeds the cloud chooses its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut root = std::path::PathBuf::from(".mvi");

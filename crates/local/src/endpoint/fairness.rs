@@ -41,23 +41,26 @@ impl InFlight {
         let Some(id) = key_id(req) else {
             return Ok(None);
         };
-        if self.keys.lookup(&id).is_none() {
+        if !self.keys.contains(id) {
             return Ok(None);
         }
         let slots = {
             let mut map = self.per_key.lock().unwrap_or_else(|e| e.into_inner());
-            // Revoked keys' counters go when a new key is first seen.
-            if !map.contains_key(&id) {
-                map.retain(|k, _| self.keys.lookup(k).is_some());
+            match map.get(id) {
+                Some(slots) => slots.clone(),
+                None => {
+                    // Revoked keys' counters go when a new key is first seen.
+                    map.retain(|k, _| self.keys.contains(k));
+                    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+                    map.insert(id.to_owned(), slots.clone());
+                    slots
+                }
             }
-            map.entry(id.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)))
-                .clone()
         };
         slots
             .try_acquire_owned()
             .map(Some)
-            .map_err(|_| Busy { key: id })
+            .map_err(|_| Busy { key: id.to_owned() })
     }
 }
 
@@ -78,7 +81,7 @@ impl Busy {
 }
 
 /// The access key id a request names.
-fn key_id<B>(req: &Request<B>) -> Option<String> {
+fn key_id<B>(req: &Request<B>) -> Option<&str> {
     if let Some(auth) = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -88,10 +91,10 @@ fn key_id<B>(req: &Request<B>) -> Option<String> {
             let credential = rest
                 .split(',')
                 .find_map(|p| p.trim().strip_prefix("Credential="))?;
-            return credential.split('/').next().map(str::to_owned);
+            return credential.split('/').next();
         }
         if let Some(rest) = auth.strip_prefix("AWS ") {
-            return rest.split(':').next().map(str::to_owned);
+            return rest.split(':').next();
         }
         return None;
     }
@@ -100,12 +103,8 @@ fn key_id<B>(req: &Request<B>) -> Option<String> {
         let (k, v) = pair.split_once('=')?;
         match k {
             // AKID%2FDATE%2FREGION%2F...: the id is what comes before the first slash.
-            "X-Amz-Credential" => v
-                .split("%2F")
-                .next()
-                .and_then(|id| id.split('/').next())
-                .map(str::to_owned),
-            "AWSAccessKeyId" => Some(v.to_owned()),
+            "X-Amz-Credential" => v.split("%2F").next().and_then(|id| id.split('/').next()),
+            "AWSAccessKeyId" => Some(v),
             _ => None,
         }
     })
@@ -127,24 +126,20 @@ mod tests {
     fn the_key_is_read_from_every_kind_of_credential() {
         let sigv4 = "AWS4-HMAC-SHA256 Credential=AKIAONE/20261207/us-east-1/s3/aws4_request, \
                      SignedHeaders=host, Signature=00";
+        assert_eq!(key_id(&req(Some(sigv4), "/b/k")), Some("AKIAONE"));
         assert_eq!(
-            key_id(&req(Some(sigv4), "/b/k")).as_deref(),
-            Some("AKIAONE")
-        );
-        assert_eq!(
-            key_id(&req(Some("AWS AKIATWO:c2ln"), "/b/k")).as_deref(),
+            key_id(&req(Some("AWS AKIATWO:c2ln"), "/b/k")),
             Some("AKIATWO")
         );
         assert_eq!(
             key_id(&req(
                 None,
                 "/b/k?X-Amz-Algorithm=x&X-Amz-Credential=AKIA3%2F20261207%2Fus-east-1"
-            ))
-            .as_deref(),
+            )),
             Some("AKIA3")
         );
         assert_eq!(
-            key_id(&req(None, "/b/k?AWSAccessKeyId=AKIA4&Expires=1")).as_deref(),
+            key_id(&req(None, "/b/k?AWSAccessKeyId=AKIA4&Expires=1")),
             Some("AKIA4")
         );
         assert_eq!(key_id(&req(None, "/b/k")), None);

@@ -329,7 +329,7 @@ impl JsonDoors {
             .map_or("/", |p| p.as_str())
             .to_owned();
         auth.verify(
-            issued.secret.expose(),
+            &issued.secret,
             parts.method.as_str(),
             &path,
             &parts.headers,

@@ -14,6 +14,8 @@ use mvi_core::access::Policy;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
+use super::sigv4::SigningSecret;
+
 /// An access key: the id a request names and the secret it is signed with.
 #[derive(Clone)]
 pub struct AccessKey {
@@ -43,7 +45,7 @@ pub struct Principal {
 /// A key as the endpoints look it up.
 #[derive(Debug, Clone)]
 pub(crate) struct Issued {
-    pub(crate) secret: SecretString,
+    pub(crate) secret: Arc<SigningSecret>,
     pub(crate) principal: Arc<Principal>,
 }
 
@@ -64,7 +66,7 @@ impl AccessKeys {
     /// Accepts a key chosen by the caller (fixed admin credentials for a tool's config).
     pub fn insert(&self, key: &AccessKey, principal: String, policy: Policy) {
         let issued = Issued {
-            secret: key.secret.clone(),
+            secret: Arc::new(SigningSecret::new(key.secret.clone())),
             principal: Arc::new(Principal {
                 name: principal,
                 policy,
@@ -81,9 +83,7 @@ impl AccessKeys {
     /// The ids of the keys accepted for `principal`, sorted.
     pub fn ids_of(&self, principal: &str) -> Vec<String> {
         let mut ids: Vec<String> = self
-            .keys
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .filter(|(_, k)| k.principal.name == principal)
             .map(|(id, _)| id.clone())
@@ -98,11 +98,18 @@ impl AccessKeys {
     }
 
     pub(crate) fn lookup(&self, id: &str) -> Option<Issued> {
+        self.read().get(id).cloned()
+    }
+
+    /// Whether the key `id` is accepted.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.read().contains_key(id)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Issued>> {
         self.keys
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-            .cloned()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Issued>> {

@@ -9,10 +9,13 @@
 //! constant time. A request dated more than 15 minutes from now is refused (as AWS does), so
 //! a captured request cannot be replayed later.
 
+use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
 use hyper::HeaderMap;
+use mvi_core::SecretString;
 use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -122,7 +125,7 @@ impl<'a> Authorization<'a> {
     /// `body`, made with `secret`, at `now`.
     pub(crate) fn verify(
         &self,
-        secret: &str,
+        secret: &SigningSecret,
         method: &str,
         path_and_query: &str,
         headers: &HeaderMap,
@@ -139,19 +142,16 @@ impl<'a> Authorization<'a> {
         }
         let canonical =
             canonical_request(method, path_and_query, headers, &self.signed_headers, body)?;
-        let scope = format!(
-            "{}/{}/{}/aws4_request",
-            self.date, self.region, self.service
+        let mut to_sign = String::with_capacity(160);
+        let _ = write!(
+            to_sign,
+            "AWS4-HMAC-SHA256\n{amz_date}\n{}/{}/{}/aws4_request\n{:x}",
+            self.date,
+            self.region,
+            self.service,
+            Sha256::digest(canonical.as_bytes())
         );
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        let key = [self.date, self.region, self.service, "aws4_request"]
-            .iter()
-            .fold(format!("AWS4{secret}").into_bytes(), |key, part| {
-                hmac(&key, part.as_bytes())
-            });
+        let key = secret.signing_key(self.date, self.region, self.service);
         let given = hex::decode(self.signature).map_err(|_| mismatch())?;
         let mut mac = HmacSha256::new_from_slice(&key).map_err(|_| mismatch())?;
         mac.update(to_sign.as_bytes());
@@ -167,11 +167,11 @@ fn mismatch() -> SigError {
     )
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+fn hmac(key: &[u8], data: &str) -> [u8; 32] {
     // HMAC takes a key of any length; new_from_slice cannot fail for it.
     let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
+    mac.update(data.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -202,10 +202,9 @@ fn check_date(amz_date: &str, scope_date: &str, now: SystemTime) -> Result<(), S
     Ok(())
 }
 
-/// RFC 3986 percent-encoding of everything but the unreserved characters (and `/` when
-/// `keep_slash`), as SigV4 encodes.
-fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
+/// Appends the RFC 3986 percent-encoding of `s` to `out`: everything but the unreserved
+/// characters (and `/` when `keep_slash`) encoded, as SigV4 encodes.
+fn uri_encode(out: &mut String, s: &str, keep_slash: bool) {
     for b in s.bytes() {
         if b.is_ascii_alphanumeric()
             || matches!(b, b'-' | b'_' | b'.' | b'~')
@@ -213,12 +212,12 @@ fn uri_encode(s: &str, keep_slash: bool) -> String {
         {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
-    out
 }
 
+/// The canonical request SigV4 signs, built in one string.
 fn canonical_request(
     method: &str,
     path_and_query: &str,
@@ -230,52 +229,71 @@ fn canonical_request(
         .split_once('?')
         .unwrap_or((path_and_query, ""));
     let path = if path.is_empty() { "/" } else { path };
+    let mut out = String::with_capacity(256 + path_and_query.len());
+    out.push_str(method);
+    out.push('\n');
     // Services other than S3 encode the (already encoded) path once more.
-    let uri = uri_encode(path, true);
-    let mut pairs: Vec<(String, String)> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let decode = |s: &str| {
-                percent_decode(s).map_err(|_| {
-                    SigError::Malformed(format!("the query string {query:?} is not valid"))
-                })
-            };
-            Ok((
-                uri_encode(&decode(k)?, false),
-                uri_encode(&decode(v)?, false),
-            ))
-        })
-        .collect::<Result<_, SigError>>()?;
-    pairs.sort();
-    let query = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut canonical_headers = String::new();
-    for name in signed {
-        let values: Vec<String> = headers
-            .get_all(*name)
-            .iter()
-            .map(|v| {
-                let v = String::from_utf8_lossy(v.as_bytes());
-                v.split_whitespace().collect::<Vec<_>>().join(" ")
+    uri_encode(&mut out, path, true);
+    out.push('\n');
+    if !query.is_empty() {
+        let mut pairs: Vec<(String, String)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let encoded = |s: &str| {
+                    let decoded = percent_decode(s).map_err(|_| {
+                        SigError::Malformed(format!("the query string {query:?} is not valid"))
+                    })?;
+                    let mut e = String::with_capacity(decoded.len());
+                    uri_encode(&mut e, &decoded, false);
+                    Ok(e)
+                };
+                Ok((encoded(k)?, encoded(v)?))
             })
-            .collect();
-        if values.is_empty() {
+            .collect::<Result<_, SigError>>()?;
+        pairs.sort();
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            let _ = write!(out, "{k}={v}");
+        }
+    }
+    out.push('\n');
+    for name in signed {
+        out.push_str(name);
+        out.push(':');
+        let mut values = headers.get_all(*name).iter().peekable();
+        if values.peek().is_none() {
             return Err(SigError::Malformed(format!(
                 "the signed header {name:?} is not in the request"
             )));
         }
-        canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
+        for (i, value) in values.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // Trimmed, with runs of spaces inside made one.
+            let value = String::from_utf8_lossy(value.as_bytes());
+            for (j, word) in value.split_whitespace().enumerate() {
+                if j > 0 {
+                    out.push(' ');
+                }
+                out.push_str(word);
+            }
+        }
+        out.push('\n');
     }
-    let payload = hex::encode(Sha256::digest(body));
-    Ok(format!(
-        "{method}\n{uri}\n{query}\n{canonical_headers}\n{}\n{payload}",
-        signed.join(";")
-    ))
+    out.push('\n');
+    for (i, name) in signed.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(name);
+    }
+    let _ = write!(out, "\n{:x}", Sha256::digest(body));
+    Ok(out)
 }
 
 fn percent_decode(s: &str) -> Result<String, ()> {
@@ -302,13 +320,118 @@ fn percent_decode(s: &str) -> Result<String, ()> {
     String::from_utf8(out).map_err(|_| ())
 }
 
+/// A secret access key, with the signing key last derived from it.
+///
+/// A SigV4 signing key is four HMACs of the secret and the credential scope (day, region,
+/// service), so it stays the same for a key's requests all day; deriving it anew for each
+/// request would be most of a verification's hashing.
+pub(crate) struct SigningSecret {
+    secret: SecretString,
+    /// The scope (`DATE/REGION/SERVICE`) and the key derived for it.
+    derived: Mutex<Option<(String, [u8; 32])>>,
+}
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret([REDACTED])")
+    }
+}
+
+impl SigningSecret {
+    pub(crate) fn new(secret: SecretString) -> Self {
+        SigningSecret {
+            secret,
+            derived: Mutex::new(None),
+        }
+    }
+
+    /// The secret itself (for `s3s`, which verifies S3's signatures).
+    pub(crate) fn expose(&self) -> &str {
+        self.secret.expose()
+    }
+
+    /// The signing key of `date`, `region` and `service`.
+    fn signing_key(&self, date: &str, region: &str, service: &str) -> [u8; 32] {
+        let mut derived = self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        let same_scope = |scope: &str| {
+            let mut parts = scope.split('/');
+            parts.next() == Some(date)
+                && parts.next() == Some(region)
+                && parts.next() == Some(service)
+        };
+        if let Some((scope, key)) = derived.as_ref()
+            && same_scope(scope)
+        {
+            return *key;
+        }
+        let mut key = hmac(format!("AWS4{}", self.secret.expose()).as_bytes(), date);
+        for part in [region, service, "aws4_request"] {
+            key = hmac(&key, part);
+        }
+        *derived = Some((format!("{date}/{region}/{service}"), key));
+        key
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn signing_secret(secret: &str) -> SigningSecret {
+        SigningSecret::new(SecretString::new(secret))
+    }
+
+    /// A request signed by botocore (as boto3 sends it), with a query string to sort and
+    /// encode, a path to encode again, a header with runs of spaces and a body; then the same
+    /// secret, with its signing key derived for that scope, on another day's request.
+    #[test]
+    fn botocore_signed_request_with_query_path_and_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "127.0.0.1:4566".parse().unwrap());
+        headers.insert("x-amz-target", "DynamoDB_20120810.PutItem".parse().unwrap());
+        headers.insert("x-custom", "  two   spaced  words ".parse().unwrap());
+        headers.insert(
+            "content-type",
+            "application/x-amz-json-1.0".parse().unwrap(),
+        );
+        headers.insert("x-amz-date", "20261207T111147Z".parse().unwrap());
+        headers.insert(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261207/eu-west-1/dynamodb/aws4_request, \
+             SignedHeaders=content-type;host;x-amz-date;x-amz-target;x-custom, \
+             Signature=2f52a1568e406fb88a021cd63d2e90ac968063d17e4b6300e5db41957a5ec09b"
+                .parse()
+                .unwrap(),
+        );
+        let body = br#"{"TableName":"t"}"#;
+        let path = "/some%20path/x?b=2&a=1&c=%2F%20x";
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_641_907);
+        let secret = signing_secret("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+        let auth = Authorization::parse(&headers, "dynamodb").unwrap();
+        auth.verify(&secret, "POST", path, &headers, body, at)
+            .unwrap();
+        // The query is signed sorted: the same pairs in another order are the same request.
+        let reordered = "/some%20path/x?c=%2F%20x&a=1&b=2";
+        auth.verify(&secret, "POST", reordered, &headers, body, at)
+            .unwrap();
+        let changed = "/some%20path/x?a=1&b=3&c=%2F%20x";
+        assert_eq!(
+            auth.verify(&secret, "POST", changed, &headers, body, at),
+            Err(mismatch())
+        );
+        // The AWS suite's example is of another day, region and service, with the same
+        // secret: the key derived above must not be reused for it.
+        vanilla_get(&secret);
+    }
+
     /// AWS's own worked example ("get-vanilla" of the SigV4 test suite).
     #[test]
     fn aws_test_suite_vanilla_get() {
+        vanilla_get(&signing_secret("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"));
+    }
+
+    /// Checks AWS's example with `secret`, the example's secret.
+    fn vanilla_get(secret: &SigningSecret) {
         let mut headers = HeaderMap::new();
         headers.insert("host", "example.amazonaws.com".parse().unwrap());
         headers.insert("x-amz-date", "20150830T123600Z".parse().unwrap());
@@ -323,10 +446,11 @@ mod tests {
         let auth = Authorization::parse(&headers, "service").unwrap();
         assert_eq!(auth.key_id, "AKIDEXAMPLE");
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
-        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        auth.verify(secret, "GET", "/", &headers, b"", at).unwrap();
+        // Again, with the signing key derived by the first.
         auth.verify(secret, "GET", "/", &headers, b"", at).unwrap();
         assert_eq!(
-            auth.verify("wrong", "GET", "/", &headers, b"", at),
+            auth.verify(&signing_secret("wrong"), "GET", "/", &headers, b"", at),
             Err(mismatch())
         );
         assert_eq!(
