@@ -19,6 +19,7 @@ mod json;
 pub mod keys;
 mod kms;
 mod logs;
+mod repoll;
 pub mod s3;
 mod sigv4;
 
@@ -418,12 +419,11 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: Arc<Route
         let router = router.clone();
         async move { Ok::<_, Infallible>(router.route(req).await) }
     });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
+    let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = repoll::RepollInPlace::new(connection).await {
         tracing::debug!("endpoint connection from {peer}: {e}");
     }
 }
