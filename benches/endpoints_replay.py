@@ -16,11 +16,15 @@ networking included).
 Calls run in five rounds, each server and call in turn; the median round's wall time is
 reported, and the CPU time over all rounds.
 
+Then the same with 16 clients at once (`CLIENTS` processes, a connection each; threads would
+share one interpreter lock): the wall time of the whole round divided by its calls, i.e. the
+time per operation at that concurrency, and the servers' CPU time per call.
+
 `--awake` keeps every CPU awake meanwhile with a busy loop that runs only when nothing else
-wants the CPU (`SCHED_IDLE`). On an idle virtual machine each round trip otherwise waits for
-an idle CPU to wake twice (the server's on the request, the client's on the answer): here
-about 10 µs each, most of a fast call, and nothing a busy machine or bare metal with shallow
-idle states pays.
+wants the CPU (`SCHED_IDLE`), to show how much of a fast call's wall time is idle CPUs waking
+(on an idle virtual machine a round trip waits for that twice). It is not a fair comparison:
+on this machine the loop also made moto and durable writes slower (its CPU time is shared
+with the host), so the figures in docs/benchmarks.md are without it.
 
 Usage: python3 benches/endpoints_replay.py [N] [--awake]   (needs boto3 and moto_server;
 scripts/setup.sh)
@@ -28,6 +32,7 @@ scripts/setup.sh)
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -167,10 +172,72 @@ def measure(name, url, request, n, pgid):
     return per * 1e6, cpu / n * 1e6
 
 
+def measure_concurrent(name, url, request, n, pgid, clients):
+    """One round of `request` from `clients` processes at once, n calls in all: µs of wall
+    time per call (the round's, from when every client is connected and waiting) and of the
+    server's CPU time."""
+    fork = multiprocessing.get_context("fork")  # the clients share this process's state
+    ready = fork.Barrier(clients + 1)
+    statuses = fork.Queue()
+
+    def client():
+        ready.wait()
+        statuses.put(replay(url, request, max(1, n // clients))[1])
+
+    workers = [fork.Process(target=client) for _ in range(clients)]
+    for w in workers:
+        w.start()
+    cpu = group_cpu(pgid)
+    ready.wait()
+    start = time.perf_counter()
+    got = [statuses.get(timeout=600) for _ in workers]
+    elapsed = time.perf_counter() - start
+    cpu = group_cpu(pgid) - cpu
+    for w in workers:
+        w.join()
+    if any(status != 200 for status in got):
+        raise SystemExit(f"{name}: HTTP {sorted(set(got))} with {clients} clients")
+    calls_made = clients * max(1, n // clients)
+    return elapsed / calls_made * 1e6, cpu / calls_made * 1e6
+
+
 ROUNDS = 5
+CLIENTS = 16
 
 # A loop that runs only on a CPU nothing else wants, so that the CPU never idles.
 SPIN = "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile True: pass"
+
+
+def report(servers, requests, n, clients, awake):
+    """Measures every server and call in rounds with `clients` clients and prints the table."""
+    # Rounds, each server and call in turn, so that whatever else the machine does falls on
+    # all of them alike; the median round is reported.
+    rounds = {}
+    for _ in range(ROUNDS):
+        for name, (url, _, _, pgid) in servers.items():
+            for what, request in requests[name].items():
+                calls_in_round = max(10 * clients, n // ROUNDS)
+                if clients == 1:
+                    got = measure(f"{name} {what}", url, request, calls_in_round, pgid)
+                else:
+                    got = measure_concurrent(f"{name} {what}", url, request, calls_in_round,
+                                             pgid, clients)
+                rounds.setdefault((name, what), []).append(got)
+    # The wall time of the median round; the CPU time over all rounds (the kernel counts it in
+    # 10 ms ticks: one round's would be too coarse).
+    results = {
+        key: (statistics.median(r[0] for r in got), statistics.fmean(r[1] for r in got))
+        for key, got in rounds.items()
+    }
+    who = "sequential" if clients == 1 else f"{clients} clients at once"
+    print(f"{n} calls of each kind per server, {who}, in {ROUNDS} rounds: the median round's"
+          " wall time, and the CPU time over all" + (" (CPUs kept awake)" if awake else ""))
+    for figure, index in (("wall µs per op", 0), ("server CPU µs/op", 1)):
+        print(f"{figure:<16} {'local, disk':>12} {'local, memory':>14} {'moto':>9}"
+              f" {'moto / disk':>12} {'moto / memory':>14}")
+        for what in requests["moto"]:
+            d, m, mo = (results[(k, what)][index] for k in servers)
+            print(f"{what:<16} {d:12.1f} {m:14.1f} {mo:9.1f} {mo / d:11.1f}x {mo / m:13.1f}x")
 
 
 def main() -> None:
@@ -201,28 +268,8 @@ def main() -> None:
         for name, (url, _, _, _) in servers.items():
             for request in requests[name].values():
                 replay(url, request, max(10, n // 20))  # warm-up
-        # Rounds, each server and call in turn, so that whatever else the machine does
-        # falls on all of them alike; the median round is reported.
-        rounds = {}
-        for _ in range(ROUNDS):
-            for name, (url, _, _, pgid) in servers.items():
-                for what, request in requests[name].items():
-                    got = measure(f"{name} {what}", url, request, max(10, n // ROUNDS), pgid)
-                    rounds.setdefault((name, what), []).append(got)
-        # The wall time of the median round; the CPU time over all rounds (the kernel counts
-        # it in 10 ms ticks: one round's would be too coarse).
-        results = {
-            key: (statistics.median(r[0] for r in got), statistics.fmean(r[1] for r in got))
-            for key, got in rounds.items()
-        }
-        print(f"{n} calls of each kind per server, in {ROUNDS} rounds: the median round's wall"
-              " time, and the CPU time over all" + (" (CPUs kept awake)" if awake else ""))
-        for figure, index in (("wall µs per op", 0), ("server CPU µs/op", 1)):
-            print(f"{figure:<16} {'local, disk':>12} {'local, memory':>14} {'moto':>9}"
-                  f" {'moto / disk':>12} {'moto / memory':>14}")
-            for what in requests["moto"]:
-                d, m, mo = (results[(k, what)][index] for k in servers)
-                print(f"{what:<16} {d:12.1f} {m:14.1f} {mo:9.1f} {mo / d:11.1f}x {mo / m:13.1f}x")
+        for clients in (1, CLIENTS):
+            report(servers, requests, n, clients, awake)
     finally:
         for proc in procs:
             stop_moto(proc)
