@@ -253,12 +253,11 @@ fn canonical_request(
             })
             .collect::<Result<_, SigError>>()?;
         pairs.sort();
-        for (i, (k, v)) in pairs.iter().enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            let _ = write!(out, "{k}={v}");
-        }
+        push_joined(&mut out, &pairs, '&', |out, (k, v)| {
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+        });
     }
     out.push('\n');
     for name in signed {
@@ -270,30 +269,32 @@ fn canonical_request(
                 "the signed header {name:?} is not in the request"
             )));
         }
-        for (i, value) in values.enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
+        push_joined(&mut out, values, ',', |out, value| {
             // Trimmed, with runs of spaces inside made one.
             let value = String::from_utf8_lossy(value.as_bytes());
-            for (j, word) in value.split_whitespace().enumerate() {
-                if j > 0 {
-                    out.push(' ');
-                }
-                out.push_str(word);
-            }
-        }
+            push_joined(out, value.split_whitespace(), ' ', String::push_str);
+        });
         out.push('\n');
     }
     out.push('\n');
-    for (i, name) in signed.iter().enumerate() {
-        if i > 0 {
-            out.push(';');
-        }
-        out.push_str(name);
-    }
+    push_joined(&mut out, signed, ';', |out, name| out.push_str(name));
     let _ = write!(out, "\n{:x}", Sha256::digest(body));
     Ok(out)
+}
+
+/// Appends each of `parts` to `out`, written by `write`, with `sep` between them.
+fn push_joined<T>(
+    out: &mut String,
+    parts: impl IntoIterator<Item = T>,
+    sep: char,
+    mut write: impl FnMut(&mut String, T),
+) {
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        write(out, part);
+    }
 }
 
 fn percent_decode(s: &str) -> Result<String, ()> {
@@ -327,8 +328,15 @@ fn percent_decode(s: &str) -> Result<String, ()> {
 /// request would be most of a verification's hashing.
 pub(crate) struct SigningSecret {
     secret: SecretString,
-    /// The scope (`DATE/REGION/SERVICE`) and the key derived for it.
-    derived: Mutex<Option<(String, [u8; 32])>>,
+    derived: Mutex<Option<Derived>>,
+}
+
+/// A signing key and the scope it was derived for.
+struct Derived {
+    date: String,
+    region: String,
+    service: String,
+    key: [u8; 32],
 }
 
 impl std::fmt::Debug for SigningSecret {
@@ -353,22 +361,21 @@ impl SigningSecret {
     /// The signing key of `date`, `region` and `service`.
     fn signing_key(&self, date: &str, region: &str, service: &str) -> [u8; 32] {
         let mut derived = self.derived.lock().unwrap_or_else(|e| e.into_inner());
-        let same_scope = |scope: &str| {
-            let mut parts = scope.split('/');
-            parts.next() == Some(date)
-                && parts.next() == Some(region)
-                && parts.next() == Some(service)
-        };
-        if let Some((scope, key)) = derived.as_ref()
-            && same_scope(scope)
+        if let Some(d) = derived.as_ref()
+            && (d.date.as_str(), d.region.as_str(), d.service.as_str()) == (date, region, service)
         {
-            return *key;
+            return d.key;
         }
         let mut key = hmac(format!("AWS4{}", self.secret.expose()).as_bytes(), date);
         for part in [region, service, "aws4_request"] {
             key = hmac(&key, part);
         }
-        *derived = Some((format!("{date}/{region}/{service}"), key));
+        *derived = Some(Derived {
+            date: date.to_owned(),
+            region: region.to_owned(),
+            service: service.to_owned(),
+            key,
+        });
         key
     }
 }
